@@ -1,0 +1,166 @@
+# braid: build, test, install.
+#
+#   make                  libbraid.a, libbraid.so, libbraid-tsan.a, braid.pc
+#   make test             unit and integration tests: normal, ASan+UBSan, TSan,
+#                         Valgrind; ends with "N passed, N failed"
+#   make demo             build and run the four seed examples
+#   make bench            build bench/braid-bench (run it: bench/README)
+#   make install PREFIX=/usr/local
+#
+# Objects are compiled once with -fPIC and serve both libraries.  After
+# compiling, each object's code sections are renamed to "braid_text", so
+# that the linker gathers all of libbraid's code into one section bracketed
+# by __start_braid_text/__stop_braid_text: the fault handler uses that range
+# to refuse converting faults raised inside the runtime itself.
+
+CC       ?= gcc
+OBJCOPY  ?= objcopy
+AR       ?= ar
+PREFIX   ?= /usr/local
+LIBDIR   ?= $(PREFIX)/lib
+INCDIR   ?= $(PREFIX)/include
+
+VERSION  := 0.1.0
+SOMAJOR  := 0
+
+WARN     := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
+BASEFLAGS:= -std=c11 -g -fPIC -fvisibility=hidden -fno-omit-frame-pointer -D_GNU_SOURCE \
+            -Iinclude -iquote src $(WARN)
+OPT      ?= -O2
+CFLAGS_LIB := $(BASEFLAGS) $(OPT) $(EXTRA_CFLAGS)
+
+SAN_ASAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
+SAN_TSAN := -fsanitize=thread
+
+LIB_C    := $(wildcard src/*.c) src/arch/ctx.c
+ARCH     := $(shell $(CC) -dumpmachine | cut -d- -f1)
+ifeq ($(ARCH),x86_64)
+LIB_S    := src/arch/ctx_x86_64_sysv_elf_gas.S
+else ifeq ($(ARCH),aarch64)
+LIB_S    := src/arch/ctx_aarch64_aapcs_elf_gas.S
+else
+LIB_S    :=
+CFLAGS_LIB += -DBRAID_PORTABLE_CTX
+endif
+HDRS     := include/braid.h $(wildcard src/*.h) src/arch/ctx.h
+
+B        := build
+OBJS      = $(patsubst src/%.c,$(B)/$(1)/%.o,$(LIB_C)) $(patsubst src/%.S,$(B)/$(1)/%.o,$(LIB_S))
+
+RENAME   := --rename-section .text=braid_text,alloc,load,readonly,code,contents \
+            --rename-section .text.unlikely=braid_text,alloc,load,readonly,code,contents \
+            --rename-section .text.hot=braid_text,alloc,load,readonly,code,contents \
+            --rename-section .text.startup=braid_text,alloc,load,readonly,code,contents \
+            --rename-section .text.exit=braid_text,alloc,load,readonly,code,contents
+
+.PHONY: all test demo bench install clean check-tools examples
+
+all: $(B)/libbraid.a $(B)/libbraid.so $(B)/libbraid-tsan.a $(B)/braid.pc
+
+# ---- library objects, per flavour ------------------------------------------------
+# $(1): flavour directory, $(2): extra flags (sanitizers); fiber.c never gets
+# sanitizer instrumentation (see src/fiber.h).
+define flavour
+$(B)/$(1)/%.o: src/%.c $(HDRS) | $(B)/$(1)/arch
+	$$(CC) $$(CFLAGS_LIB) $(2) $$(if $$(filter src/fiber.c,$$<),-fno-sanitize=all) -c $$< -o $$@
+	$$(OBJCOPY) $$(RENAME) $$@
+
+$(B)/$(1)/%.o: src/%.S | $(B)/$(1)/arch
+	$$(CC) $$(CFLAGS_LIB) -c $$< -o $$@
+	$$(OBJCOPY) $$(RENAME) $$@
+
+$(B)/$(1)/arch:
+	mkdir -p $$@
+endef
+
+$(eval $(call flavour,obj,))
+$(eval $(call flavour,asan,$(SAN_ASAN)))
+$(eval $(call flavour,tsan,$(SAN_TSAN)))
+
+$(B)/libbraid.a: $(call OBJS,obj)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(B)/libbraid.so: $(call OBJS,obj)
+	$(CC) -shared -Wl,-soname,libbraid.so.$(SOMAJOR) -o $(B)/libbraid.so.$(VERSION) $^ -lpthread
+	ln -sf libbraid.so.$(VERSION) $(B)/libbraid.so.$(SOMAJOR)
+	ln -sf libbraid.so.$(VERSION) $@
+
+$(B)/libbraid-tsan.a: $(call OBJS,tsan)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(B)/libbraid-asan.a: $(call OBJS,asan)
+	rm -f $@ && $(AR) rcs $@ $^
+
+$(B)/braid.pc: braid.pc.in Makefile
+	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCDIR@|$(INCDIR)|g' \
+	    -e 's|@VERSION@|$(VERSION)|g' $< > $@
+
+# ---- tests -------------------------------------------------------------------------
+TEST_SRC  := $(wildcard tests/test_*.c)
+TEST_HDR  := tests/test.h
+EX_SRC    := $(wildcard examples/*.c)
+TFLAGS    := -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Wall -Wextra
+# Tests may peek at internals (white-box tests of the wheel, the queues).
+TFLAGS_WB := $(TFLAGS) -iquote src
+
+# $(1): config, $(2): compile flags, $(3): library
+define testcfg
+$(B)/t-$(1)/%: tests/%.c $(TEST_HDR) $(3) | $(B)/t-$(1)
+	$$(CC) $$(TFLAGS_WB) $(2) $$< $(3) -o $$@ -lpthread
+
+$(B)/t-$(1)/ex_%: examples/%.c $(3) | $(B)/t-$(1)
+	$$(CC) $$(TFLAGS) $(2) $$< $(3) -o $$@ -lpthread
+
+$(B)/t-$(1):
+	mkdir -p $$@
+
+TESTS_$(1) := $(patsubst tests/%.c,$(B)/t-$(1)/%,$(TEST_SRC)) $(patsubst examples/%.c,$(B)/t-$(1)/ex_%,$(EX_SRC))
+endef
+
+$(eval $(call testcfg,normal,,$(B)/libbraid.a))
+# ASan+UBSan: the library instrumented too, to catch braid's own bugs ...
+$(eval $(call testcfg,asan,$(SAN_ASAN),$(B)/libbraid-asan.a))
+# ... and the ordinary library inside an ASan program, which must be clean
+# on its own (sanitizers are detected at run time).
+$(eval $(call testcfg,asanplain,-fsanitize=address,$(B)/libbraid.a))
+$(eval $(call testcfg,tsan,$(SAN_TSAN),$(B)/libbraid-tsan.a))
+$(eval $(call testcfg,shared,,-L$(B) -Wl,-rpath,$(abspath $(B)) -lbraid))
+
+$(B)/t-shared/%: $(B)/libbraid.so
+$(B)/t-shared/ex_%: $(B)/libbraid.so
+
+test: all $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan) $(TESTS_shared)
+	@tests/run-all.sh $(B)
+
+# ---- examples ------------------------------------------------------------------------
+EXAMPLES := spawn join spawn_join task_failure
+$(B)/ex/%: examples/%.c $(B)/libbraid.a | $(B)/ex
+	$(CC) $(TFLAGS) -O2 $< $(B)/libbraid.a -o $@ -lpthread
+$(B)/ex:
+	mkdir -p $@
+
+examples: $(patsubst examples/%.c,$(B)/ex/%,$(EX_SRC))
+
+demo: $(addprefix $(B)/ex/,$(EXAMPLES))
+	@for e in $(EXAMPLES); do echo "== examples/$$e.c"; $(B)/ex/$$e || exit 1; done
+
+# ---- benchmarks ------------------------------------------------------------------------
+bench: $(B)/braid-bench
+	@echo "built $(B)/braid-bench; run: $(B)/braid-bench <workload> [N]  (bench/README.md)"
+	@bench/run.sh $(B)/braid-bench
+
+$(B)/braid-bench: bench/braid_bench.c $(B)/libbraid.a
+	$(CC) -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Wall -Wextra $< $(B)/libbraid.a -o $@ -lpthread
+
+# ---- install ---------------------------------------------------------------------------
+install: all
+	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+	install -m 644 include/braid.h $(DESTDIR)$(INCDIR)/
+	install -m 644 $(B)/libbraid.a $(B)/libbraid-tsan.a $(DESTDIR)$(LIBDIR)/
+	install -m 755 $(B)/libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
+	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so.$(SOMAJOR)
+	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so
+	install -m 644 $(B)/braid.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+
+clean:
+	rm -rf $(B)

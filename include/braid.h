@@ -1,0 +1,382 @@
+/*
+ * braid: Tokio-style tasks for C.
+ *
+ * A task is a plain C function, void *fn(void *arg), running on its own
+ * stack.  It suspends whenever it calls a blocking braid function (join,
+ * sleep, yield, ...) and a multi-threaded work-stealing scheduler runs
+ * other tasks meanwhile.  Every task returns a join handle; joining it
+ * gives the task's value, or tells that it panicked or was cancelled.  A
+ * failing task never takes the program down.
+ *
+ * Conventions used throughout this header:
+ *
+ *  - A call that can fail returns 0 (or a non-negative result) on success
+ *    and a negative errno value on failure.  No braid function ever sets
+ *    errno, and errno is preserved for each task across its suspensions.
+ *    braid_strerror() names every code.
+ *  - A join returns the task's fate (BRAID_OK, BRAID_PANICKED,
+ *    BRAID_CANCELLED), which is >= 0, or a negative error of the join itself.
+ *  - "Task only": the function must be called from inside a task; from a
+ *    plain thread it returns -EPERM.
+ *  - "Cancellation point": once the calling task has been cancelled (and is
+ *    not shielded, see braid_cancel_shield()), the call returns -ECANCELED
+ *    at once, every time, without doing anything.
+ *  - Handles (braid_task) are values, like pthread_t.  A stale, consumed or
+ *    made-up handle is detected and gets -ESRCH or -EINVAL, never a crash.
+ *
+ * Threads: all functions may be called from any thread unless marked "task
+ * only".  Handles may be joined, cancelled and inspected from any task on
+ * any worker, and from plain threads.
+ *
+ * fork(): a child forked from a process with a running runtime may only
+ * call async-signal-safe functions and exec; the runtime's worker threads
+ * do not exist in the child.
+ */
+#ifndef BRAID_H
+#define BRAID_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#if defined(__GNUC__)
+#define BRAID_API __attribute__((visibility("default")))
+#define BRAID_NORETURN __attribute__((noreturn))
+#define BRAID_PRINTF(f, a) __attribute__((format(printf, f, a)))
+#else
+#define BRAID_API
+#define BRAID_NORETURN
+#define BRAID_PRINTF(f, a)
+#endif
+
+/* ------------------------------------------------------------------------
+ * Version
+ * --------------------------------------------------------------------- */
+
+#define BRAID_VERSION_MAJOR 0
+#define BRAID_VERSION_MINOR 1
+#define BRAID_VERSION_PATCH 0
+#define BRAID_VERSION_STRING "0.1.0"
+
+/* The library's version as "MAJOR.MINOR.PATCH"; may differ from the header's
+ * BRAID_VERSION_STRING when a program runs against a newer shared library. */
+BRAID_API const char *braid_version(void);
+
+/* ------------------------------------------------------------------------
+ * Types
+ * --------------------------------------------------------------------- */
+
+/* A task's body: the shape of pthread_create's start routine. */
+typedef void *(*braid_fn)(void *arg);
+
+/* A join handle.  A value like pthread_t; copy it freely.  It is consumed by
+ * braid_join() or braid_detach(); afterwards every use gets -ESRCH.  The
+ * all-zero handle is never valid (-EINVAL). */
+typedef struct braid_task {
+    uint64_t bits;
+} braid_task;
+
+/* One operation of braid_join_all(): fn(arg) runs, and its return value
+ * lands in result. */
+typedef struct braid_call {
+    braid_fn fn;
+    void *arg;
+    void *result;
+} braid_call;
+
+/* A task's fate, as returned by a join (always >= 0). */
+enum {
+    BRAID_OK = 0,        /* the task returned normally */
+    BRAID_PANICKED = 1,  /* braid_panic(), a failed BRAID_ASSERT, a stack
+                            overflow, or (with isolate_faults) a fault */
+    BRAID_CANCELLED = 2  /* braid_cancel() was called before it finished */
+};
+
+/* The runtime: workers, run queues, timers, stacks.  Opaque. */
+typedef struct braid_runtime braid_runtime;
+
+/* What a join reports in full.  Initialise with BRAID_OUTCOME_INIT (or set
+ * size to sizeof(braid_outcome)); a size of 0 is read as this version's
+ * layout.  Later versions only append fields. */
+typedef struct braid_outcome {
+    size_t size;
+    int status;          /* the fate: BRAID_OK, BRAID_PANICKED, BRAID_CANCELLED */
+    void *value;         /* what the task returned (also when cancelled, so
+                            the joiner can free it); NULL if it panicked or
+                            never ran */
+    const char *file;    /* where it panicked (NULL for faults and overflows) */
+    int line;
+    char message[256];   /* the panic message, "" unless panicked */
+} braid_outcome;
+
+#define BRAID_OUTCOME_INIT { sizeof(braid_outcome), 0, NULL, NULL, 0, { 0 } }
+
+/* Called for the panic of a detached task (nobody will join it).  The
+ * default prints one line on stderr with the task's id and name. */
+typedef void (*braid_panic_hook)(uint64_t task_id, const char *name,
+                                 const braid_outcome *outcome, void *user);
+
+/* Runtime configuration.  Always start from braid_config_init(). */
+typedef struct braid_config {
+    size_t size;                 /* sizeof(braid_config), set by braid_config_init */
+    unsigned workers;            /* worker threads.  0: as many as the CPUs this
+                                    process may use (affinity mask and cgroup CPU
+                                    limit).  1: the current-thread flavour, where
+                                    tasks run only inside braid_block_on(), on
+                                    the calling thread */
+    size_t stack_size;           /* usable stack of each task in bytes (rounded up
+                                    to a power of two, at least 16 KiB); 0 means
+                                    256 KiB.  A 64 KiB guard region sits below
+                                    every stack.  Only touched pages cost memory */
+    bool isolate_faults;         /* convert SIGSEGV, SIGBUS, SIGFPE and SIGILL
+                                    raised by a task's own code into a panic of
+                                    that task, and mark the runtime tainted.
+                                    Stack overflows are always isolated */
+    uint64_t shutdown_timeout_ms;/* how long braid_runtime_free() (and the end of
+                                    braid_run()) waits for cancelled tasks to
+                                    return; 0 waits forever */
+    braid_panic_hook panic_hook; /* NULL: the default reporter */
+    void *panic_hook_arg;
+} braid_config;
+
+/* Options for braid_spawn_ex().  Initialise with BRAID_SPAWN_OPTS_INIT. */
+typedef struct braid_spawn_opts {
+    size_t size;                 /* sizeof(braid_spawn_opts) */
+    const char *name;            /* copied (31 bytes kept); NULL: unnamed */
+    size_t stack_size;           /* 0: the runtime's default */
+    void (*arg_drop)(void *arg); /* called with arg if the task is cancelled
+                                    before it ever ran (or its stack could not
+                                    be allocated), so arg is never leaked */
+} braid_spawn_opts;
+
+#define BRAID_SPAWN_OPTS_INIT { sizeof(braid_spawn_opts), NULL, 0, NULL }
+
+/* A deferred cleanup, pushed and popped like pthread_cleanup_push/pop.  The
+ * storage belongs to the caller (usually a local variable); it must stay
+ * valid until popped. */
+typedef struct braid_defer {
+    void (*fn)(void *arg);
+    void *arg;
+    struct braid_defer *next;
+} braid_defer;
+
+/* A key for task-local storage. */
+typedef struct braid_local_key {
+    uint32_t id;
+} braid_local_key;
+
+/* ------------------------------------------------------------------------
+ * Runtime
+ * --------------------------------------------------------------------- */
+
+/* Fill cfg with the defaults: workers = 0 (all usable CPUs), stack_size =
+ * 256 KiB, isolate_faults = false, shutdown_timeout_ms = 0 (forever). */
+BRAID_API void braid_config_init(braid_config *cfg);
+
+/* The whole program in one call, like #[tokio::main]: build a runtime with
+ * the default configuration, run fn(arg) as the root task on a worker, and
+ * when it returns cancel every task still alive, wait for them, and free
+ * everything.  Returns the root's fate (and *result, if result is not NULL,
+ * receives its value), or a negative error: -EPERM when called from inside a
+ * task, -ENOMEM, -EAGAIN (threads could not be created), -ETIMEDOUT (the
+ * shutdown timeout expired; see braid_runtime_free()).  Blocks the caller. */
+BRAID_API int braid_run(braid_fn fn, void *arg, void **result);
+
+/* Create a runtime.  cfg may be NULL for the defaults.  The worker threads
+ * start at once (except with workers = 1).  Errors: -EINVAL (bad cfg),
+ * -ENOMEM, -EAGAIN (thread creation failed).  Any thread. */
+BRAID_API int braid_runtime_new(const braid_config *cfg, braid_runtime **out);
+
+/* Run fn(arg) as a root task and block the calling plain thread until it
+ * finishes; returns its fate, and *result (if not NULL) its value.  With
+ * workers = 1 the calling thread is the runtime's only worker and every task
+ * runs on it, only while a block_on is in progress.  Errors: -EPERM from
+ * inside a task, -EINVAL, -ENOMEM, -EBUSY (a current-thread runtime already
+ * being driven by another block_on). */
+BRAID_API int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result);
+
+/* Spawn a task on rt from any thread (a plain thread's spawns go through the
+ * runtime's injection queue).  out == NULL detaches the task at once.
+ * Errors: -EINVAL, -ENOMEM. */
+BRAID_API int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg);
+
+/* Shut rt down: cancel every task still alive, wait for them to return
+ * (running the arg_drop of tasks that never started), stop the workers and
+ * free all memory.  Returns 0, -EPERM from inside a task, -EBUSY while a
+ * block_on on rt is in progress, or -ETIMEDOUT if shutdown_timeout_ms expired
+ * first: then the stuck tasks' workers are left running and rt's memory is
+ * deliberately leaked (freeing it under them would crash).  Handles of rt's
+ * tasks that were neither joined nor detached become invalid when the last
+ * runtime of the process is freed. */
+BRAID_API int braid_runtime_free(braid_runtime *rt);
+
+/* Whether a fault was converted into a panic in rt (isolate_faults): the
+ * program survived it, but memory the faulting task shared may be corrupt. */
+BRAID_API bool braid_runtime_tainted(const braid_runtime *rt);
+
+/* The runtime of the calling task, or NULL on a plain thread. */
+BRAID_API braid_runtime *braid_current_runtime(void);
+
+/* ------------------------------------------------------------------------
+ * Tasks
+ * --------------------------------------------------------------------- */
+
+/* Spawn fn(arg) as a new task on the caller's runtime.  The new task does not
+ * run inline: the caller keeps running until it suspends.  *out receives the
+ * join handle; out == NULL detaches the task at once.  A task that has not
+ * started holds no stack.  Task only.  Errors: -EPERM, -EINVAL (fn NULL),
+ * -ENOMEM (no memory or address space for the task record). */
+BRAID_API int braid_spawn(braid_task *out, braid_fn fn, void *arg);
+
+/* braid_spawn() with options: a name, a stack size, an arg_drop.  opts may be
+ * NULL.  Errors as braid_spawn(), plus -EINVAL for a stack size over 1 GiB. */
+BRAID_API int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg);
+
+/* Wait for t to finish and consume its handle.  Returns the task's fate
+ * (>= 0); *result (if not NULL) receives what the task returned (also when it
+ * was cancelled, so the value can be freed; NULL when it panicked or never
+ * ran).  Joining a task that has not started yet runs it right away on the
+ * caller's worker.  Suspends the calling task; blocks a plain thread.
+ * Cancellation point.  Errors (the handle stays valid for the first three):
+ * -ECANCELED (the caller was cancelled), -EDEADLK (t is the caller itself),
+ * -EBUSY (another join of t is in progress), -ESRCH (t is stale, already
+ * joined or detached), -EINVAL (t was never a handle). */
+BRAID_API int braid_join(braid_task t, void **result);
+
+/* braid_join() that also reports the panic message and location.  out must
+ * not be NULL; see braid_outcome.  Same return values as braid_join(). */
+BRAID_API int braid_join_ex(braid_task t, braid_outcome *out);
+
+/* Give up the handle: the task runs on, and its record is freed when it
+ * ends.  A detached task's panic goes to the panic hook.  Errors: -ESRCH,
+ * -EINVAL, -EBUSY (a join is in progress). */
+BRAID_API int braid_detach(braid_task t);
+
+/* Request cancellation of t.  A task that has not started never runs (its
+ * arg_drop runs instead, on the calling thread); a running task sees
+ * -ECANCELED from every cancellation point from now on, so it cleans up and
+ * returns.  Its fate becomes BRAID_CANCELLED (unless it panics).  Cancelling
+ * a finished task changes nothing.  Does not wait.  Tasks spawned by a
+ * cancelled task keep running.  Errors: -ESRCH, -EINVAL. */
+BRAID_API int braid_cancel(braid_task t);
+
+/* Whether t has finished (false for invalid or consumed handles). */
+BRAID_API bool braid_is_finished(braid_task t);
+
+/* The id of the task t refers to (also after it was consumed); 0 for the
+ * null handle.  Ids are unique within the process and never 0. */
+BRAID_API uint64_t braid_task_id(braid_task t);
+
+/* The calling task's id, 0 on a plain thread.  Inside braid_join_all()
+ * calls it is the id of the task that called braid_join_all(). */
+BRAID_API uint64_t braid_current_id(void);
+
+/* The index (0..workers-1) of the worker running the caller; -EPERM on a
+ * plain thread.  A task that has started always stays on its worker. */
+BRAID_API int braid_worker_index(void);
+
+/* Tokio's join!: run the n calls concurrently inside the calling task and
+ * return when all have returned.  They interleave on the caller's worker,
+ * never in parallel; each has its own stack and its own defers.  Results land
+ * in calls[i].result.  If one call panics, the others are cancelled, and once
+ * they have returned the panic is raised again in the caller with the
+ * original message and location.  Cancelling the caller cancels the calls.
+ * Task only.  Cancellation point.  Returns 0, -ECANCELED (the caller was
+ * cancelled; calls that returned still have their result), -EPERM, -EINVAL,
+ * -ENOMEM (stacks for the calls could not be allocated; nothing ran). */
+BRAID_API int braid_join_all(braid_call *calls, size_t n);
+
+/* Let other tasks run: the caller goes behind all runnable work.  Workers
+ * also check timers while tasks yield, so a yield loop cannot starve a
+ * sleeping task.  Task only.  Cancellation point.  Returns 0, -ECANCELED,
+ * -EPERM. */
+BRAID_API int braid_yield(void);
+
+/* Suspend the calling task for ms milliseconds (at least).  The worker runs
+ * other tasks meanwhile; a sleeping task uses no CPU.  Task only.
+ * Cancellation point.  Returns 0, -ECANCELED, -EPERM. */
+BRAID_API int braid_sleep_ms(uint64_t ms);
+
+/* Suspend until braid_now_ns() >= deadline_ns.  As braid_sleep_ms(). */
+BRAID_API int braid_sleep_until(uint64_t deadline_ns);
+
+/* Monotonic time in nanoseconds (CLOCK_MONOTONIC).  Any thread. */
+BRAID_API uint64_t braid_now_ns(void);
+
+/* Panic: end the calling task with fate BRAID_PANICKED.  Its pushed defers
+ * run first (innermost first, with cancellation shielded); a panic inside a
+ * defer keeps the first message and the remaining defers still run.  The
+ * message (printf format, up to 255 bytes kept) and location reach the
+ * joiner through braid_join_ex().  Every other task goes on.  Outside a task
+ * it prints the message and aborts the process.  Use the braid_panic() macro,
+ * which adds __FILE__ and __LINE__. */
+BRAID_API BRAID_NORETURN BRAID_PRINTF(3, 4)
+void braid_panic_at(const char *file, int line, const char *fmt, ...);
+
+#define braid_panic(...) braid_panic_at(__FILE__, __LINE__, __VA_ARGS__)
+
+/* Panic with "assertion failed: <expr>" unless expr holds. */
+#define BRAID_ASSERT(expr)                                                   \
+    ((expr) ? (void)0 : braid_panic_at(__FILE__, __LINE__, "assertion failed: %s", #expr))
+
+/* Push a cleanup onto the calling task's defer stack: fn(arg) runs if the
+ * task panics (innermost first), or when popped with run = true.  d is
+ * caller-owned storage.  Task only.  Returns 0, -EPERM, -EINVAL (d NULL). */
+BRAID_API int braid_defer_push(braid_defer *d, void (*fn)(void *), void *arg);
+
+/* Pop d, which must be the innermost pushed defer, and run it if run is true.
+ * Task only.  Returns 0, -EPERM, -EINVAL (d is not the innermost defer). */
+BRAID_API int braid_defer_pop(braid_defer *d, bool run);
+
+/* Shield the calling task from cancellation (on = true) or end the shield
+ * (on = false); returns the previous state.  While shielded, cancellation
+ * points behave as if no cancellation had been requested; a request made
+ * meanwhile takes effect at the first cancellation point after the shield
+ * ends.  Returns false on a plain thread. */
+BRAID_API bool braid_cancel_shield(bool on);
+
+/* Whether cancellation of the calling task has been requested (regardless
+ * of the shield).  False on a plain thread. */
+BRAID_API bool braid_cancelled(void);
+
+/* ------------------------------------------------------------------------
+ * Task-local storage (Tokio's task_local!)
+ * --------------------------------------------------------------------- */
+
+/* Create a key.  dtor (may be NULL) runs with the value when a task that set
+ * a non-NULL value ends, however it ends.  At most 128 keys exist at once.
+ * Returns 0, -EINVAL, -EAGAIN (no free key). */
+BRAID_API int braid_local_key_create(braid_local_key *key, void (*dtor)(void *));
+
+/* Delete a key.  Values still set in live tasks are not destroyed (as
+ * pthread_key_delete).  Returns 0 or -EINVAL. */
+BRAID_API int braid_local_key_delete(braid_local_key key);
+
+/* The calling task's value for key; NULL if unset, for a bad key, or on a
+ * plain thread. */
+BRAID_API void *braid_local_get(braid_local_key key);
+
+/* Set the calling task's value for key.  Task only.  Returns 0, -EPERM,
+ * -EINVAL (bad key), -ENOMEM. */
+BRAID_API int braid_local_set(braid_local_key key, void *value);
+
+/* ------------------------------------------------------------------------
+ * Errors
+ * --------------------------------------------------------------------- */
+
+/* A static description of code: a negative errno value returned by a braid
+ * call (explained in braid's terms where braid gives it a meaning), a fate
+ * (BRAID_OK, BRAID_PANICKED, BRAID_CANCELLED), or a positive errno value.
+ * Never NULL. */
+BRAID_API const char *braid_strerror(int code);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* BRAID_H */

@@ -1,0 +1,65 @@
+/*
+ * Building a new context for each backend.  The assembly backends share
+ * their frame layout with the comment at the top of their .S file.
+ */
+#include "ctx.h"
+
+#include <stdint.h>
+#include <string.h>
+
+#if defined(BRAID_CTX_PORTABLE)
+
+#include <stdlib.h>
+
+/* makecontext passes only int arguments, so the pointers travel in halves. */
+static void portable_start(unsigned e_hi, unsigned e_lo, unsigned a_hi, unsigned a_lo)
+{
+    void (*entry)(void *) =
+        (void (*)(void *))(((uintptr_t)e_hi << 16 << 16) | (uintptr_t)e_lo);
+    void *arg = (void *)(((uintptr_t)a_hi << 16 << 16) | (uintptr_t)a_lo);
+    entry(arg);
+    abort();
+}
+
+void braid__ctx_make(braid__ctx *c, void *lo, size_t size, void (*entry)(void *), void *arg)
+{
+    uintptr_t e = (uintptr_t)entry, a = (uintptr_t)arg;
+    getcontext(&c->uc);
+    c->uc.uc_stack.ss_sp = lo;
+    c->uc.uc_stack.ss_size = size;
+    c->uc.uc_link = NULL;
+    makecontext(&c->uc, (void (*)(void))portable_start, 4, (unsigned)(e >> 16 >> 16),
+                (unsigned)e, (unsigned)(a >> 16 >> 16), (unsigned)a);
+}
+
+void braid__ctx_switch(braid__ctx *from, braid__ctx *to)
+{
+    swapcontext(&from->uc, &to->uc);
+}
+
+#else
+
+void braid__ctx_start(void);
+
+void braid__ctx_make(braid__ctx *c, void *lo, size_t size, void (*entry)(void *), void *arg)
+{
+    uintptr_t top = ((uintptr_t)lo + size) & ~(uintptr_t)15;
+#if defined(__x86_64__)
+    /* Seven words: r15 r14 r13 r12 rbx rbp ret.  After the switch pops them,
+     * rsp == top, 16-byte aligned, as braid__ctx_start's call needs. */
+    uintptr_t *sp = (uintptr_t *)(top - 7 * sizeof(uintptr_t));
+    memset(sp, 0, 7 * sizeof(uintptr_t));
+    sp[2] = (uintptr_t)arg;             /* r13 */
+    sp[3] = (uintptr_t)entry;           /* r12 */
+    sp[6] = (uintptr_t)braid__ctx_start; /* return address */
+#elif defined(__aarch64__)
+    uintptr_t *sp = (uintptr_t *)(top - 176);
+    memset(sp, 0, 176);
+    sp[0] = (uintptr_t)entry;           /* x19 */
+    sp[1] = (uintptr_t)arg;             /* x20 */
+    sp[11] = (uintptr_t)braid__ctx_start; /* x30 */
+#endif
+    c->sp = sp;
+}
+
+#endif

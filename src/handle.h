@@ -1,0 +1,174 @@
+/*
+ * Join handles and completion records.
+ *
+ * A braid_task handle is (id << 28 | index): index names a 32-byte
+ * completion record in a process-wide table, id is the task's unique id,
+ * which also serves as the record's generation.  The record outlives the
+ * task's stack: it holds what a joiner needs (fate, value, waiter) until the
+ * handle is joined or detached, then goes back to a free list with
+ * generation 0.  A handle whose id no longer matches its record's is stale;
+ * since record memory is never unmapped while any runtime exists, checking
+ * is always safe, from any thread.
+ *
+ * Record state word: generation in the high 36 bits, flags below.
+ *
+ *   phase     FREE -> QUEUED (spawned) -> RUNNING (claimed by a starter) -> DONE
+ *   fate      BRAID_OK / BRAID_PANICKED / BRAID_CANCELLED, valid once DONE
+ *   CANCEL    braid_cancel() was called
+ *   DETACHED  no joiner will come: whoever finishes the task frees the record
+ *   WAITING   a joiner is registered in rec->waiter
+ *   LOCK      a short spin lock; every transition is a CAS that requires it
+ *             clear, so holding it freezes the record.  It guards the fields
+ *             that change owner: the running task pointer (which cancellers
+ *             dereference: the task cannot finish, and so cannot free its
+ *             stack, while they hold the lock) and the waiter (so a finisher
+ *             wakes it before the waiter can leave).
+ *   EXT       rec->b points at a braid__spawn_ext, not at the argument
+ *
+ * The fields after the state word change meaning with the phase:
+ *
+ *   QUEUED:  a.fn = entry function, b = argument (or ext)
+ *   RUNNING: a.task = the task, written under LOCK (NULL if it never ran)
+ *   DONE:    b = the returned value, or the panic info when PANICKED
+ *   FREE:    a.next_free = the next free index + 1
+ *
+ * Records are allocated from a per-worker cache refilled in batches, so a
+ * spawn takes no lock.
+ */
+#ifndef BRAID_HANDLE_H
+#define BRAID_HANDLE_H
+
+#include "internal.h"
+
+#include <pthread.h>
+
+#define BRAID_REC_INDEX_BITS 28
+#define BRAID_REC_GEN_MASK ((UINT64_C(1) << (64 - BRAID_REC_INDEX_BITS)) - 1)
+
+enum {
+    BRAID_REC_FREE = 0,
+    BRAID_REC_QUEUED = 1,
+    BRAID_REC_RUNNING = 2,
+    BRAID_REC_DONE = 3,
+    BRAID_REC_PHASE = 3,
+    BRAID_REC_FATE_SHIFT = 2,
+    BRAID_REC_FATE = 3 << 2,
+    BRAID_REC_CANCEL = 1 << 4,
+    BRAID_REC_DETACHED = 1 << 5,
+    BRAID_REC_WAITING = 1 << 6,
+    BRAID_REC_LOCK = 1 << 7,
+    BRAID_REC_EXT = 1 << 8,
+};
+
+struct braid__rec {
+    _Atomic uint64_t state;
+    union {
+        braid_fn fn;                /* QUEUED */
+        struct braid__task *task;   /* RUNNING (NULL if it never ran) */
+        uintptr_t next_free;        /* FREE: next free index + 1 */
+    } a;
+    void *b;
+    struct braid__waiter *waiter;
+};
+
+/* Who waits for a record: a task (woken with braid__wake) or a plain thread
+ * (woken through the futex word).  Lives on the waiter's stack. */
+typedef struct braid__waiter {
+    struct braid__task *task;
+    _Atomic uint32_t done;
+} braid__waiter;
+
+/* A per-worker cache of free records and of task ids. */
+typedef struct braid__rec_cache {
+    uint32_t head;      /* first free index + 1, 0 when empty */
+    uint32_t n;
+    uint64_t id_next, id_end;
+} braid__rec_cache;
+
+/* The records of one runtime.  A runtime owns whole chunks of the table, so
+ * every record knows its runtime (finishing a task is counted there, and
+ * only that runtime's workers may start it), and freeing the runtime frees
+ * its records: its leftover handles then read as stale. */
+typedef struct braid__rec_pool {
+    pthread_mutex_t lock;
+    braid_runtime *rt;
+    uint32_t free_head;     /* index + 1 */
+    uint32_t carve_next, carve_end;
+    uint32_t *chunks;
+    uint32_t nchunks, chunks_cap;
+} braid__rec_pool;
+
+static inline uint64_t braid__rec_gen(uint64_t state)
+{
+    return state >> BRAID_REC_INDEX_BITS;
+}
+
+static inline unsigned braid__rec_phase(uint64_t state)
+{
+    return (unsigned)(state & BRAID_REC_PHASE);
+}
+
+static inline int braid__rec_fate(uint64_t state)
+{
+    return (int)((state & BRAID_REC_FATE) >> BRAID_REC_FATE_SHIFT);
+}
+
+static inline braid_task braid__handle_make(uint64_t gen, uint32_t index)
+{
+    braid_task t = { (gen << BRAID_REC_INDEX_BITS) | index };
+    return t;
+}
+
+static inline uint64_t braid__handle_gen(braid_task t)
+{
+    return t.bits >> BRAID_REC_INDEX_BITS;
+}
+
+int braid__rec_pool_init(braid__rec_pool *p, braid_runtime *rt);
+
+/* Free every chunk of p; records still holding a panic report release it. */
+void braid__rec_pool_destroy(braid__rec_pool *p);
+
+/* The record a handle names, or NULL if the handle cannot be valid
+ * (generation 0, or a table chunk that does not exist).  The generation is
+ * not checked. */
+braid__rec *braid__rec_lookup(braid_task t);
+
+/* The pool (and so the runtime) a record index belongs to. */
+braid__rec_pool *braid__rec_owner(uint32_t index);
+
+static inline uint32_t braid__handle_index(braid_task t)
+{
+    return (uint32_t)(t.bits & ((UINT64_C(1) << BRAID_REC_INDEX_BITS) - 1));
+}
+
+/* A free record (phase FREE) of pool p and its index, or NULL when out of
+ * memory.  cache (a worker's, belonging to p's runtime) may be NULL. */
+braid__rec *braid__rec_alloc(braid__rec_pool *p, braid__rec_cache *cache, uint32_t *index);
+
+/* Give back a record that its last user has marked FREE; cache must belong
+ * to a worker of the record's runtime, or be NULL. */
+void braid__rec_free(braid__rec_cache *cache, uint32_t index);
+void braid__rec_cache_flush(braid__rec_pool *p, braid__rec_cache *cache);
+
+/* A fresh task id (never 0, fits the generation field). */
+uint64_t braid__next_id(braid__rec_cache *cache);
+
+/* Lock r if it still has generation gen and is not FREE: returns the state
+ * with LOCK set, or 0 if the handle is stale. */
+uint64_t braid__rec_lock(braid__rec *r, uint64_t gen);
+
+/* Publish new_state (LOCK cleared) with release ordering. */
+static inline void braid__rec_unlock(braid__rec *r, uint64_t new_state)
+{
+    atomic_store_explicit(&r->state, new_state & ~(uint64_t)BRAID_REC_LOCK, memory_order_release);
+}
+
+/* Back off in a spin loop: pause first, then give the CPU away. */
+void braid__spin_backoff(unsigned *spins);
+
+/* Release whatever the table still owns for a record at teardown (a panic
+ * report nobody joined); set by panic.c. */
+void braid__rec_teardown(braid__rec *r, uint64_t state);
+
+#endif

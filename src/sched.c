@@ -1,0 +1,463 @@
+#include "sched.h"
+#include "panic.h"
+#include "util.h"
+
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+
+BRAID_TLS braid__worker *braid__tls_worker;
+#ifdef BRAID_TSAN
+_Atomic uint64_t braid__fence_word;
+#endif
+
+/* ---- owner-only lists ---------------------------------------------------- */
+
+static inline void list_push(braid__task **head, braid__task **tail, braid__task *t)
+{
+    t->next = NULL;
+    if (*tail)
+        (*tail)->next = t;
+    else
+        *head = t;
+    *tail = t;
+}
+
+static inline braid__task *ready_pop(braid__worker *w)
+{
+    braid__task *t = w->ready_head;
+    if (t) {
+        w->ready_head = t->next;
+        if (!w->ready_head)
+            w->ready_tail = NULL;
+        t->next = NULL;
+    }
+    return t;
+}
+
+/* Move the yield list to the back of the ready list. */
+static void release_yielders(braid__worker *w)
+{
+    if (!w->yield_head)
+        return;
+    if (w->ready_tail)
+        w->ready_tail->next = w->yield_head;
+    else
+        w->ready_head = w->yield_head;
+    w->ready_tail = w->yield_tail;
+    w->yield_head = w->yield_tail = NULL;
+}
+
+/* Move everything woken from other threads to the ready list, oldest first.
+ * Returns whether anything was there. */
+static bool drain_inbox(braid__worker *w)
+{
+    if (!atomic_load_explicit(&w->inbox, memory_order_relaxed))
+        return false;
+    /* Acquire pairs with the pushers' release: their writes to t->next and
+     * everything they did before waking are visible. */
+    braid__task *t = atomic_exchange_explicit(&w->inbox, NULL, memory_order_acquire);
+    braid__task *rev = NULL;
+    while (t) {
+        braid__task *n = t->next;
+        t->next = rev;
+        rev = t;
+        t = n;
+    }
+    while (rev) {
+        braid__task *n = rev->next;
+        list_push(&w->ready_head, &w->ready_tail, rev);
+        rev = n;
+    }
+    return true;
+}
+
+/* ---- enqueueing ---------------------------------------------------------- */
+
+void braid__sched_enqueue_local(braid__worker *w, braid__task *t)
+{
+    if (w->cur) {
+        /* Woken by the running task: it runs next; a task displaced from the
+         * slot keeps its turn at the back of the ready list. */
+        if (w->lifo)
+            list_push(&w->ready_head, &w->ready_tail, w->lifo);
+        w->lifo = t;
+    } else {
+        list_push(&w->ready_head, &w->ready_tail, t);
+    }
+}
+
+void braid__sched_enqueue_ready(braid__worker *w, braid__task *t)
+{
+    list_push(&w->ready_head, &w->ready_tail, t);
+}
+
+void braid__sched_unpark(braid__worker *w)
+{
+    /* NOTIFIED survives until the worker's next park, so a wake that arrives
+     * while it is still running is not lost. */
+    if (atomic_exchange_explicit(&w->park, BRAID_PARK_NOTIFIED, memory_order_seq_cst) ==
+        BRAID_PARK_PARKED)
+        braid__futex_wake(&w->park, 1);
+}
+
+void braid__sched_enqueue_remote(braid__task *t)
+{
+    braid__worker *home = t->home;
+    braid__task *head = atomic_load_explicit(&home->inbox, memory_order_relaxed);
+    do {
+        t->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&home->inbox, &head, t, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    /* t may already be running and gone: only home is touched from here.
+     * Sequentially consistent with the worker's "publish PARKED, then look at
+     * the inbox": one of the two sides sees the other. */
+    if (atomic_load_explicit(&home->park, memory_order_seq_cst) == BRAID_PARK_PARKED)
+        braid__sched_unpark(home);
+}
+
+void braid__sched_yield_enqueue(braid__worker *w, braid__task *t)
+{
+    list_push(&w->yield_head, &w->yield_tail, t);
+}
+
+/* ---- idle workers -------------------------------------------------------- */
+
+static bool try_start_searching(braid__worker *w)
+{
+    if (w->searching)
+        return true;
+    braid_runtime *rt = w->rt;
+    uint32_t n = atomic_load_explicit(&rt->searching, memory_order_relaxed);
+    do {
+        if (2 * n >= rt->nworkers)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(&rt->searching, &n, n + 1, memory_order_seq_cst,
+                                                    memory_order_relaxed));
+    w->searching = true;
+    return true;
+}
+
+static void stop_searching(braid__worker *w, bool found_work)
+{
+    if (!w->searching)
+        return;
+    w->searching = false;
+    uint32_t was = atomic_fetch_sub_explicit(&w->rt->searching, 1, memory_order_seq_cst);
+    if (was == 1 && found_work)
+        braid__sched_notify(w->rt); /* the last searcher hands the search on */
+}
+
+static inline void idle_set(braid_runtime *rt, unsigned i)
+{
+    atomic_fetch_or_explicit(&rt->idle[i / 64], UINT64_C(1) << (i % 64), memory_order_seq_cst);
+}
+
+/* Clear worker i's idle bit; true if this call cleared it. */
+static inline bool idle_clear(braid_runtime *rt, unsigned i)
+{
+    uint64_t bit = UINT64_C(1) << (i % 64);
+    return atomic_fetch_and_explicit(&rt->idle[i / 64], ~bit, memory_order_seq_cst) & bit;
+}
+
+void braid__sched_notify(braid_runtime *rt)
+{
+    /* Pairs with the parker's fence: the work we just queued is visible to a
+     * worker whose idle bit we miss here. */
+    braid__fence();
+    if (atomic_load_explicit(&rt->searching, memory_order_relaxed) != 0)
+        return; /* a searcher will find the work */
+    bool any = false;
+    for (unsigned k = 0; k < rt->idle_words && !any; k++)
+        any = atomic_load_explicit(&rt->idle[k], memory_order_relaxed) != 0;
+    if (!any)
+        return;
+    /* Only the notifier that moves searching from 0 to 1 wakes a worker; the
+     * count it adds belongs to the worker it wakes. */
+    uint32_t zero = 0;
+    if (!atomic_compare_exchange_strong_explicit(&rt->searching, &zero, 1, memory_order_seq_cst,
+                                                 memory_order_relaxed))
+        return;
+    for (unsigned k = 0; k < rt->idle_words; k++) {
+        uint64_t bits = atomic_load_explicit(&rt->idle[k], memory_order_relaxed);
+        while (bits) {
+            unsigned i = k * 64 + (unsigned)__builtin_ctzll(bits);
+            if (idle_clear(rt, i)) {
+                braid__sched_unpark(rt->workers[i]);
+                return;
+            }
+            bits = atomic_load_explicit(&rt->idle[k], memory_order_relaxed);
+        }
+    }
+    atomic_fetch_sub_explicit(&rt->searching, 1, memory_order_seq_cst);
+}
+
+/* ---- never-started tasks ------------------------------------------------- */
+
+bool braid__sched_push_new(braid__worker *w, uint64_t handle)
+{
+    if (!braid__ring_push(&w->ring, &w->rt->inject, handle))
+        return false;
+    if (braid__ring_len(&w->ring) >= 2)
+        braid__sched_notify(w->rt);
+    else
+        w->notify_pending = true;
+    return true;
+}
+
+bool braid__sched_inject(braid_runtime *rt, uint64_t handle)
+{
+    if (!braid__inject_push(&rt->inject, &handle, 1))
+        return false;
+    braid__sched_notify(rt);
+    return true;
+}
+
+/* Take a batch from the injection queue into the ring and start one. */
+static braid__task *start_from_inject(braid__worker *w)
+{
+    braid_runtime *rt = w->rt;
+    uint64_t batch[BRAID_RING_CAP / 2];
+    for (;;) {
+        size_t len = braid__inject_len(&rt->inject);
+        if (!len)
+            return NULL;
+        size_t want = BRAID_MIN(len / rt->nworkers + 1, (size_t)BRAID_RING_CAP / 2);
+        want = BRAID_MIN(want, (size_t)braid__ring_free(&w->ring) + 1);
+        size_t n = braid__inject_pop(&rt->inject, batch, want);
+        if (!n)
+            return NULL;
+        if (n > 1)
+            braid__ring_push_batch(&w->ring, batch + 1, (uint32_t)(n - 1));
+        braid__task *t = braid__task_start_queued(w, batch[0]);
+        if (t)
+            return t;
+        uint64_t h;
+        while (braid__ring_pop(&w->ring, &h))
+            if ((t = braid__task_start_queued(w, h)))
+                return t;
+    }
+}
+
+static braid__task *start_from_ring(braid__worker *w)
+{
+    uint64_t h;
+    while (braid__ring_pop(&w->ring, &h)) {
+        braid__task *t = braid__task_start_queued(w, h);
+        if (t)
+            return t;
+    }
+    return NULL;
+}
+
+static braid__task *steal(braid__worker *w)
+{
+    braid_runtime *rt = w->rt;
+    if (rt->nworkers < 2 || !try_start_searching(w))
+        return NULL;
+    /* xorshift: a cheap random first victim spreads thieves out. */
+    w->rng ^= w->rng << 13;
+    w->rng ^= w->rng >> 7;
+    w->rng ^= w->rng << 17;
+    unsigned start = (unsigned)(w->rng % rt->nworkers);
+    for (unsigned k = 0; k < rt->nworkers; k++) {
+        braid__worker *v = rt->workers[(start + k) % rt->nworkers];
+        uint64_t h;
+        if (v == w || !braid__ring_steal(&v->ring, &w->ring, &h))
+            continue;
+        braid__task *t = braid__task_start_queued(w, h);
+        if (!t)
+            t = start_from_ring(w);
+        if (t)
+            return t;
+    }
+    return start_from_inject(w);
+}
+
+/* ---- timers -------------------------------------------------------------- */
+
+static void fire_timer(braid__timer *tm)
+{
+    braid__task *t = BRAID_CONTAINER_OF(tm, braid__task, timer);
+    t->timer_fired = true;
+    braid__wake(t);
+}
+
+static void poll_timers(braid__worker *w)
+{
+    if (w->wheel.count)
+        braid__wheel_advance(&w->wheel, braid__now_ns(), fire_timer);
+}
+
+/* ---- choosing the next task ---------------------------------------------- */
+
+static braid__task *sched_next(braid__worker *w)
+{
+    braid__task *t;
+    if (BRAID_UNLIKELY(++w->tick % BRAID_EVENT_INTERVAL == 0)) {
+        poll_timers(w);
+        drain_inbox(w);
+        release_yielders(w);
+        if ((t = start_from_inject(w)))
+            return t;
+    }
+    if ((t = w->lifo)) {
+        w->lifo = NULL;
+        if (w->lifo_streak < BRAID_LIFO_CAP) {
+            w->lifo_streak++;
+            return t;
+        }
+        list_push(&w->ready_head, &w->ready_tail, t);
+    }
+    w->lifo_streak = 0;
+    if ((t = ready_pop(w)))
+        return t;
+    if (drain_inbox(w) && (t = ready_pop(w)))
+        return t;
+    if ((t = start_from_ring(w)) || (t = start_from_inject(w)))
+        return t;
+    if (w->yield_head) {
+        release_yielders(w);
+        return ready_pop(w);
+    }
+    poll_timers(w);
+    return ready_pop(w);
+}
+
+/* ---- running ------------------------------------------------------------- */
+
+static void run(braid__worker *w, braid__task *t)
+{
+    if (w->notify_pending) {
+        /* The entry a spawn left in the ring is still waiting although this
+         * worker moves on to another task: get help. */
+        w->notify_pending = false;
+        if (braid__ring_len(&w->ring))
+            braid__sched_notify(w->rt);
+    }
+    w->cur = t;
+    braid__fiber_switch(&w->sched, &t->fiber);
+    w->cur = NULL;
+    if (w->dead) {
+        braid__task_release(w, w->dead);
+        w->dead = NULL;
+    }
+}
+
+void braid__sched_suspend(braid__task *t)
+{
+    braid__fiber_switch(&t->fiber, &t->home->sched);
+}
+
+void braid__sched_exit(braid__task *t)
+{
+    braid__worker *w = t->home;
+    w->dead = t;
+    braid__fiber_exit(&t->fiber, &w->sched);
+}
+
+/* ---- parking ------------------------------------------------------------- */
+
+static bool has_work(braid__worker *w, bool look_everywhere)
+{
+    braid_runtime *rt = w->rt;
+    if (w->lifo || w->ready_head || w->yield_head ||
+        atomic_load_explicit(&w->inbox, memory_order_seq_cst) || braid__ring_len(&w->ring) ||
+        braid__inject_len(&rt->inject))
+        return true;
+    if (look_everywhere)
+        for (unsigned i = 0; i < rt->nworkers; i++)
+            if (braid__ring_len(&rt->workers[i]->ring))
+                return true;
+    return false;
+}
+
+/* Sleep until there may be work, a timer is due or the runtime wakes us. */
+static void park(braid__worker *w)
+{
+    braid_runtime *rt = w->rt;
+    if (atomic_exchange_explicit(&w->park, BRAID_PARK_PARKED, memory_order_seq_cst) ==
+        BRAID_PARK_NOTIFIED) {
+        atomic_store_explicit(&w->park, BRAID_PARK_RUNNING, memory_order_relaxed);
+        return; /* a wake-up arrived while we were running */
+    }
+    bool was_searching = w->searching;
+    if (was_searching) {
+        w->searching = false;
+        atomic_fetch_sub_explicit(&rt->searching, 1, memory_order_seq_cst);
+    }
+    idle_set(rt, w->index);
+    braid__fence();
+    if (!has_work(w, was_searching)) {
+        uint64_t deadline = braid__wheel_next_ns(&w->wheel);
+        if (rt->park_deadline && (!deadline || rt->park_deadline < deadline))
+            deadline = rt->park_deadline;
+        while (atomic_load_explicit(&w->park, memory_order_acquire) == BRAID_PARK_PARKED) {
+            braid__futex_wait(&w->park, BRAID_PARK_PARKED, deadline);
+            if (deadline && braid__now_ns() >= deadline)
+                break;
+        }
+    }
+    atomic_store_explicit(&w->park, BRAID_PARK_RUNNING, memory_order_seq_cst);
+    /* If a notifier cleared our bit it also counted us as searching. */
+    if (!idle_clear(rt, w->index))
+        w->searching = true;
+}
+
+void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
+{
+    braid_runtime *rt = w->rt;
+    braid__worker *prev = braid__tls_worker;
+    braid__tls_worker = w;
+    for (;;) {
+        if (BRAID_UNLIKELY(atomic_load_explicit(&rt->shutdown, memory_order_acquire)) &&
+            !w->shutdown_seen) {
+            w->shutdown_seen = true;
+            braid__task_cancel_all(w);
+        }
+        braid__task *t = sched_next(w);
+        if (!t && (t = steal(w)))
+            stop_searching(w, true);
+        if (t) {
+            run(w, t);
+            if (until && until(arg))
+                break;
+            continue;
+        }
+        if (until ? until(arg) : atomic_load_explicit(&rt->stop, memory_order_acquire))
+            break;
+        if (atomic_load_explicit(&rt->shutdown, memory_order_acquire)) {
+            atomic_fetch_add_explicit(&rt->quiesce, 1, memory_order_release);
+            braid__futex_wake(&rt->quiesce, INT_MAX);
+        }
+        if (braid__stack_trim(&rt->stacks, 64))
+            continue; /* trimming took time: look for work again */
+        park(w);
+    }
+    stop_searching(w, false);
+    braid__tls_worker = prev;
+}
+
+/* ---- construction -------------------------------------------------------- */
+
+int braid__worker_init(braid__worker *w, braid_runtime *rt, unsigned index)
+{
+    memset(w, 0, sizeof *w);
+    w->rt = rt;
+    w->index = index;
+    w->rng = UINT64_C(0x9e3779b97f4a7c15) * (index + 1);
+    braid__wheel_init(&w->wheel, braid__now_ns());
+    braid__ring_init(&w->ring);
+    atomic_init(&w->inbox, NULL);
+    atomic_init(&w->park, BRAID_PARK_RUNNING);
+    atomic_init(&w->spawned, 0);
+    atomic_init(&w->finished, 0);
+    return braid__panic_worker_init(w);
+}
+
+void braid__worker_destroy(braid__worker *w)
+{
+    braid__rec_cache_flush(&w->rt->recs, &w->recs);
+    braid__stack_cache_flush(&w->rt->stacks, &w->stacks);
+    braid__panic_worker_destroy(w);
+}

@@ -1,0 +1,179 @@
+/*
+ * The scheduler: workers, their queues, parking, stealing.
+ *
+ * Each worker is one thread running a loop on its own native stack (the
+ * "scheduler context"): pick a task, switch to it, and when it suspends or
+ * ends, pick the next.  Where a worker looks, in order (braid__sched_next
+ * is the single place that decides):
+ *
+ *   1. every 61st tick: the timers, the inbox and the injection queue
+ *      first, so that none of them can be starved by local work;
+ *   2. the LIFO slot: the task most recently woken by the running task
+ *      (message passing hands the CPU straight to the receiver); at most 3
+ *      times in a row, so two tasks waking each other cannot starve the rest;
+ *   3. the ready list: started tasks that were woken (FIFO);
+ *   4. the inbox: started tasks woken from other threads (an MPSC stack);
+ *   5. the local ring: tasks never started (FIFO), then the injection queue;
+ *   6. the yield list: tasks that called braid_yield() go behind all of the
+ *      above, as yielding means "after the runnable work";
+ *   7. the timers, if not checked this tick;
+ *   8. other workers' rings: steal half of one;
+ *   9. park.
+ *
+ * Started tasks never change worker.  The compiler caches the address of
+ * errno (glibc's __errno_location is declared const) and of other
+ * thread-locals in callee-saved registers across calls, so a task resumed
+ * on another thread would use the old thread's errno.  Hence only tasks that
+ * have never run (ring entries) are stealable, and a wake always sends a
+ * started task back to its home worker: directly into the ready list or LIFO
+ * slot when the waker runs on that worker, else through the home's inbox
+ * and, if the home is parked, a futex wake.  This also keeps a pair of tasks
+ * that talk to each other on one core.
+ *
+ * Finding work for idle workers (after Tokio's idle protocol):
+ *
+ *   - "searching" counts workers looking for work to steal; at most half of
+ *     the workers may search at once;
+ *   - a worker that adds stealable work calls notify: if nobody is
+ *     searching and some worker is parked, it wakes exactly one, which
+ *     starts out searching (the CAS of searching from 0 to 1 decides which
+ *     notifier does it, so a burst of spawns wakes one worker, not a herd);
+ *   - a searcher that finds work stops searching; if it was the last
+ *     searcher it notifies once more, so workers ramp up one by one while
+ *     there is work;
+ *   - a worker about to park publishes that it is parked (its idle bit),
+ *     then looks at every queue once more: a notifier that pushed work
+ *     before seeing the idle bit is thereby not missed (both sides use
+ *     sequentially consistent operations).
+ *
+ * A spawn from a task does not notify at once when it leaves just one
+ * entry in the ring: the spawner's worker will most likely run that task as
+ * soon as the spawner suspends, and waking another CPU costs tens of
+ * microseconds.  The notification is sent at the next scheduling decision if
+ * the entry is still waiting by then, and at once when a second entry joins.
+ *
+ * Parking is one function (braid__sched_park) waiting on the worker's futex
+ * word with the next timer deadline as timeout; a later reactor replaces the
+ * futex wait with epoll_wait there.
+ */
+#ifndef BRAID_SCHED_H
+#define BRAID_SCHED_H
+
+#include "internal.h"
+#include "fiber.h"
+#include "handle.h"
+#include "queue.h"
+#include "stack.h"
+#include "task.h"
+#include "timer.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+#define BRAID_EVENT_INTERVAL 61
+#define BRAID_LIFO_CAP 3
+
+enum { BRAID_PARK_RUNNING = 0, BRAID_PARK_PARKED = 1, BRAID_PARK_NOTIFIED = 2 };
+
+struct braid__worker {
+    /* Owner-only state. */
+    braid_runtime *rt;
+    unsigned index;
+    braid__task *cur;               /* the running task, NULL in the scheduler */
+    braid__fiber sched;             /* the scheduler context */
+    braid__task *lifo;
+    unsigned lifo_streak;
+    braid__task *ready_head, *ready_tail;
+    braid__task *yield_head, *yield_tail;
+    braid__task *live;              /* started tasks, for shutdown and dumps */
+    braid__task *dead;              /* ended task whose stack is still in use */
+    uint32_t tick;
+    bool searching;
+    bool notify_pending;
+    bool shutdown_seen;
+    uint64_t rng;
+    braid__wheel wheel;
+    braid__rec_cache recs;
+    braid__stack_cache stacks;
+    /* Fault handling (panic.c). */
+    void *altstack, *rescue;
+    size_t altstack_size, rescue_size;
+    stack_t old_altstack;
+    bool altstack_installed;
+    int fault_sig;
+    uintptr_t fault_addr, fault_pc;
+    bool fault_overflow;
+
+    /* Read by other threads. */
+    _Atomic uint64_t spawned, finished;
+
+    /* Shared with thieves, wakers and notifiers: separate cache lines. */
+    BRAID_ALIGNED_LINE braid__ring ring;
+    BRAID_ALIGNED_LINE _Atomic(braid__task *) inbox;
+    BRAID_ALIGNED_LINE _Atomic uint32_t park;
+    pthread_t thread;
+    bool has_thread;
+};
+
+struct braid_runtime {
+    braid_config cfg;
+    unsigned nworkers;
+    braid__worker **workers;
+    braid__inject inject;
+    braid__stack_pool stacks;
+    braid__rec_pool recs;
+    unsigned idle_words;
+    _Atomic uint64_t *idle;         /* bit i: worker i is parked and notifiable */
+    BRAID_ALIGNED_LINE _Atomic uint32_t searching;
+    BRAID_ALIGNED_LINE _Atomic int shutdown;
+    _Atomic int stop;
+    _Atomic uint64_t ext_spawned, ext_finished;
+    _Atomic uint32_t quiesce;       /* bumped when a worker idles during shutdown */
+    _Atomic bool tainted;
+    _Atomic bool driving;           /* current-thread: a block_on runs the worker */
+    uint64_t park_deadline;         /* current-thread shutdown: latest wake-up */
+};
+
+/* Run w's scheduling loop on the calling thread until until(arg) holds
+ * (checked whenever the worker is about to park), or until the runtime
+ * stops when until is NULL. */
+void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg);
+
+/* Switch from the running task t back to the scheduler.  Returns when t
+ * is resumed. */
+void braid__sched_suspend(braid__task *t);
+
+/* Leave the running task t for good (it has ended). */
+BRAID_NORETURN void braid__sched_exit(braid__task *t);
+
+/* Put a started task on w's run queues; w must be the calling thread's
+ * worker.  From a task the LIFO slot is used, else the ready list. */
+void braid__sched_enqueue_local(braid__worker *w, braid__task *t);
+
+/* Put a started task at the back of w's ready list (owner thread only). */
+void braid__sched_enqueue_ready(braid__worker *w, braid__task *t);
+
+/* Queue a started task on its home worker from another thread. */
+void braid__sched_enqueue_remote(braid__task *t);
+
+/* Queue the running task behind all runnable work (braid_yield). */
+void braid__sched_yield_enqueue(braid__worker *w, braid__task *t);
+
+/* Queue a never-started task (its handle) for w, from its owner thread;
+ * notifies idle workers as described above.  False on out of memory. */
+bool braid__sched_push_new(braid__worker *w, uint64_t handle);
+
+/* Queue a never-started task from outside the runtime's workers. */
+bool braid__sched_inject(braid_runtime *rt, uint64_t handle);
+
+/* Wake a parked worker to look for work, if nobody is searching. */
+void braid__sched_notify(braid_runtime *rt);
+
+/* Wake w whatever it is doing (for shutdown and targeted work). */
+void braid__sched_unpark(braid__worker *w);
+
+/* Worker construction. */
+int braid__worker_init(braid__worker *w, braid_runtime *rt, unsigned index);
+void braid__worker_destroy(braid__worker *w);
+
+#endif

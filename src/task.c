@@ -1,0 +1,744 @@
+/*
+ * Task lifecycle: spawning, starting, finishing, joining, detaching and
+ * cancelling, and the park/wake protocol described in task.h.
+ */
+#include "task.h"
+#include "handle.h"
+#include "local.h"
+#include "panic.h"
+#include "sched.h"
+#include "util.h"
+
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+braid__task *braid__task_current(void)
+{
+    braid__worker *w = braid__tls_worker;
+    return w ? w->cur : NULL;
+}
+
+/* ---- park and wake --------------------------------------------------------- */
+
+void braid__wake(braid__task *t)
+{
+    /* acq_rel: the waker's writes (the condition it set) are visible to the
+     * task when it resumes; PARKED means we own enqueueing it. */
+    if (atomic_exchange_explicit(&t->wake, BRAID_WAKE_NOTIFIED, memory_order_acq_rel) !=
+        BRAID_WAKE_PARKED)
+        return;
+    braid__worker *w = braid__tls_worker;
+    if (w == t->home)
+        braid__sched_enqueue_local(w, t);
+    else
+        braid__sched_enqueue_remote(t);
+}
+
+void braid__task_cancel_running(braid__task *t)
+{
+    /* The flag before the wake: a task that finds NOTIFIED re-checks it. */
+    atomic_store_explicit(&t->cancelled, true, memory_order_seq_cst);
+    braid__wake(t);
+}
+
+int braid__task_park(braid__task *t, bool cancellable)
+{
+    if (cancellable && braid__task_should_cancel(t))
+        return -ECANCELED;
+    int expect = BRAID_WAKE_IDLE;
+    if (!atomic_compare_exchange_strong_explicit(&t->wake, &expect, BRAID_WAKE_PARKED,
+                                                 memory_order_acq_rel, memory_order_acquire)) {
+        atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
+        return 0; /* a wake-up was already pending */
+    }
+    int saved = errno;
+    braid__sched_suspend(t);
+    errno = saved;
+    atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
+    return 0;
+}
+
+/* ---- accounting ------------------------------------------------------------ */
+
+/* The calling thread's record cache if it is a worker of the record's
+ * runtime (records go back to the pool they came from). */
+static braid__rec_cache *cache_for(braid_runtime *owner)
+{
+    braid__worker *w = braid__tls_worker;
+    return w && w->rt == owner ? &w->recs : NULL;
+}
+
+static void count_spawned(braid_runtime *rt, int delta)
+{
+    braid__worker *w = braid__tls_worker;
+    if (w && w->rt == rt)
+        atomic_store_explicit(&w->spawned, braid__load_relaxed(&w->spawned) + (uint64_t)delta,
+                              memory_order_release);
+    else
+        atomic_fetch_add_explicit(&rt->ext_spawned, (uint64_t)delta, memory_order_seq_cst);
+}
+
+static void count_finished(braid_runtime *rt)
+{
+    braid__worker *w = braid__tls_worker;
+    if (w && w->rt == rt) {
+        atomic_store_explicit(&w->finished, braid__load_relaxed(&w->finished) + 1,
+                              memory_order_release);
+    } else {
+        atomic_fetch_add_explicit(&rt->ext_finished, 1, memory_order_seq_cst);
+        if (atomic_load_explicit(&rt->shutdown, memory_order_acquire)) {
+            atomic_fetch_add_explicit(&rt->quiesce, 1, memory_order_release);
+            braid__futex_wake(&rt->quiesce, INT_MAX);
+        }
+    }
+}
+
+/* ---- finishing ------------------------------------------------------------- */
+
+static void waiter_wake(braid__waiter *wt)
+{
+    if (wt->task) {
+        braid__wake(wt->task);
+    } else {
+        atomic_store_explicit(&wt->done, 1, memory_order_release);
+        braid__futex_wake(&wt->done, 1);
+    }
+}
+
+/* Complete record r: publish the fate and value (the panic report when
+ * PANICKED), wake the joiner, or free the record if it was detached.  name
+ * is only used to report a detached task's panic. */
+static void rec_finish(braid__rec *r, uint32_t index, int fate, void *value, const char *name)
+{
+    braid__rec_pool *pool = braid__rec_owner(index);
+    r->b = value; /* nobody reads b while the task runs */
+    uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire), ns;
+    unsigned spins = 0;
+    int f;
+    for (;;) {
+        if (s & BRAID_REC_LOCK) {
+            braid__spin_backoff(&spins);
+            s = atomic_load_explicit(&r->state, memory_order_acquire);
+            continue;
+        }
+        f = fate == BRAID_OK && (s & BRAID_REC_CANCEL) ? BRAID_CANCELLED : fate;
+        if (s & BRAID_REC_DETACHED) {
+            ns = 0; /* FREE, generation 0 */
+        } else {
+            ns = (s & ~(uint64_t)(BRAID_REC_PHASE | BRAID_REC_FATE)) | BRAID_REC_DONE |
+                 ((uint64_t)f << BRAID_REC_FATE_SHIFT);
+            /* Hold the lock while waking, so the joiner cannot leave first. */
+            if (s & BRAID_REC_WAITING)
+                ns |= BRAID_REC_LOCK;
+        }
+        /* Release: everything the task did happens-before its join. */
+        if (atomic_compare_exchange_weak_explicit(&r->state, &s, ns, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            break;
+    }
+    braid_runtime *rt = pool->rt;
+    if (s & BRAID_REC_DETACHED) {
+        if (f == BRAID_PANICKED) {
+            braid__panic_report(rt, braid__rec_gen(s), name, value);
+            braid__panic_info_free(value);
+        }
+        braid__rec_free(cache_for(rt), index);
+    } else if (s & BRAID_REC_WAITING) {
+        waiter_wake(r->waiter);
+        braid__rec_unlock(r, ns & ~(uint64_t)BRAID_REC_WAITING);
+    }
+    count_finished(rt);
+}
+
+/* A claimed (RUNNING, locked) record whose task will never run: drop its
+ * argument and complete it. */
+static void drop_unstarted(braid__rec *r, uint32_t index, uint64_t claimed, int fate,
+                           braid__panic_info *info)
+{
+    void *b = r->b;
+    braid__spawn_ext *ext = (claimed & BRAID_REC_EXT) ? b : NULL;
+    void *arg = ext ? ext->arg : b;
+    r->a.task = NULL;
+    braid__rec_unlock(r, claimed);
+    if (ext && ext->arg_drop)
+        ext->arg_drop(arg);
+    rec_finish(r, index, fate, fate == BRAID_PANICKED ? (void *)info : NULL, ext ? ext->name : NULL);
+    free(ext);
+}
+
+/* Claim a QUEUED record for starting (or dropping): returns its state, now
+ * RUNNING with LOCK held, or 0 if someone else got it first. */
+static uint64_t claim(braid__rec *r, uint64_t gen)
+{
+    uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (braid__rec_gen(s) != gen || braid__rec_phase(s) != BRAID_REC_QUEUED)
+            return 0;
+        if (s & BRAID_REC_LOCK) {
+            braid__spin_backoff(&spins);
+            s = atomic_load_explicit(&r->state, memory_order_acquire);
+            continue;
+        }
+        uint64_t ns = (s & ~(uint64_t)BRAID_REC_PHASE) | BRAID_REC_RUNNING | BRAID_REC_LOCK;
+        if (atomic_compare_exchange_weak_explicit(&r->state, &s, ns, memory_order_acquire,
+                                                  memory_order_acquire))
+            return ns;
+    }
+}
+
+/* ---- starting ---------------------------------------------------------------- */
+
+static void task_entry(void *p)
+{
+    braid__fiber_entered();
+    braid__task *t = p;
+    void *ret = NULL;
+    int fate = BRAID_OK;
+    if (atomic_load_explicit(&t->cancelled, memory_order_acquire)) {
+        /* Cancelled between being claimed and first running: it never runs. */
+        if (t->ext && t->ext->arg_drop)
+            t->ext->arg_drop(t->arg);
+        fate = BRAID_CANCELLED;
+    } else {
+        ret = t->fn(t->arg);
+    }
+    braid__task_exit(t, fate, ret);
+}
+
+static void live_insert(braid__worker *w, braid__task *t)
+{
+    t->live_prev = NULL;
+    t->live_next = w->live;
+    if (w->live)
+        w->live->live_prev = t;
+    w->live = t;
+}
+
+static void live_remove(braid__worker *w, braid__task *t)
+{
+    if (t->live_prev)
+        t->live_prev->live_next = t->live_next;
+    else
+        w->live = t->live_next;
+    if (t->live_next)
+        t->live_next->live_prev = t->live_prev;
+}
+
+/* Lay out a task record at the top of a stack slot and make its fiber. */
+braid__task *braid__task_init(braid__worker *w, void *slot, int cls)
+{
+    braid__stack_pool *pool = &w->rt->stacks;
+    char *top = braid__stack_top(pool, cls, slot);
+    braid__task *t = (braid__task *)(((uintptr_t)top - sizeof(braid__task)) & ~(uintptr_t)63);
+    memset(t, 0, sizeof *t);
+    t->home = w;
+    t->slot = slot;
+    t->stack_cls = cls;
+    char *lo = braid__stack_lo(pool, cls, slot);
+    braid__fiber_make(&t->fiber, lo, (size_t)((char *)t - lo), task_entry, t);
+    live_insert(w, t);
+    return t;
+}
+
+/* Start the task of a record claimed by the caller (claimed: its locked
+ * state).  Returns the task, or NULL if it ended without running. */
+static braid__task *start_claimed(braid__worker *w, braid__rec *r, uint32_t index,
+                                  uint64_t claimed, braid__waiter *joiner)
+{
+    braid_runtime *rt = w->rt;
+    braid__spawn_ext *ext = (claimed & BRAID_REC_EXT) ? r->b : NULL;
+    if ((claimed & BRAID_REC_CANCEL) || atomic_load_explicit(&rt->shutdown, memory_order_relaxed)) {
+        drop_unstarted(r, index, claimed, BRAID_CANCELLED, NULL);
+        return NULL;
+    }
+    int cls = ext ? ext->stack_cls : rt->stacks.default_cls;
+    void *slot = braid__stack_get(&rt->stacks, &w->stacks, cls);
+    if (!slot) {
+        drop_unstarted(r, index, claimed, BRAID_PANICKED,
+                       braid__panic_info_fmt(NULL, 0, "out of memory: no stack for task %llu",
+                                             (unsigned long long)braid__rec_gen(claimed)));
+        return NULL;
+    }
+    braid__task *t = braid__task_init(w, slot, cls);
+    t->kind = BRAID_KIND_TASK;
+    t->id = braid__rec_gen(claimed);
+    t->rec = r;
+    t->rec_index = index;
+    t->fn = r->a.fn;
+    t->ext = ext;
+    t->arg = ext ? ext->arg : r->b;
+    r->a.task = t;
+    if (joiner) {
+        r->waiter = joiner;
+        claimed |= BRAID_REC_WAITING;
+    }
+    braid__rec_unlock(r, claimed);
+    return t;
+}
+
+braid__task *braid__task_start_queued(braid__worker *w, uint64_t handle)
+{
+    braid_task h = { handle };
+    braid__rec *r = braid__rec_lookup(h);
+    if (!r)
+        return NULL;
+    uint64_t claimed = claim(r, braid__handle_gen(h));
+    if (!claimed)
+        return NULL; /* started, cancelled or joined inline by someone else */
+    return start_claimed(w, r, braid__handle_index(h), claimed, NULL);
+}
+
+/* ---- ending ------------------------------------------------------------------ */
+
+void braid__task_exit(braid__task *t, int fate, void *value)
+{
+    braid__local_destroy(t);
+    if (t->defers && fate != BRAID_PANICKED) {
+        char msg[160];
+        snprintf(msg, sizeof msg,
+                 "braid: task %llu returned with defers still pushed; they were not run\n",
+                 (unsigned long long)t->id);
+        braid__write_stderr(msg);
+        t->defers = NULL;
+    }
+    if (t->kind == BRAID_KIND_CALL) {
+        braid__call_finish(t, fate, value);
+    } else {
+        braid__panic_info *info = t->panic;
+        t->panic = NULL;
+        rec_finish(t->rec, t->rec_index, fate, fate == BRAID_PANICKED ? (void *)info : value,
+                   t->ext ? t->ext->name : NULL);
+    }
+    braid__sched_exit(t);
+}
+
+void braid__task_release(braid__worker *w, braid__task *t)
+{
+    braid__stack_pool *pool = &w->rt->stacks;
+    live_remove(w, t);
+    braid__fiber_release(&t->fiber);
+    free(t->ext);
+    if (t->extra_stacks)
+        braid__panic_release_extra(w, t);
+    braid__stack_put(pool, &w->stacks, t->stack_cls, t->slot);
+}
+
+void braid__task_cancel_all(braid__worker *w)
+{
+    for (braid__task *t = w->live; t; t = t->live_next) {
+        if (!t->rec) {
+            braid__task_cancel_running(t);
+            continue;
+        }
+        uint64_t ls = braid__rec_lock(t->rec, t->id);
+        if (!ls)
+            continue;
+        if (braid__rec_phase(ls) == BRAID_REC_RUNNING) {
+            ls |= BRAID_REC_CANCEL;
+            braid__task_cancel_running(t);
+        }
+        braid__rec_unlock(t->rec, ls);
+    }
+}
+
+/* ---- spawning ------------------------------------------------------------- */
+
+static int make_ext(braid_runtime *rt, const braid_spawn_opts *o, void *arg,
+                    braid__spawn_ext **out)
+{
+    *out = NULL;
+    if (!o)
+        return 0;
+    if (o->size && o->size < offsetof(braid_spawn_opts, arg_drop) + sizeof o->arg_drop)
+        return -EINVAL;
+    int cls = braid__stack_class_of(&rt->stacks, o->stack_size);
+    if (cls < 0)
+        return cls;
+    if (!o->name && !o->arg_drop && cls == rt->stacks.default_cls)
+        return 0;
+    braid__spawn_ext *ext = malloc(sizeof *ext);
+    if (!ext)
+        return -ENOMEM;
+    ext->arg = arg;
+    ext->arg_drop = o->arg_drop;
+    ext->stack_cls = cls;
+    ext->name[0] = 0;
+    if (o->name)
+        snprintf(ext->name, sizeof ext->name, "%s", o->name);
+    *out = ext;
+    return 0;
+}
+
+/* Spawn on rt; w is the calling thread's worker if it belongs to rt and a
+ * task is running on it (its ring is then used), else NULL. */
+int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const braid_spawn_opts *o,
+                 braid_fn fn, void *arg)
+{
+    if (!fn)
+        return -EINVAL;
+    braid__spawn_ext *ext;
+    int rc = make_ext(rt, o, arg, &ext);
+    if (rc < 0)
+        return rc;
+    if (BRAID_UNLIKELY(braid__stack_exhausted(&rt->stacks))) {
+        /* The last attempt to map stacks failed: see whether there is room
+         * now rather than queue a task that cannot start. */
+        int cls = ext ? ext->stack_cls : rt->stacks.default_cls;
+        void *probe = braid__stack_get(&rt->stacks, w ? &w->stacks : NULL, cls);
+        if (!probe) {
+            free(ext);
+            return -ENOMEM;
+        }
+        braid__stack_put(&rt->stacks, w ? &w->stacks : NULL, cls, probe);
+    }
+    uint32_t index;
+    braid__rec *r = braid__rec_alloc(&rt->recs, w ? &w->recs : NULL, &index);
+    if (!r) {
+        free(ext);
+        return -ENOMEM;
+    }
+    uint64_t id = braid__next_id(w ? &w->recs : NULL);
+    r->a.fn = fn;
+    r->b = ext ? (void *)ext : arg;
+    r->waiter = NULL;
+    uint64_t s = id << BRAID_REC_INDEX_BITS | BRAID_REC_QUEUED;
+    if (!out)
+        s |= BRAID_REC_DETACHED;
+    if (ext)
+        s |= BRAID_REC_EXT;
+    if (atomic_load_explicit(&rt->shutdown, memory_order_relaxed))
+        s |= BRAID_REC_CANCEL; /* it will be dropped, never run */
+    atomic_store_explicit(&r->state, s, memory_order_release);
+    braid_task h = braid__handle_make(id, index);
+    /* Counted before it is queued, so that a shutdown never sees it finish
+     * before it was spawned. */
+    count_spawned(rt, 1);
+    bool ok = w ? braid__sched_push_new(w, h.bits) : braid__sched_inject(rt, h.bits);
+    if (!ok) {
+        count_spawned(rt, -1);
+        atomic_store_explicit(&r->state, 0, memory_order_relaxed);
+        braid__rec_free(w ? &w->recs : NULL, index);
+        free(ext);
+        return -ENOMEM;
+    }
+    if (out)
+        *out = h;
+    return 0;
+}
+
+int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg)
+{
+    braid__worker *w = braid__tls_worker;
+    if (!w || !w->cur)
+        return -EPERM;
+    return braid__spawn(w->rt, w, out, opts, fn, arg);
+}
+
+int braid_spawn(braid_task *out, braid_fn fn, void *arg)
+{
+    return braid_spawn_ex(out, NULL, fn, arg);
+}
+
+/* ---- joining ------------------------------------------------------------------ */
+
+/* Take the value (or panic report) out of a DONE record and free it.
+ * Spins while a finisher still holds the lock (it is waking us).  Returns
+ * the fate, or -ESRCH if someone else consumed it first. */
+static int consume(braid__rec *r, uint64_t gen, uint32_t index, void **value,
+                   braid__panic_info **info)
+{
+    uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire);
+    unsigned spins = 0;
+    void *v;
+    for (;;) {
+        if (braid__rec_gen(s) != gen || braid__rec_phase(s) != BRAID_REC_DONE)
+            return -ESRCH;
+        if (s & BRAID_REC_LOCK) {
+            braid__spin_backoff(&spins);
+            s = atomic_load_explicit(&r->state, memory_order_acquire);
+            continue;
+        }
+        v = r->b; /* read before the record can be reused */
+        if (atomic_compare_exchange_weak_explicit(&r->state, &s, 0, memory_order_acq_rel,
+                                                  memory_order_acquire))
+            break;
+    }
+    braid__rec_free(cache_for(braid__rec_owner(index)->rt), index);
+    int fate = braid__rec_fate(s);
+    *info = fate == BRAID_PANICKED ? v : NULL;
+    *value = fate == BRAID_PANICKED ? NULL : v;
+    return fate;
+}
+
+/* Register wt as r's waiter.  Returns 1 if registered, 0 if the task is
+ * already done, or a negative error. */
+static int register_waiter(braid__rec *r, uint64_t gen, braid__waiter *wt)
+{
+    uint64_t ls = braid__rec_lock(r, gen);
+    if (!ls)
+        return -ESRCH;
+    int rc = 1;
+    if (braid__rec_phase(ls) == BRAID_REC_DONE)
+        rc = 0;
+    else if (ls & BRAID_REC_DETACHED)
+        rc = -ESRCH;
+    else if (ls & BRAID_REC_WAITING)
+        rc = -EBUSY;
+    if (rc == 1) {
+        r->waiter = wt;
+        ls |= BRAID_REC_WAITING;
+    }
+    braid__rec_unlock(r, ls);
+    return rc;
+}
+
+/* Wait, as a task, until r is DONE. */
+static int wait_as_task(braid__task *self, braid__rec *r, uint64_t gen, uint32_t index,
+                        braid__waiter *wt)
+{
+    braid__worker *w = self->home;
+    int rc = 1;
+    uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire);
+    /* Joining a task of this runtime that has not started: run it here,
+     * now, instead of waiting for a worker to get to it.  This keeps
+     * fork-join recursion to one live stack per level. */
+    if (braid__rec_phase(s) == BRAID_REC_QUEUED && braid__rec_owner(index)->rt == w->rt) {
+        uint64_t claimed = claim(r, gen);
+        if (claimed) {
+            braid__task *t = start_claimed(w, r, index, claimed, wt);
+            if (!t)
+                return 0; /* it ended without running */
+            braid__sched_enqueue_local(w, t);
+            rc = 1;
+        } else {
+            rc = register_waiter(r, gen, wt);
+        }
+    } else {
+        rc = register_waiter(r, gen, wt);
+    }
+    if (rc <= 0)
+        return rc;
+    self->wait_reason = BRAID_WAIT_JOIN;
+    while (braid__rec_phase(atomic_load_explicit(&r->state, memory_order_acquire)) !=
+           BRAID_REC_DONE) {
+        if (braid__task_park(self, true) < 0) {
+            uint64_t ls = braid__rec_lock(r, gen);
+            if (ls) {
+                /* If it is DONE the finisher has woken us already (under the
+                 * lock we now hold) and cleared WAITING. */
+                if (braid__rec_phase(ls) != BRAID_REC_DONE)
+                    ls &= ~(uint64_t)BRAID_REC_WAITING;
+                braid__rec_unlock(r, ls);
+            }
+            self->wait_reason = BRAID_WAIT_NONE;
+            return -ECANCELED;
+        }
+    }
+    self->wait_reason = BRAID_WAIT_NONE;
+    return 0;
+}
+
+/* Wait, as a plain thread, until r is DONE. */
+static int wait_as_thread(braid__rec *r, uint64_t gen, braid__waiter *wt)
+{
+    int rc = register_waiter(r, gen, wt);
+    if (rc <= 0)
+        return rc;
+    while (!atomic_load_explicit(&wt->done, memory_order_acquire))
+        braid__futex_wait(&wt->done, 0, 0);
+    return 0;
+}
+
+static int join_impl(braid_task h, braid_outcome *out, void **result)
+{
+    size_t out_size = 0;
+    if (out) {
+        out_size = out->size ? out->size : sizeof(braid_outcome);
+        if (out_size < offsetof(braid_outcome, message))
+            return -EINVAL;
+    }
+    braid__rec *r = braid__rec_lookup(h);
+    if (!r)
+        return -EINVAL;
+    uint64_t gen = braid__handle_gen(h);
+    uint32_t index = braid__handle_index(h);
+    uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire);
+    if (braid__rec_gen(s) != gen || braid__rec_phase(s) == BRAID_REC_FREE ||
+        (s & BRAID_REC_DETACHED))
+        return -ESRCH;
+    braid__task *self = braid__task_current();
+    if (self) {
+        if (self->id == gen)
+            return -EDEADLK;
+        if (braid__task_should_cancel(self))
+            return -ECANCELED;
+    }
+    /* The waiter lives until consume() returns: a finisher may still be
+     * touching it until it drops the record lock. */
+    braid__waiter wt = { self, 0 };
+    if (braid__rec_phase(s) != BRAID_REC_DONE) {
+        int rc = self ? wait_as_task(self, r, gen, index, &wt) : wait_as_thread(r, gen, &wt);
+        if (rc < 0)
+            return rc;
+    }
+    void *value;
+    braid__panic_info *info;
+    int fate = consume(r, gen, index, &value, &info);
+    if (fate < 0)
+        return fate;
+    if (result)
+        *result = value;
+    if (out) {
+        out->status = fate;
+        out->value = value;
+        out->file = NULL;
+        out->line = 0;
+        if (out_size > offsetof(braid_outcome, message))
+            out->message[0] = 0;
+        if (info)
+            braid__panic_info_fill(info, out, out_size);
+    }
+    braid__panic_info_free(info);
+    return fate;
+}
+
+int braid_join(braid_task t, void **result)
+{
+    return join_impl(t, NULL, result);
+}
+
+int braid_join_ex(braid_task t, braid_outcome *out)
+{
+    if (!out)
+        return -EINVAL;
+    return join_impl(t, out, NULL);
+}
+
+/* ---- detach, cancel, inspect ------------------------------------------------- */
+
+int braid_detach(braid_task h)
+{
+    braid__rec *r = braid__rec_lookup(h);
+    if (!r)
+        return -EINVAL;
+    uint64_t gen = braid__handle_gen(h);
+    uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire);
+    unsigned spins = 0;
+    for (;;) {
+        if (braid__rec_gen(s) != gen || braid__rec_phase(s) == BRAID_REC_FREE ||
+            (s & BRAID_REC_DETACHED))
+            return -ESRCH;
+        if (s & BRAID_REC_WAITING)
+            return -EBUSY;
+        if (s & BRAID_REC_LOCK) {
+            braid__spin_backoff(&spins);
+            s = atomic_load_explicit(&r->state, memory_order_acquire);
+            continue;
+        }
+        if (braid__rec_phase(s) == BRAID_REC_DONE) {
+            /* Already over: this is the last use of the record.  A panic that
+             * nobody will now see is reported, as for any detached task. */
+            uint32_t index = braid__handle_index(h);
+            braid_runtime *rt = braid__rec_owner(index)->rt;
+            void *value;
+            braid__panic_info *info;
+            int fate = consume(r, gen, index, &value, &info);
+            if (fate < 0)
+                return fate;
+            if (info) {
+                braid__panic_report(rt, gen, NULL, info);
+                braid__panic_info_free(info);
+            }
+            return 0;
+        }
+        if (atomic_compare_exchange_weak_explicit(&r->state, &s, s | BRAID_REC_DETACHED,
+                                                  memory_order_acq_rel, memory_order_acquire))
+            return 0;
+    }
+}
+
+int braid_cancel(braid_task h)
+{
+    braid__rec *r = braid__rec_lookup(h);
+    if (!r)
+        return -EINVAL;
+    uint64_t gen = braid__handle_gen(h);
+    uint64_t ls = braid__rec_lock(r, gen);
+    if (!ls)
+        return -ESRCH;
+    if (ls & BRAID_REC_DETACHED) {
+        braid__rec_unlock(r, ls);
+        return -ESRCH;
+    }
+    switch (braid__rec_phase(ls)) {
+    case BRAID_REC_QUEUED:
+        /* Never started: it never will.  Claim it and finish it here. */
+        ls = (ls & ~(uint64_t)BRAID_REC_PHASE) | BRAID_REC_RUNNING | BRAID_REC_CANCEL;
+        drop_unstarted(r, braid__handle_index(h), ls, BRAID_CANCELLED, NULL);
+        return 0;
+    case BRAID_REC_RUNNING:
+        if (!(ls & BRAID_REC_CANCEL)) {
+            ls |= BRAID_REC_CANCEL;
+            if (r->a.task)
+                braid__task_cancel_running(r->a.task);
+        }
+        break;
+    default:
+        break; /* finished: nothing changes */
+    }
+    braid__rec_unlock(r, ls);
+    return 0;
+}
+
+bool braid_is_finished(braid_task h)
+{
+    braid__rec *r = braid__rec_lookup(h);
+    if (!r)
+        return false;
+    uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire);
+    return braid__rec_gen(s) == braid__handle_gen(h) && braid__rec_phase(s) == BRAID_REC_DONE;
+}
+
+uint64_t braid_task_id(braid_task h)
+{
+    return braid__handle_gen(h);
+}
+
+uint64_t braid_current_id(void)
+{
+    braid__task *t = braid__task_current();
+    return t ? t->id : 0;
+}
+
+int braid_worker_index(void)
+{
+    braid__worker *w = braid__tls_worker;
+    return w ? (int)w->index : -EPERM;
+}
+
+bool braid_cancelled(void)
+{
+    braid__task *t = braid__task_current();
+    return t && atomic_load_explicit(&t->cancelled, memory_order_acquire);
+}
+
+bool braid_cancel_shield(bool on)
+{
+    braid__task *t = braid__task_current();
+    if (!t)
+        return false;
+    bool was = t->shield;
+    t->shield = on;
+    return was;
+}
+
+void braid__rec_teardown(braid__rec *r, uint64_t state)
+{
+    if (braid__rec_phase(state) == BRAID_REC_DONE && braid__rec_fate(state) == BRAID_PANICKED)
+        braid__panic_info_free(r->b);
+    else if (braid__rec_phase(state) == BRAID_REC_QUEUED && (state & BRAID_REC_EXT))
+        free(r->b);
+}

@@ -1,0 +1,143 @@
+/*
+ * Tasks.
+ *
+ * A task record lives at the very top of the task's own stack, so a started
+ * task costs one stack page plus its 32-byte completion record (handle.h),
+ * and a sleeping task's timer entry is part of that same page.  A task that
+ * has not started has no task record and no stack: only its completion
+ * record, in a run queue.
+ *
+ * Waking protocol.  A task that waits registers itself with whatever will
+ * wake it (a join record, its timer, later a channel), then parks.  The wake
+ * word makes parking race-free against wakers on other threads:
+ *
+ *   IDLE      running, no wake-up pending
+ *   PARKED    suspended; whoever changes PARKED to NOTIFIED must enqueue it
+ *   NOTIFIED  a wake-up arrived; the next park returns at once
+ *
+ * braid__task_park() moves IDLE -> PARKED (or finds NOTIFIED and returns);
+ * braid__wake() exchanges in NOTIFIED and enqueues the task on its home
+ * worker only if it saw PARKED.  A wake may therefore be spurious, and every
+ * wait is a loop that re-checks its condition.  A waker may touch the task
+ * only while the task cannot leave its wait: a source wakes a waiter under
+ * the lock the waiter must take to unregister (the record lock for joins;
+ * timers need none, being on the task's own worker), so a waiter never exits
+ * with a wake-up in flight towards it.
+ *
+ * A task never changes worker once it has run (see sched.h), so the wheel,
+ * ready list and live list it is on all belong to one thread.
+ */
+#ifndef BRAID_TASK_H
+#define BRAID_TASK_H
+
+#include "internal.h"
+#include "fiber.h"
+#include "timer.h"
+
+enum { BRAID_WAKE_IDLE = 0, BRAID_WAKE_PARKED = 1, BRAID_WAKE_NOTIFIED = 2 };
+
+enum { BRAID_KIND_TASK = 0, BRAID_KIND_CALL = 1 };
+
+/* Why a task is suspended (for dumps and traces). */
+enum braid__wait_reason {
+    BRAID_WAIT_NONE = 0,
+    BRAID_WAIT_RUNNABLE,
+    BRAID_WAIT_SLEEP,
+    BRAID_WAIT_JOIN,
+    BRAID_WAIT_JOIN_ALL,
+    BRAID_WAIT_YIELD,
+};
+
+#define BRAID_NAME_MAX 32
+
+/* What spawn options add to a task; owned by its record, then by the task. */
+typedef struct braid__spawn_ext {
+    void *arg;
+    void (*arg_drop)(void *arg);
+    int stack_cls;
+    char name[BRAID_NAME_MAX];
+} braid__spawn_ext;
+
+typedef struct braid__panic_info braid__panic_info;
+typedef struct braid__group braid__group;
+
+struct braid__task {
+    braid__fiber fiber;
+    braid__worker *home;
+    braid__task *next;              /* ready, yield or inbox list */
+    _Atomic int wake;
+    _Atomic bool cancelled;
+    bool shield;
+    bool panicking;
+    uint8_t kind;
+    uint8_t wait_reason;
+    bool timer_fired;
+    int stack_cls;
+    uint64_t id;                    /* a call's id is its caller's */
+    braid__rec *rec;                /* NULL for join_all calls */
+    uint32_t rec_index;
+    braid_fn fn;
+    void *arg;
+    braid__group *group;            /* calls: their join_all */
+    size_t call_index;
+    braid_defer *defers;
+    struct braid__local_slot *locals;
+    uint32_t nlocals;
+    braid__timer timer;
+    braid__task *live_prev, *live_next;
+    void *slot;                     /* the stack slot this record sits in */
+    struct braid__extra_stack *extra_stacks; /* stacks taken after faults */
+    braid__spawn_ext *ext;
+    braid__panic_info *panic;
+};
+
+/* The worker running on this thread, if any. */
+extern BRAID_TLS braid__worker *braid__tls_worker;
+
+/* The running task, or NULL on a plain thread (or in the scheduler). */
+braid__task *braid__task_current(void);
+
+/* Suspend until woken.  Returns 0 when woken (possibly spuriously), or
+ * -ECANCELED without suspending if cancellable and the task is cancelled and
+ * not shielded.  The caller must have registered with its wake sources. */
+int braid__task_park(braid__task *t, bool cancellable);
+
+/* Whether a cancellation point should fire now. */
+static inline bool braid__task_should_cancel(const braid__task *t)
+{
+    return !t->shield && atomic_load_explicit(&t->cancelled, memory_order_acquire);
+}
+
+/* Wake t (see the protocol above).  Any thread. */
+void braid__wake(braid__task *t);
+
+/* Mark t cancelled and wake it.  The caller guarantees t stays alive. */
+void braid__task_cancel_running(braid__task *t);
+
+/* End the running task with the given fate; never returns. */
+BRAID_NORETURN void braid__task_exit(braid__task *t, int fate, void *value);
+
+/* Start the task of a queued record that the caller has just taken from a
+ * queue: returns the new task (ready to be switched to, homed on w), or
+ * NULL if the entry was stale or the task ended without running. */
+braid__task *braid__task_start_queued(braid__worker *w, uint64_t handle);
+
+/* Lay out a fresh task record at the top of stack slot (of class cls) and
+ * make its fiber; the caller fills in the rest. */
+braid__task *braid__task_init(braid__worker *w, void *slot, int cls);
+
+/* Spawn on rt; w is the calling thread's worker if it belongs to rt and a
+ * task runs on it (its ring is used), else NULL (the injection queue). */
+int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const braid_spawn_opts *o,
+                 braid_fn fn, void *arg);
+
+/* A join_all call ended (joinall.c). */
+void braid__call_finish(braid__task *t, int fate, void *value);
+
+/* Cancel every live task of w; used by shutdown. */
+void braid__task_cancel_all(braid__worker *w);
+
+/* Release what a dead task still holds once nothing runs on its stack. */
+void braid__task_release(braid__worker *w, braid__task *t);
+
+#endif

@@ -1,0 +1,143 @@
+#include "util.h"
+
+#include <linux/futex.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/syscall.h>
+#include <time.h>
+#include <unistd.h>
+
+uint64_t braid__now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+void braid__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns)
+{
+    int saved = errno;
+    struct timespec ts, *tsp = NULL;
+    if (deadline_ns) {
+        ts.tv_sec = (time_t)(deadline_ns / 1000000000u);
+        ts.tv_nsec = (long)(deadline_ns % 1000000000u);
+        tsp = &ts;
+    }
+    /* FUTEX_WAIT_BITSET takes an absolute CLOCK_MONOTONIC deadline, so a
+     * retried wait never stretches the timeout. */
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp,
+            NULL, FUTEX_BITSET_MATCH_ANY);
+    errno = saved;
+}
+
+void braid__futex_wake(_Atomic uint32_t *word, int n)
+{
+    int saved = errno;
+    syscall(SYS_futex, (uint32_t *)word, FUTEX_WAKE | FUTEX_PRIVATE_FLAG, n, NULL, NULL, 0);
+    errno = saved;
+}
+
+size_t braid__page_size(void)
+{
+    static _Atomic size_t cached;
+    size_t p = atomic_load_explicit(&cached, memory_order_relaxed);
+    if (!p) {
+        long v = sysconf(_SC_PAGESIZE);
+        p = v > 0 ? (size_t)v : 4096;
+        atomic_store_explicit(&cached, p, memory_order_relaxed);
+    }
+    return p;
+}
+
+/* Read the first line of a file into buf; false if it cannot be read. */
+static bool read_line(const char *path, char *buf, size_t len)
+{
+    FILE *f = fopen(path, "re");
+    if (!f)
+        return false;
+    bool ok = fgets(buf, (int)len, f) != NULL;
+    fclose(f);
+    return ok;
+}
+
+/* The CPU limit a cgroup quota imposes, rounded up; 0 if none. */
+static unsigned cgroup_cpu_limit(void)
+{
+    char line[512], path[600], buf[128];
+    unsigned limit = 0;
+    FILE *f = fopen("/proc/self/cgroup", "re");
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof line, f)) {
+        /* "hierarchy-id:controllers:path"; v2 has an empty controller list. */
+        char *c1 = strchr(line, ':');
+        char *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+        if (!c2)
+            continue;
+        char *cg = c2 + 1;
+        cg[strcspn(cg, "\n")] = 0;
+        long long quota = -1, period = 0;
+        if (c2 == c1 + 1) {
+            snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", cg);
+            if (read_line(path, buf, sizeof buf) && strncmp(buf, "max", 3) != 0)
+                sscanf(buf, "%lld %lld", &quota, &period);
+        } else if (strstr(c1, "cpu,") || strstr(c1, ":cpu:") || strstr(c1, ",cpu:") ||
+                   strstr(c1, "cpu,cpuacct")) {
+            snprintf(path, sizeof path, "/sys/fs/cgroup/cpu,cpuacct%s/cpu.cfs_quota_us", cg);
+            if (read_line(path, buf, sizeof buf))
+                quota = atoll(buf);
+            snprintf(path, sizeof path, "/sys/fs/cgroup/cpu,cpuacct%s/cpu.cfs_period_us", cg);
+            if (read_line(path, buf, sizeof buf))
+                period = atoll(buf);
+        }
+        if (quota > 0 && period > 0) {
+            unsigned n = (unsigned)((quota + period - 1) / period);
+            if (!limit || n < limit)
+                limit = n;
+        }
+    }
+    fclose(f);
+    return limit;
+}
+
+unsigned braid__usable_cpus(void)
+{
+    int saved = errno;
+    unsigned n = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = (unsigned)CPU_COUNT(&set);
+    if (!n) {
+        long v = sysconf(_SC_NPROCESSORS_ONLN);
+        n = v > 0 ? (unsigned)v : 1;
+    }
+    unsigned q = cgroup_cpu_limit();
+    if (q && q < n)
+        n = q;
+    errno = saved;
+    return n ? n : 1;
+}
+
+void braid__write_stderr(const char *msg)
+{
+    int saved = errno;
+    size_t len = strlen(msg);
+    while (len) {
+        ssize_t n = write(STDERR_FILENO, msg, len);
+        if (n <= 0)
+            break;
+        msg += n;
+        len -= (size_t)n;
+    }
+    errno = saved;
+}
+
+void braid__die(const char *msg)
+{
+    braid__write_stderr("braid: internal error: ");
+    braid__write_stderr(msg);
+    braid__write_stderr("\n");
+    abort();
+}
