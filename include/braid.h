@@ -205,14 +205,18 @@ BRAID_API int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **r
  * Errors: -EINVAL, -ENOMEM. */
 BRAID_API int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg);
 
+/* braid_spawn_on() with options (see braid_spawn_ex()); opts may be NULL. */
+BRAID_API int braid_spawn_on_ex(braid_runtime *rt, braid_task *out, const braid_spawn_opts *opts,
+                                braid_fn fn, void *arg);
+
 /* Shut rt down: cancel every task still alive, wait for them to return
  * (running the arg_drop of tasks that never started), stop the workers and
  * free all memory.  Returns 0, -EPERM from inside a task, -EBUSY while a
  * block_on on rt is in progress, or -ETIMEDOUT if shutdown_timeout_ms expired
- * first: then the stuck tasks' workers are left running and rt's memory is
- * deliberately leaked (freeing it under them would crash).  Handles of rt's
- * tasks that were neither joined nor detached become invalid when the last
- * runtime of the process is freed. */
+ * first: then rt is left as it is, its workers still running the tasks that
+ * did not end (freeing memory under them would crash), and
+ * braid_runtime_free(rt) may be called again later.  Handles of rt's tasks
+ * that were neither joined nor detached are invalid once rt is freed. */
 BRAID_API int braid_runtime_free(braid_runtime *rt);
 
 /* Whether a fault was converted into a panic in rt (isolate_faults): the

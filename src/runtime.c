@@ -206,12 +206,18 @@ int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
     return rc;
 }
 
-int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg)
+int braid_spawn_on_ex(braid_runtime *rt, braid_task *out, const braid_spawn_opts *opts,
+                      braid_fn fn, void *arg)
 {
     if (!rt)
         return -EINVAL;
     braid__worker *w = braid__tls_worker;
-    return braid__spawn(rt, w && w->rt == rt && w->cur ? w : NULL, out, NULL, fn, arg);
+    return braid__spawn(rt, w && w->rt == rt && w->cur ? w : NULL, out, opts, fn, arg);
+}
+
+int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg)
+{
+    return braid_spawn_on_ex(rt, out, NULL, fn, arg);
 }
 
 /* ---- shutdown ------------------------------------------------------------------ */

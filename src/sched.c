@@ -416,9 +416,11 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
             braid__task_cancel_all(w);
         }
         braid__task *t = sched_next(w);
-        if (!t && (t = steal(w)))
-            stop_searching(w, true);
+        if (!t)
+            t = steal(w);
         if (t) {
+            if (w->searching)
+                stop_searching(w, true);
             run(w, t);
             if (until && until(arg))
                 break;

@@ -75,9 +75,14 @@ void braid__timer_disarm(braid__wheel *w, braid__timer *t)
     w->count--;
 }
 
-/* The first tick of the next occupied slot at or after elapsed, searching
+/* The first tick of the next occupied slot after the current one, searching
  * from the lowest level (whose slots all come before any higher level's);
- * sets *level and *slot.  False if the wheel is empty. */
+ * sets *level and *slot.  False if the wheel is empty.
+ *
+ * A timer is never filed in the current slot of its level: it would differ
+ * from elapsed in a lower level.  So an occupied slot at or before the
+ * current one belongs to the next window of its level; only deadlines
+ * beyond the wheel's span, clamped into the top level, land there. */
 static bool next_slot(const braid__wheel *w, uint64_t *tick, unsigned *level, unsigned *slot)
 {
     for (unsigned l = 0; l < BRAID_WHEEL_LEVELS; l++) {
@@ -85,15 +90,15 @@ static bool next_slot(const braid__wheel *w, uint64_t *tick, unsigned *level, un
         if (!occ)
             continue;
         uint64_t span = slot_ticks(l);
-        unsigned now_slot = (unsigned)(w->elapsed >> (SLOT_BITS * l)) & SLOT_MASK;
-        uint64_t rotated = (occ >> now_slot) | (now_slot ? occ << (64 - now_slot) : 0);
-        unsigned s = (now_slot + (unsigned)__builtin_ctzll(rotated)) & SLOT_MASK;
         uint64_t level_span = span << SLOT_BITS;
-        uint64_t window = w->elapsed & ~(level_span - 1);
-        uint64_t start = window + (uint64_t)s * span;
-        if (start + span <= w->elapsed)
-            start += level_span; /* only the clamped top level wraps */
-        *tick = start > w->elapsed ? start : w->elapsed;
+        unsigned now_slot = (unsigned)(w->elapsed >> (SLOT_BITS * l)) & SLOT_MASK;
+        unsigned from = (now_slot + 1) & SLOT_MASK;
+        uint64_t rotated = (occ >> from) | (from ? occ << (64 - from) : 0);
+        unsigned s = (from + (unsigned)__builtin_ctzll(rotated)) & SLOT_MASK;
+        uint64_t start = (w->elapsed & ~(level_span - 1)) + (uint64_t)s * span;
+        if (s <= now_slot)
+            start += level_span;
+        *tick = start;
         *level = l;
         *slot = s;
         return true;

@@ -1,0 +1,181 @@
+/*
+ * A small test harness.  Each tests/test_*.c file is one program holding
+ * several TEST()s.  "prog --list" prints their names; "prog NAME" runs one
+ * and exits 0 (pass), 77 (skipped) or anything else (fail).  The runner
+ * (tests/run-all.sh) runs every test in its own process, with a timeout, in
+ * each build configuration.
+ *
+ * CHECK failures print the location and _exit(1) at once, from whatever
+ * thread or task they happen on.
+ */
+#ifndef BRAID_TEST_H
+#define BRAID_TEST_H
+
+#include <braid.h>
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+typedef void (*test_fn)(void);
+
+struct test_entry {
+    const char *name;
+    test_fn fn;
+};
+
+static struct test_entry test_table[256];
+static int test_count;
+
+static inline void test_register(const char *name, test_fn fn)
+{
+    if (test_count < 256)
+        test_table[test_count++] = (struct test_entry){ name, fn };
+}
+
+#define TEST(name)                                                                 \
+    static void name(void);                                                        \
+    __attribute__((constructor)) static void register_##name(void)                 \
+    {                                                                              \
+        test_register(#name, name);                                                \
+    }                                                                              \
+    static void name(void)
+
+#define TEST_FAIL(...)                                                             \
+    do {                                                                           \
+        fprintf(stderr, "%s:%d: ", __FILE__, __LINE__);                            \
+        fprintf(stderr, __VA_ARGS__);                                              \
+        fprintf(stderr, "\n");                                                     \
+        fflush(stderr);                                                            \
+        _exit(1);                                                                  \
+    } while (0)
+
+#define CHECK(cond)                                                                \
+    do {                                                                           \
+        if (!(cond))                                                               \
+            TEST_FAIL("CHECK failed: %s", #cond);                                  \
+    } while (0)
+
+#define CHECK_EQ(a, b)                                                             \
+    do {                                                                           \
+        long long _a = (long long)(a), _b = (long long)(b);                        \
+        if (_a != _b)                                                              \
+            TEST_FAIL("CHECK_EQ failed: %s == %s (%lld vs %lld)", #a, #b, _a, _b); \
+    } while (0)
+
+#define CHECK_STR(a, b)                                                            \
+    do {                                                                           \
+        const char *_a = (a), *_b = (b);                                           \
+        if (!_a || !_b || strcmp(_a, _b) != 0)                                     \
+            TEST_FAIL("CHECK_STR failed: %s == %s (\"%s\" vs \"%s\")", #a, #b,     \
+                      _a ? _a : "(null)", _b ? _b : "(null)");                     \
+    } while (0)
+
+#define SKIP(why)                                                                  \
+    do {                                                                           \
+        printf("skipped: %s\n", why);                                              \
+        fflush(stdout);                                                            \
+        _exit(77);                                                                 \
+    } while (0)
+
+/* Which tools the test runs under. */
+#if defined(__SANITIZE_ADDRESS__)
+#define TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define TEST_ASAN 1
+#endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define TEST_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define TEST_TSAN 1
+#endif
+#endif
+
+static inline int test_under_valgrind(void)
+{
+    const char *v = getenv("BRAID_TEST_VALGRIND");
+    return v && *v == '1';
+}
+
+/* Whether any tool that slows the program or owns fault signals is on. */
+static inline int test_instrumented(void)
+{
+#if defined(TEST_ASAN) || defined(TEST_TSAN)
+    return 1;
+#else
+    return test_under_valgrind();
+#endif
+}
+
+/* Scale a workload down under slow tools. */
+static inline long test_scale(long n)
+{
+    if (test_under_valgrind())
+        return n / 50 > 0 ? n / 50 : 1;
+#if defined(TEST_TSAN)
+    return n / 10 > 0 ? n / 10 : 1;
+#elif defined(TEST_ASAN)
+    return n / 4 > 0 ? n / 4 : 1;
+#else
+    return n;
+#endif
+}
+
+static inline uint64_t test_now_ms(void)
+{
+    return braid_now_ns() / 1000000u;
+}
+
+/* Run fn(arg) as the root task of a fresh runtime with the given number of
+ * workers (0: default) and free it; checks that everything succeeded and
+ * returns the root's result. */
+static inline void *test_run(unsigned workers, braid_fn fn, void *arg)
+{
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = workers;
+    braid_runtime *rt;
+    int rc = braid_runtime_new(&cfg, &rt);
+    if (rc != 0)
+        TEST_FAIL("braid_runtime_new: %s", braid_strerror(rc));
+    void *result = NULL;
+    rc = braid_block_on(rt, fn, arg, &result);
+    if (rc != BRAID_OK)
+        TEST_FAIL("braid_block_on: %d (%s)", rc, braid_strerror(rc));
+    rc = braid_runtime_free(rt);
+    if (rc != 0)
+        TEST_FAIL("braid_runtime_free: %s", braid_strerror(rc));
+    return result;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc == 2 && strcmp(argv[1], "--list") == 0) {
+        for (int i = 0; i < test_count; i++)
+            printf("%s\n", test_table[i].name);
+        return 0;
+    }
+    if (argc == 2) {
+        for (int i = 0; i < test_count; i++) {
+            if (strcmp(argv[1], test_table[i].name) == 0) {
+                test_table[i].fn();
+                fflush(stdout);
+                return 0;
+            }
+        }
+        fprintf(stderr, "no test named %s\n", argv[1]);
+        return 2;
+    }
+    fprintf(stderr, "usage: %s --list | TEST\n", argv[0]);
+    return 2;
+}
+
+#endif

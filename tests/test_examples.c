@@ -1,0 +1,103 @@
+/*
+ * The seed examples, run as programs: their output lines, their order, and
+ * that their sleeps overlapped (wall time near the longest sleep, not the
+ * sum).  The example binaries are built next to this test binary, with the
+ * same compiler flags (so under ASan they are ASan programs too).
+ */
+#include "test.h"
+
+#include <libgen.h>
+#include <limits.h>
+#include <sys/wait.h>
+
+static char out[8192];
+
+/* Run examples/NAME.c's binary; returns its wall time in ms and fills out. */
+static uint64_t run_example(const char *name)
+{
+    char self[PATH_MAX];
+    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(n > 0);
+    self[n] = 0;
+    char cmd[PATH_MAX + 64];
+    snprintf(cmd, sizeof cmd, "%s/ex_%s", dirname(self), name);
+    uint64_t t0 = test_now_ms();
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t len = fread(out, 1, sizeof out - 1, p);
+    out[len] = 0;
+    int status = pclose(p);
+    uint64_t took = test_now_ms() - t0;
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TEST_FAIL("%s exited with status %d; output:\n%s", name, status, out);
+    return took;
+}
+
+/* The index of the line equal to want, or -1. */
+static int line_index(const char *want)
+{
+    int idx = 0;
+    for (const char *p = out; *p; idx++) {
+        const char *e = strchr(p, '\n');
+        size_t len = e ? (size_t)(e - p) : strlen(p);
+        if (len == strlen(want) && strncmp(p, want, len) == 0)
+            return idx;
+        if (!e)
+            break;
+        p = e + 1;
+    }
+    return -1;
+}
+
+/* Under Valgrind everything is slower; the overlap bound stays meaningful
+ * (the sum would be 3 s). */
+static uint64_t slack(void)
+{
+    return test_under_valgrind() ? 900 : 700;
+}
+
+TEST(example_spawn)
+{
+    uint64_t ms = run_example("spawn");
+    int t1 = line_index("Task 1 completed"), t2 = line_index("Task 2 completed");
+    CHECK(t1 >= 0 && t2 >= 0);
+    CHECK(t2 < t1); /* spawned second, finishes first */
+    CHECK(ms >= 2000);
+    if (ms > 2000 + slack())
+        TEST_FAIL("sleeps did not overlap: %llu ms", (unsigned long long)ms);
+}
+
+TEST(example_join)
+{
+    uint64_t ms = run_example("join");
+    int t1 = line_index("Task 1 completed"), t2 = line_index("Task 2 completed");
+    int r = line_index("Results: 10 and 20");
+    CHECK(t1 >= 0 && t2 >= 0 && r >= 0);
+    CHECK(t2 < t1 && t1 < r);
+    CHECK(ms >= 2000);
+    if (ms > 2000 + slack())
+        TEST_FAIL("calls did not overlap: %llu ms", (unsigned long long)ms);
+}
+
+TEST(example_spawn_join)
+{
+    uint64_t ms = run_example("spawn_join");
+    int t1 = line_index("Task 1 completed"), t2 = line_index("Task 2 completed");
+    int r = line_index("Both tasks done: 100 and 200");
+    CHECK(t1 >= 0 && t2 >= 0 && r >= 0);
+    CHECK(t2 < t1 && t1 < r);
+    CHECK(ms >= 2000);
+    if (ms > 2000 + slack())
+        TEST_FAIL("tasks did not overlap: %llu ms", (unsigned long long)ms);
+}
+
+TEST(example_task_failure)
+{
+    run_example("task_failure");
+    int ok = line_index("Task 1: Task succeeded");
+    int after = line_index("Main continues after the failure");
+    CHECK(ok >= 0 && after >= 0);
+    const char *p = strstr(out, "Task 2 panicked: Task failed (at examples/task_failure.c:");
+    CHECK(p != NULL);
+    CHECK(ok < after);
+}
