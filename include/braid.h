@@ -349,6 +349,34 @@ BRAID_API bool braid_cancel_shield(bool on);
 BRAID_API bool braid_cancelled(void);
 
 /* ------------------------------------------------------------------------
+ * Notify: a wake-up signal with a stored permit (Tokio's sync::Notify)
+ * --------------------------------------------------------------------- */
+
+typedef struct braid_notify braid_notify;
+
+/* Create a notify.  Returns 0 or -ENOMEM (-EINVAL if out is NULL). */
+BRAID_API int braid_notify_new(braid_notify **out);
+
+/* Free a notify nobody waits on.  Returns 0, -EINVAL, or -EBUSY (waiters). */
+BRAID_API int braid_notify_free(braid_notify *n);
+
+/* Wake the longest-waiting waiter; if nobody waits, store one permit (at
+ * most one is stored) that the next braid_notify_wait() consumes at once.
+ * Any thread.  Returns 0 or -EINVAL. */
+BRAID_API int braid_notify_one(braid_notify *n);
+
+/* Wake every current waiter; stores no permit.  Any thread.  Returns 0 or
+ * -EINVAL. */
+BRAID_API int braid_notify_waiters(braid_notify *n);
+
+/* Consume the stored permit, or wait for braid_notify_one() or
+ * braid_notify_waiters().  Suspends a task; blocks a plain thread.
+ * Cancellation point: a waiter cancelled after being picked by
+ * braid_notify_one() passes the wake-up on to the next waiter (or back to
+ * the permit), so none is lost.  Returns 0, -ECANCELED, -EINVAL. */
+BRAID_API int braid_notify_wait(braid_notify *n);
+
+/* ------------------------------------------------------------------------
  * Task-local storage (Tokio's task_local!)
  * --------------------------------------------------------------------- */
 

@@ -379,8 +379,7 @@ void braid__panic_release_extra(braid__worker *w, braid__task *t)
 void braid__faults_acquire(void)
 {
     pthread_mutex_lock(&fault_lock);
-    if (fault_users++ == 0 && !braid__under_asan && !braid__under_tsan &&
-        !braid__under_valgrind) {
+    if (fault_users++ == 0 && !braid__under_asan && !braid__under_tsan) {
         nranges = 0;
         if (__start_braid_text && __stop_braid_text)
             add_range((uintptr_t)__start_braid_text, (uintptr_t)__stop_braid_text);

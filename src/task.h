@@ -46,6 +46,7 @@ enum braid__wait_reason {
     BRAID_WAIT_JOIN,
     BRAID_WAIT_JOIN_ALL,
     BRAID_WAIT_YIELD,
+    BRAID_WAIT_NOTIFY,
 };
 
 #define BRAID_NAME_MAX 32
