@@ -272,7 +272,7 @@ static void fault_handler(int sig, siginfo_t *si, void *ucv)
 #ifdef UC_PC
     ucontext_t *uc = ucv;
     braid__worker *w = braid__tls_worker;
-    braid__task *t = w ? w->cur : NULL;
+    braid__task *t = braid__tls_task;
     if (t && can_isolate && w->rescue && si->si_code > 0) {
         uintptr_t sp = UC_SP(uc), pc = UC_PC(uc), addr = (uintptr_t)si->si_addr;
         bool overflow = (sig == SIGSEGV || sig == SIGBUS) &&
@@ -317,7 +317,7 @@ static void continue_panic(void *p)
 static void fault_trampoline(void)
 {
     braid__worker *w = braid__tls_worker;
-    braid__task *t = w->cur;
+    braid__task *t = braid__tls_task;
     braid_runtime *rt = w->rt;
     const char *name = t->ext && t->ext->name[0] ? t->ext->name : NULL;
     braid__panic_info *info;

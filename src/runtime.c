@@ -212,7 +212,7 @@ int braid_spawn_on_ex(braid_runtime *rt, braid_task *out, const braid_spawn_opts
     if (!rt)
         return -EINVAL;
     braid__worker *w = braid__tls_worker;
-    return braid__spawn(rt, w && w->rt == rt && w->cur ? w : NULL, out, opts, fn, arg);
+    return braid__spawn(rt, w && w->rt == rt && braid__tls_task ? w : NULL, out, opts, fn, arg);
 }
 
 int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg)

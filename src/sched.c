@@ -7,6 +7,7 @@
 #include <string.h>
 
 BRAID_TLS braid__worker *braid__tls_worker;
+BRAID_TLS braid__task *braid__tls_task;
 #ifdef BRAID_TSAN
 _Atomic uint64_t braid__fence_word;
 #endif
@@ -76,7 +77,7 @@ static bool drain_inbox(braid__worker *w)
 
 void braid__sched_enqueue_local(braid__worker *w, braid__task *t)
 {
-    if (w->cur) {
+    if (braid__tls_task) {
         /* Woken by the running task: it runs next; a task displaced from the
          * slot keeps its turn at the back of the ready list. */
         if (w->lifo)
@@ -291,13 +292,23 @@ static void poll_timers(braid__worker *w)
 
 /* ---- choosing the next task ---------------------------------------------- */
 
-static braid__task *sched_next(braid__worker *w)
+static void maintenance(braid__worker *w)
+{
+    if (BRAID_UNLIKELY(atomic_load_explicit(&w->rt->shutdown, memory_order_acquire)) &&
+        !w->shutdown_seen) {
+        w->shutdown_seen = true;
+        braid__task_cancel_all(w);
+    }
+    poll_timers(w);
+    drain_inbox(w);
+    release_yielders(w);
+}
+
+static braid__task *pick(braid__worker *w)
 {
     braid__task *t;
     if (BRAID_UNLIKELY(++w->tick % BRAID_EVENT_INTERVAL == 0)) {
-        poll_timers(w);
-        drain_inbox(w);
-        release_yielders(w);
+        maintenance(w);
         if ((t = start_from_inject(w)))
             return t;
     }
@@ -324,10 +335,11 @@ static braid__task *sched_next(braid__worker *w)
     return ready_pop(w);
 }
 
-/* ---- running ------------------------------------------------------------- */
-
-static void run(braid__worker *w, braid__task *t)
+/* The single place that decides what a worker runs next (called with no
+ * current task).  NULL when nothing is runnable locally. */
+static braid__task *sched_next(braid__worker *w)
 {
+    braid__task *t = pick(w);
     if (w->notify_pending) {
         /* The entry a spawn left in the ring is still waiting although this
          * worker moves on to another task: get help. */
@@ -335,25 +347,60 @@ static void run(braid__worker *w, braid__task *t)
         if (braid__ring_len(&w->ring))
             braid__sched_notify(w->rt);
     }
-    w->cur = t;
-    braid__fiber_switch(&w->sched, &t->fiber);
-    w->cur = NULL;
-    if (w->dead) {
-        braid__task_release(w, w->dead);
+    return t;
+}
+
+/* ---- switching ------------------------------------------------------------ */
+
+/* Release the task that ended just before this context resumed: its stack
+ * could not be recycled while it was still running on it. */
+void braid__sched_after_switch(braid__worker *w)
+{
+    braid__task *d = w->dead;
+    if (BRAID_UNLIKELY(d != NULL)) {
         w->dead = NULL;
+        braid__task_release(w, d);
     }
+}
+
+/*
+ * Give up the CPU from task `from` (which has queued itself somewhere, or
+ * parked, or ended).  The next task is chosen right here, on from's stack,
+ * and switched to directly: one context switch per hand-off instead of two
+ * through the scheduler context.  Only when nothing is runnable locally does
+ * the worker go back to its scheduler context to steal or park.  A task
+ * that ended returns to the scheduler context anyway when a current-thread
+ * block_on may be finished, so that block_on returns at once.
+ */
+static void switch_out(braid__worker *w, braid__task *from, bool dying)
+{
+    braid__tls_task = NULL;
+    braid__task *t = NULL;
+    if (!(dying && w->until && w->until(w->until_arg)))
+        t = sched_next(w);
+    if (t == from) { /* a yield with nothing else to run, or an early wake */
+        braid__tls_task = from;
+        return;
+    }
+    braid__tls_task = t;
+    braid__fiber *to = t ? &t->fiber : &w->sched;
+    if (dying) {
+        w->dead = from;
+        braid__fiber_exit(&from->fiber, to);
+    }
+    braid__fiber_switch(&from->fiber, to);
+    braid__sched_after_switch(w);
 }
 
 void braid__sched_suspend(braid__task *t)
 {
-    braid__fiber_switch(&t->fiber, &t->home->sched);
+    switch_out(t->home, t, false);
 }
 
 void braid__sched_exit(braid__task *t)
 {
-    braid__worker *w = t->home;
-    w->dead = t;
-    braid__fiber_exit(&t->fiber, &w->sched);
+    switch_out(t->home, t, true);
+    __builtin_unreachable();
 }
 
 /* ---- parking ------------------------------------------------------------- */
@@ -409,19 +456,19 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
     braid_runtime *rt = w->rt;
     braid__worker *prev = braid__tls_worker;
     braid__tls_worker = w;
+    w->until = until;
+    w->until_arg = arg;
     for (;;) {
-        if (BRAID_UNLIKELY(atomic_load_explicit(&rt->shutdown, memory_order_acquire)) &&
-            !w->shutdown_seen) {
-            w->shutdown_seen = true;
-            braid__task_cancel_all(w);
-        }
         braid__task *t = sched_next(w);
         if (!t)
             t = steal(w);
         if (t) {
             if (w->searching)
                 stop_searching(w, true);
-            run(w, t);
+            braid__tls_task = t;
+            braid__fiber_switch(&w->sched, &t->fiber);
+            braid__tls_task = NULL;
+            braid__sched_after_switch(w);
             if (until && until(arg))
                 break;
             continue;
@@ -429,6 +476,11 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
         if (until ? until(arg) : atomic_load_explicit(&rt->stop, memory_order_acquire))
             break;
         if (atomic_load_explicit(&rt->shutdown, memory_order_acquire)) {
+            if (!w->shutdown_seen) {
+                w->shutdown_seen = true;
+                braid__task_cancel_all(w);
+                continue;
+            }
             atomic_fetch_add_explicit(&rt->quiesce, 1, memory_order_release);
             braid__futex_wake(&rt->quiesce, INT_MAX);
         }
@@ -437,6 +489,7 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
         park(w);
     }
     stop_searching(w, false);
+    w->until = NULL;
     braid__tls_worker = prev;
 }
 

@@ -79,7 +79,6 @@ struct braid__worker {
     /* Owner-only state. */
     braid_runtime *rt;
     unsigned index;
-    braid__task *cur;               /* the running task, NULL in the scheduler */
     braid__fiber sched;             /* the scheduler context */
     braid__task *lifo;
     unsigned lifo_streak;
@@ -88,6 +87,8 @@ struct braid__worker {
     braid__task *live;              /* started tasks, for shutdown and dumps */
     braid__task *dead;              /* ended task whose stack is still in use */
     uint32_t tick;
+    bool (*until)(void *);          /* sched_run's stop condition, if any */
+    void *until_arg;
     bool searching;
     bool notify_pending;
     bool shutdown_seen;
@@ -145,6 +146,10 @@ void braid__sched_suspend(braid__task *t);
 
 /* Leave the running task t for good (it has ended). */
 BRAID_NORETURN void braid__sched_exit(braid__task *t);
+
+/* Finish a switch: release the task that ended just before.  Every context
+ * calls it when it resumes (new tasks in their entry function). */
+void braid__sched_after_switch(braid__worker *w);
 
 /* Put a started task on w's run queues; w must be the calling thread's
  * worker.  From a task the LIFO slot is used, else the ready list. */

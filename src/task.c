@@ -14,12 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-braid__task *braid__task_current(void)
-{
-    braid__worker *w = braid__tls_worker;
-    return w ? w->cur : NULL;
-}
-
 /* ---- park and wake --------------------------------------------------------- */
 
 void braid__wake(braid__task *t)
@@ -195,6 +189,7 @@ static void task_entry(void *p)
 {
     braid__fiber_entered();
     braid__task *t = p;
+    braid__sched_after_switch(t->home);
     void *ret = NULL;
     int fate = BRAID_OK;
     if (atomic_load_explicit(&t->cancelled, memory_order_acquire)) {
@@ -432,7 +427,7 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
 int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg)
 {
     braid__worker *w = braid__tls_worker;
-    if (!w || !w->cur)
+    if (!braid__tls_task)
         return -EPERM;
     return braid__spawn(w->rt, w, out, opts, fn, arg);
 }

@@ -92,11 +92,17 @@ struct braid__task {
     braid__panic_info *panic;
 };
 
-/* The worker running on this thread, if any. */
+/* The worker running on this thread, if any, and the task it is running
+ * (NULL on a plain thread and in the scheduler context).  Thread-locals
+ * rather than worker fields: one TLS load, and readable from a signal
+ * handler. */
 extern BRAID_TLS braid__worker *braid__tls_worker;
+extern BRAID_TLS braid__task *braid__tls_task;
 
-/* The running task, or NULL on a plain thread (or in the scheduler). */
-braid__task *braid__task_current(void);
+static inline braid__task *braid__task_current(void)
+{
+    return braid__tls_task;
+}
 
 /* Suspend until woken.  Returns 0 when woken (possibly spuriously), or
  * -ECANCELED without suspending if cancellable and the task is cancelled and

@@ -458,7 +458,8 @@ TEST(without_isolation_a_segv_kills_the_process)
     int st = in_child(run_segv_without_isolation, err, sizeof err);
 #if defined(TEST_ASAN) || defined(TEST_TSAN)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) != 0); /* the sanitizer reports and exits */
-    CHECK(strstr(err, "SEGV") != NULL);
+    if (!strstr(err, "SEGV") && !strstr(err, "null pointer")) /* ASan or UBSan */
+        TEST_FAIL("no report of the fault in: %s", err);
 #else
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
 #endif

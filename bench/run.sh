@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Run every workload of braid-bench several times and print the median of
+# each (`make bench`).  BENCH_RUNS sets the runs per workload (default 5; the
+# two million-task memory workloads run at most 3 times); BENCH_ONLY limits
+# the workloads (space-separated names).
+set -u
+BIN=${1:-build/braid-bench}
+RUNS=${BENCH_RUNS:-5}
+ONLY=${BENCH_ONLY:-"spawn_many spawn_many_remote yield_many chained_spawn fib_spawn sleep_many idle_memory"}
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
+echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
+"$BIN" prewarm 4096 2>/dev/null
+
+median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+
+printf '%-18s %5s %12s %12s  %s\n' workload runs "median ms" "ns/op" "last run's extras"
+for w in $ONLY; do
+    runs=$RUNS
+    case $w in sleep_many|idle_memory) [ "$runs" -gt 3 ] && runs=3 ;; esac
+    walls=() nss=() last=""
+    for _ in $(seq "$runs"); do
+        line=$("$BIN" "$w") || { echo "$w: FAILED"; continue 2; }
+        walls+=("$(sed -n 's/.*wall_ms=\([^ ]*\).*/\1/p' <<<"$line")")
+        nss+=("$(sed -n 's/.*ns_per_op=\([^ ]*\).*/\1/p' <<<"$line")")
+        last=$(sed 's/.*ns_per_op=[^ ]*//' <<<"$line")
+    done
+    printf '%-18s %5s %12s %12s %s\n' "$w" "$runs" "$(printf '%s\n' "${walls[@]}" | median)" \
+        "$(printf '%s\n' "${nss[@]}" | median)" "$last"
+done
