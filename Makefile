@@ -32,7 +32,9 @@ CFLAGS_LIB := $(BASEFLAGS) $(OPT) $(EXTRA_CFLAGS)
 SAN_ASAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 SAN_TSAN := -fsanitize=thread
 
-LIB_C    := $(wildcard src/*.c) src/arch/ctx.c
+# src/unity.c includes every other src/*.c except fiber.c (see its comment).
+LIB_C    := src/unity.c src/fiber.c src/arch/ctx.c
+UNITY_PARTS := $(filter-out src/unity.c src/fiber.c,$(wildcard src/*.c))
 ARCH     := $(shell $(CC) -dumpmachine | cut -d- -f1)
 ifeq ($(ARCH),x86_64)
 LIB_S    := src/arch/ctx_x86_64_sysv_elf_gas.S
@@ -64,6 +66,8 @@ define flavour
 $(B)/$(1)/%.o: src/%.c $(HDRS) | $(B)/$(1)/arch
 	$$(CC) $$(CFLAGS_LIB) $(2) $$(if $$(filter src/fiber.c,$$<),-fno-sanitize=all) -c $$< -o $$@
 	$$(OBJCOPY) $$(RENAME) $$@
+
+$(B)/$(1)/unity.o: $(UNITY_PARTS)
 
 $(B)/$(1)/%.o: src/%.S | $(B)/$(1)/arch
 	$$(CC) $$(CFLAGS_LIB) -c $$< -o $$@

@@ -23,7 +23,7 @@ extern void *__tsan_create_fiber(unsigned flags) __attribute__((weak));
 extern void __tsan_destroy_fiber(void *fiber) __attribute__((weak));
 extern void __tsan_switch_to_fiber(void *fiber, unsigned flags) __attribute__((weak));
 
-bool braid__under_asan, braid__under_tsan, braid__under_valgrind;
+bool braid__under_asan, braid__under_tsan, braid__under_valgrind, braid__under_tools;
 
 void braid__fiber_detect(void)
 {
@@ -32,6 +32,7 @@ void braid__fiber_detect(void)
 #ifdef BRAID_HAVE_VALGRIND
     braid__under_valgrind = RUNNING_ON_VALGRIND != 0;
 #endif
+    braid__under_tools = braid__under_asan || braid__under_tsan || braid__under_valgrind;
 }
 
 void braid__fiber_init_thread(braid__fiber *f)
@@ -52,27 +53,24 @@ void braid__fiber_init_thread(braid__fiber *f)
     f->vg_id = 0;
 }
 
-void braid__fiber_make(braid__fiber *f, void *lo, size_t size, void (*entry)(void *), void *arg)
+void braid__fiber_make_tools(braid__fiber *f)
 {
-    braid__ctx_make(&f->ctx, lo, size, entry, arg);
-    f->stack_lo = lo;
-    f->stack_size = size;
     f->asan_fake = NULL;
     f->tsan = NULL;
     f->vg_id = 0;
     /* A recycled stack may still carry the redzone poison of frames that
      * never returned (a task that panicked deep in a call chain). */
     if (braid__under_asan && __asan_unpoison_memory_region)
-        __asan_unpoison_memory_region(lo, size);
+        __asan_unpoison_memory_region(f->stack_lo, f->stack_size);
     if (braid__under_tsan)
         f->tsan = __tsan_create_fiber(0);
 #ifdef BRAID_HAVE_VALGRIND
     if (braid__under_valgrind)
-        f->vg_id = VALGRIND_STACK_REGISTER(lo, (char *)lo + size);
+        f->vg_id = VALGRIND_STACK_REGISTER(f->stack_lo, (const char *)f->stack_lo + f->stack_size);
 #endif
 }
 
-void braid__fiber_release(braid__fiber *f)
+void braid__fiber_release_tools(braid__fiber *f)
 {
     if (f->tsan)
         __tsan_destroy_fiber(f->tsan);
@@ -86,6 +84,10 @@ void braid__fiber_release(braid__fiber *f)
 
 void braid__fiber_switch(braid__fiber *from, braid__fiber *to)
 {
+    if (!braid__under_tools) {
+        braid__ctx_switch(&from->ctx, &to->ctx);
+        return;
+    }
     if (braid__under_asan)
         __sanitizer_start_switch_fiber(&from->asan_fake, to->stack_lo, to->stack_size);
     if (braid__under_tsan)
@@ -105,7 +107,7 @@ void braid__fiber_exit(braid__fiber *from, braid__fiber *to)
     abort(); /* nothing switches back to a dead fiber */
 }
 
-void braid__fiber_entered(void)
+void braid__fiber_entered_tools(void)
 {
     if (braid__under_asan)
         __sanitizer_finish_switch_fiber(NULL, NULL, NULL);

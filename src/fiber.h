@@ -30,8 +30,9 @@ typedef struct braid__fiber {
     unsigned vg_id;         /* Valgrind's stack id */
 } braid__fiber;
 
-/* Which tools are present in this process (set by braid__fiber_detect). */
-extern bool braid__under_asan, braid__under_tsan, braid__under_valgrind;
+/* Which tools are present in this process (set by braid__fiber_detect);
+ * braid__under_tools is their union, the one flag the fast paths test. */
+extern bool braid__under_asan, braid__under_tsan, braid__under_valgrind, braid__under_tools;
 
 void braid__fiber_detect(void);
 
@@ -39,12 +40,28 @@ void braid__fiber_detect(void);
  * scheduler context). */
 void braid__fiber_init_thread(braid__fiber *f);
 
+/* Tell the tools about a new fiber / forget one (fiber.c). */
+void braid__fiber_make_tools(braid__fiber *f);
+void braid__fiber_release_tools(braid__fiber *f);
+
 /* A new fiber on [lo, lo + size) whose first switch-in calls entry(arg);
  * entry must call braid__fiber_entered() first. */
-void braid__fiber_make(braid__fiber *f, void *lo, size_t size, void (*entry)(void *), void *arg);
+static inline void braid__fiber_make(braid__fiber *f, void *lo, size_t size,
+                                     void (*entry)(void *), void *arg)
+{
+    braid__ctx_make(&f->ctx, lo, size, entry, arg);
+    f->stack_lo = lo;
+    f->stack_size = size;
+    if (BRAID_UNLIKELY(braid__under_tools))
+        braid__fiber_make_tools(f);
+}
 
 /* Forget a fiber that will never run again; call from another fiber. */
-void braid__fiber_release(braid__fiber *f);
+static inline void braid__fiber_release(braid__fiber *f)
+{
+    if (BRAID_UNLIKELY(braid__under_tools))
+        braid__fiber_release_tools(f);
+}
 
 /* Switch from the running fiber to another; returns when switched back. */
 void braid__fiber_switch(braid__fiber *from, braid__fiber *to);
@@ -53,6 +70,12 @@ void braid__fiber_switch(braid__fiber *from, braid__fiber *to);
 BRAID_NORETURN void braid__fiber_exit(braid__fiber *from, braid__fiber *to);
 
 /* The first call of every new fiber's entry function. */
-void braid__fiber_entered(void);
+void braid__fiber_entered_tools(void);
+
+static inline void braid__fiber_entered(void)
+{
+    if (BRAID_UNLIKELY(braid__under_tools))
+        braid__fiber_entered_tools();
+}
 
 #endif

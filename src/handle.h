@@ -72,11 +72,18 @@ struct braid__rec {
 };
 
 /* Who waits for a record: a task (woken with braid__wake) or a plain thread
- * (woken through the futex word).  Lives on the waiter's stack. */
+ * (woken through the futex word: 0 waiting, 1 done, 2 asleep in the
+ * kernel).  Lives on the waiter's stack. */
 typedef struct braid__waiter {
     struct braid__task *task;
     _Atomic uint32_t done;
 } braid__waiter;
+
+/* Block a plain thread until w->done becomes 1: spin briefly, then sleep. */
+void braid__waiter_block(braid__waiter *w);
+
+/* Wake w (a plain thread's waiter); the syscall only if it sleeps. */
+void braid__waiter_signal(braid__waiter *w);
 
 /* A per-worker cache of free records and of task ids. */
 typedef struct braid__rec_cache {

@@ -66,12 +66,10 @@ static void unlink_node(braid_notify *n, struct node *x)
 static void wake_node(struct node *x)
 {
     x->picked = true;
-    if (x->w.task) {
+    if (x->w.task)
         braid__wake(x->w.task);
-    } else {
-        atomic_store_explicit(&x->w.done, 1, memory_order_release);
-        braid__futex_wake(&x->w.done, 1);
-    }
+    else
+        braid__waiter_signal(&x->w);
 }
 
 /* Wake the first waiter or store the permit; call with the lock held. */
@@ -164,8 +162,7 @@ int braid_notify_wait(braid_notify *n)
         }
         self->wait_reason = BRAID_WAIT_NONE;
     } else {
-        while (!atomic_load_explicit(&x.w.done, memory_order_acquire))
-            braid__futex_wait(&x.w.done, 0, 0);
+        braid__waiter_block(&x.w);
         /* The notifier may still be inside futex_wake on our node: wait
          * for it to drop the lock before the node goes away. */
         pthread_mutex_lock(&n->lock);

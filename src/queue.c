@@ -102,6 +102,38 @@ bool braid__ring_push(braid__ring *r, braid__inject *inj, uint64_t h)
     }
 }
 
+/*
+ * Taking back the newest entry races only with thieves, who claim half of
+ * what they see, rounded up, from the head: with two or more entries in the
+ * ring that never includes the newest one, whatever tail a thief read.  So
+ * the owner lowers the tail first (sequentially consistent, like
+ * Chase-Lev's pop) and then looks at the head: if the head is still below
+ * the entry, the entry is ours.  If it is the only entry left, the owner
+ * takes it from the head with a CAS, as a pop would, and a thief may win.
+ */
+bool braid__ring_unpush(braid__ring *r, uint64_t h)
+{
+    uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+    if (tail == real_of(head) ||
+        atomic_load_explicit(&r->buf[(tail - 1) & BRAID_RING_MASK], memory_order_relaxed) != h)
+        return false;
+    uint32_t t = tail - 1;
+    atomic_store_explicit(&r->tail, t, memory_order_seq_cst);
+    head = atomic_load_explicit(&r->head, memory_order_seq_cst);
+    uint32_t real = real_of(head);
+    if ((int32_t)(t - real) > 0)
+        return true;
+    /* The entry is the last one, or gone: put the tail back. */
+    atomic_store_explicit(&r->tail, tail, memory_order_release);
+    if (real != t)
+        return false;
+    uint32_t steal = steal_of(head);
+    uint64_t next = steal == real ? pack(real + 1, real + 1) : pack(steal, real + 1);
+    return atomic_compare_exchange_strong_explicit(&r->head, &head, next, memory_order_acq_rel,
+                                                   memory_order_relaxed);
+}
+
 bool braid__ring_pop(braid__ring *r, uint64_t *h)
 {
     uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);

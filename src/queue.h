@@ -66,6 +66,11 @@ void braid__ring_push_batch(braid__ring *r, const uint64_t *h, uint32_t n);
 /* Free space, as the owner sees it. */
 uint32_t braid__ring_free(braid__ring *r);
 
+/* Owner: take back h if it is the newest entry (a task joining the child it
+ * just spawned runs it itself, and leaves no stale entry behind).  False
+ * if h is not the newest entry or a thief got it first. */
+bool braid__ring_unpush(braid__ring *r, uint64_t h);
+
 /* Owner: take the oldest entry; false if empty. */
 bool braid__ring_pop(braid__ring *r, uint64_t *h);
 

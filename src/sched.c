@@ -28,6 +28,10 @@ static inline braid__task *ready_pop(braid__worker *w)
 {
     braid__task *t = w->ready_head;
     if (t) {
+        /* Task records sit on separate stack pages and are usually cold:
+         * fetch the next one now, it is likely the next to run. */
+        if (t->next)
+            __builtin_prefetch(t->next);
         w->ready_head = t->next;
         if (!w->ready_head)
             w->ready_tail = NULL;
@@ -161,11 +165,18 @@ static inline bool idle_clear(braid_runtime *rt, unsigned i)
     return atomic_fetch_and_explicit(&rt->idle[i / 64], ~bit, memory_order_seq_cst) & bit;
 }
 
-void braid__sched_notify(braid_runtime *rt)
+/* Wake one parked worker to search, unless one is searching already.
+ *
+ * fenced: whether to order the caller's queue push before the checks (the
+ * Dekker handshake with park()).  Work pushed to the injection queue needs
+ * it, or it could sit there with every worker asleep.  Work pushed to the
+ * caller's own ring does not: the owner is running and will take it itself
+ * if the wake-up is missed, so spawning skips the fence (as Go's runqput
+ * and wakep do) and a missed notification only costs parallelism. */
+static void notify(braid_runtime *rt, bool fenced)
 {
-    /* Pairs with the parker's fence: the work we just queued is visible to a
-     * worker whose idle bit we miss here. */
-    braid__fence();
+    if (fenced)
+        braid__fence();
     if (atomic_load_explicit(&rt->searching, memory_order_relaxed) != 0)
         return; /* a searcher will find the work */
     bool any = false;
@@ -193,6 +204,11 @@ void braid__sched_notify(braid_runtime *rt)
     atomic_fetch_sub_explicit(&rt->searching, 1, memory_order_seq_cst);
 }
 
+void braid__sched_notify(braid_runtime *rt)
+{
+    notify(rt, true);
+}
+
 /* ---- never-started tasks ------------------------------------------------- */
 
 bool braid__sched_push_new(braid__worker *w, uint64_t handle)
@@ -200,7 +216,7 @@ bool braid__sched_push_new(braid__worker *w, uint64_t handle)
     if (!braid__ring_push(&w->ring, &w->rt->inject, handle))
         return false;
     if (braid__ring_len(&w->ring) >= 2)
-        braid__sched_notify(w->rt);
+        notify(w->rt, false);
     else
         w->notify_pending = true;
     return true;
@@ -307,7 +323,8 @@ static void maintenance(braid__worker *w)
 static braid__task *pick(braid__worker *w)
 {
     braid__task *t;
-    if (BRAID_UNLIKELY(++w->tick % BRAID_EVENT_INTERVAL == 0)) {
+    if (BRAID_UNLIKELY(--w->tick == 0)) {
+        w->tick = BRAID_EVENT_INTERVAL;
         maintenance(w);
         if ((t = start_from_inject(w)))
             return t;
@@ -345,7 +362,7 @@ static braid__task *sched_next(braid__worker *w)
          * worker moves on to another task: get help. */
         w->notify_pending = false;
         if (braid__ring_len(&w->ring))
-            braid__sched_notify(w->rt);
+            notify(w->rt, false);
     }
     return t;
 }
@@ -501,6 +518,7 @@ int braid__worker_init(braid__worker *w, braid_runtime *rt, unsigned index)
     w->rt = rt;
     w->index = index;
     w->rng = UINT64_C(0x9e3779b97f4a7c15) * (index + 1);
+    w->tick = BRAID_EVENT_INTERVAL;
     braid__wheel_init(&w->wheel, braid__now_ns());
     braid__ring_init(&w->ring);
     atomic_init(&w->inbox, NULL);

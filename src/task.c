@@ -93,12 +93,10 @@ static void count_finished(braid_runtime *rt)
 
 static void waiter_wake(braid__waiter *wt)
 {
-    if (wt->task) {
+    if (wt->task)
         braid__wake(wt->task);
-    } else {
-        atomic_store_explicit(&wt->done, 1, memory_order_release);
-        braid__futex_wake(&wt->done, 1);
-    }
+    else
+        braid__waiter_signal(wt);
 }
 
 /* Complete record r: publish the fate and value (the panic report when
@@ -490,17 +488,21 @@ static int register_waiter(braid__rec *r, uint64_t gen, braid__waiter *wt)
     return rc;
 }
 
-/* Wait, as a task, until r is DONE. */
-static int wait_as_task(braid__task *self, braid__rec *r, uint64_t gen, uint32_t index,
-                        braid__waiter *wt)
+/* Wait, as a task, until the record of h is DONE. */
+static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__waiter *wt)
 {
     braid__worker *w = self->home;
+    uint64_t gen = braid__handle_gen(h);
+    uint32_t index = braid__handle_index(h);
     int rc = 1;
     uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire);
     /* Joining a task of this runtime that has not started: run it here,
      * now, instead of waiting for a worker to get to it.  This keeps
-     * fork-join recursion to one live stack per level. */
+     * fork-join recursion to one live stack per level.  When the task is
+     * the newest entry of our own ring (spawned just before, or its later
+     * siblings already joined), take the entry back too. */
     if (braid__rec_phase(s) == BRAID_REC_QUEUED && braid__rec_owner(index)->rt == w->rt) {
+        braid__ring_unpush(&w->ring, h.bits);
         uint64_t claimed = claim(r, gen);
         if (claimed) {
             braid__task *t = start_claimed(w, r, index, claimed, wt);
@@ -542,8 +544,7 @@ static int wait_as_thread(braid__rec *r, uint64_t gen, braid__waiter *wt)
     int rc = register_waiter(r, gen, wt);
     if (rc <= 0)
         return rc;
-    while (!atomic_load_explicit(&wt->done, memory_order_acquire))
-        braid__futex_wait(&wt->done, 0, 0);
+    braid__waiter_block(wt);
     return 0;
 }
 
@@ -575,7 +576,7 @@ static int join_impl(braid_task h, braid_outcome *out, void **result)
      * touching it until it drops the record lock. */
     braid__waiter wt = { self, 0 };
     if (braid__rec_phase(s) != BRAID_REC_DONE) {
-        int rc = self ? wait_as_task(self, r, gen, index, &wt) : wait_as_thread(r, gen, &wt);
+        int rc = self ? wait_as_task(self, h, r, &wt) : wait_as_thread(r, gen, &wt);
         if (rc < 0)
             return rc;
     }

@@ -1,4 +1,5 @@
 #include "util.h"
+#include "handle.h"
 
 #include <linux/futex.h>
 #include <sched.h>
@@ -140,4 +141,31 @@ void braid__die(const char *msg)
     braid__write_stderr(msg);
     braid__write_stderr("\n");
     abort();
+}
+
+/* A plain thread polls a little before sleeping in the kernel.  (Longer
+ * spins were measured to hurt on two CPUs: the spinner takes a CPU from
+ * the workers that would finish the task it waits for.) */
+#define WAITER_POLLS 64
+
+void braid__waiter_block(braid__waiter *w)
+{
+    for (int i = 0; i < WAITER_POLLS; i++) {
+        if (atomic_load_explicit(&w->done, memory_order_acquire) == 1)
+            return;
+        braid__cpu_relax();
+    }
+    uint32_t expect = 0;
+    if (atomic_compare_exchange_strong_explicit(&w->done, &expect, 2, memory_order_acq_rel,
+                                                memory_order_acquire) ||
+        expect == 2) {
+        while (atomic_load_explicit(&w->done, memory_order_acquire) != 1)
+            braid__futex_wait(&w->done, 2, 0);
+    }
+}
+
+void braid__waiter_signal(braid__waiter *w)
+{
+    if (atomic_exchange_explicit(&w->done, 1, memory_order_acq_rel) == 2)
+        braid__futex_wake(&w->done, 1);
 }

@@ -134,6 +134,18 @@ static inline uint64_t test_now_ms(void)
     return braid_now_ns() / 1000000u;
 }
 
+/* From a task: wait (sleeping 1 ms at a time) until *counter >= want.
+ * Tests synchronize on such events, never on sleeps of a guessed length. */
+static inline void test_await(atomic_int *counter, int want)
+{
+    uint64_t give_up = test_now_ms() + 60000;
+    while (atomic_load(counter) < want) {
+        if (test_now_ms() > give_up)
+            TEST_FAIL("waited 60 s for an event (%d of %d)", atomic_load(counter), want);
+        braid_sleep_ms(1);
+    }
+}
+
 /* Run fn(arg) as the root task of a fresh runtime with the given number of
  * workers (0: default) and free it; checks that everything succeeded and
  * returns the root's result. */

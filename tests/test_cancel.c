@@ -3,7 +3,7 @@
 
 #include <pthread.h>
 
-static atomic_int ran, dropped;
+static atomic_int ran, dropped, entered;
 
 static void *mark_ran(void *arg)
 {
@@ -59,6 +59,7 @@ TEST(cancelled_before_start_never_runs_and_drops_arg)
 static void *sleeper(void *arg)
 {
     (void)arg;
+    atomic_fetch_add(&entered, 1);
     int rc = braid_sleep_ms(60000);
     CHECK_EQ(rc, -ECANCELED);
     /* Every cancellation point now says so, every time. */
@@ -86,8 +87,9 @@ static void *points_root(void *arg)
 {
     (void)arg;
     braid_task h;
+    atomic_store(&entered, 0);
     CHECK_EQ(braid_spawn(&h, sleeper, NULL), 0);
-    braid_sleep_ms(20);
+    test_await(&entered, 1); /* it is sleeping, or about to */
     CHECK(!braid_is_finished(h));
     CHECK_EQ(braid_cancel(h), 0);
     braid_outcome o = BRAID_OUTCOME_INIT;
@@ -106,6 +108,7 @@ static void *shielded_worker(void *arg)
 {
     (void)arg;
     braid_cancel_shield(true);
+    atomic_fetch_add(&entered, 1);
     /* A shielded sleep is not interrupted. */
     uint64_t t0 = braid_now_ns();
     CHECK_EQ(braid_sleep_ms(50), 0);
@@ -120,8 +123,9 @@ static void *shield_root(void *arg)
 {
     (void)arg;
     braid_task h;
+    atomic_store(&entered, 0);
     CHECK_EQ(braid_spawn(&h, shielded_worker, NULL), 0);
-    braid_sleep_ms(10);
+    test_await(&entered, 1);
     CHECK_EQ(braid_cancel(h), 0);
     CHECK_EQ(braid_join(h, NULL), BRAID_CANCELLED);
     return NULL;
@@ -170,6 +174,7 @@ static void *joiner(void *arg)
 {
     braid_task *child = arg;
     void *r;
+    atomic_fetch_add(&entered, 1);
     CHECK_EQ(braid_join(*child, &r), -ECANCELED);
     /* The handle is still ours: join it shielded. */
     braid_cancel_shield(true);
@@ -185,8 +190,9 @@ static void *joiner_root(void *arg)
     static braid_task child;
     braid_task j;
     CHECK_EQ(braid_spawn(&child, waits_for_release, NULL), 0);
+    atomic_store(&entered, 0);
     CHECK_EQ(braid_spawn(&j, joiner, &child), 0);
-    braid_sleep_ms(20);
+    test_await(&entered, 1); /* it is joining, or about to */
     CHECK_EQ(braid_cancel(j), 0);
     CHECK_EQ(braid_join(j, NULL), BRAID_CANCELLED);
     return NULL;
@@ -214,6 +220,7 @@ static void *parent(void *arg)
 {
     braid_task *out = arg;
     CHECK_EQ(braid_spawn(out, long_child, NULL), 0);
+    atomic_fetch_add(&entered, 1);
     braid_sleep_ms(60000);
     return NULL;
 }
@@ -222,8 +229,9 @@ static void *orphan_root(void *arg)
 {
     (void)arg;
     braid_task p, c;
+    atomic_store(&entered, 0);
     CHECK_EQ(braid_spawn(&p, parent, &c), 0);
-    braid_sleep_ms(10);
+    test_await(&entered, 1); /* c has been spawned */
     CHECK_EQ(braid_cancel(p), 0);
     CHECK_EQ(braid_join(p, NULL), BRAID_CANCELLED);
     CHECK_EQ(braid_join(c, NULL), BRAID_OK);

@@ -57,7 +57,7 @@ TEST(calls_run_concurrently_on_the_callers_worker)
 
 /* ---- a panicking call cancels the rest and re-raises ---- */
 
-static atomic_int cancelled_calls, defers_run;
+static atomic_int cancelled_calls, defers_run, waiting_calls;
 
 static void count_defer(void *arg)
 {
@@ -70,6 +70,7 @@ static void *waits_long(void *arg)
     (void)arg;
     braid_defer d;
     braid_defer_push(&d, count_defer, NULL);
+    atomic_fetch_add(&waiting_calls, 1);
     int rc = braid_sleep_ms(60000);
     if (rc == -ECANCELED)
         atomic_fetch_add(&cancelled_calls, 1);
@@ -137,8 +138,9 @@ static void *cancel_root(void *arg)
 {
     (void)arg;
     braid_task t;
+    atomic_store(&waiting_calls, 0);
     CHECK_EQ(braid_spawn(&t, cancel_group, NULL), 0);
-    braid_sleep_ms(20);
+    test_await(&waiting_calls, 2); /* both calls are in their sleep */
     CHECK_EQ(braid_cancel(t), 0);
     CHECK_EQ(braid_join(t, NULL), BRAID_CANCELLED);
     CHECK_EQ(atomic_load(&cancelled_calls), 2);

@@ -156,11 +156,14 @@ static void sleepy_defer(void *arg)
     record((void *)'s');
 }
 
+static atomic_int entered;
+
 static void *cancelled_then_panics(void *arg)
 {
     (void)arg;
     braid_defer d;
     braid_defer_push(&d, sleepy_defer, NULL);
+    atomic_fetch_add(&entered, 1);
     while (braid_sleep_ms(1000) != -ECANCELED)
         ;
     braid_panic("after cancel");
@@ -172,7 +175,7 @@ static void *shielded_defer_root(void *arg)
     order_len = 0;
     braid_task t;
     CHECK_EQ(braid_spawn(&t, cancelled_then_panics, NULL), 0);
-    braid_sleep_ms(10);
+    test_await(&entered, 1);
     braid_cancel(t);
     CHECK_EQ(braid_join(t, NULL), BRAID_PANICKED);
     CHECK_STR(order, "s");

@@ -71,6 +71,8 @@ static void *spread_root(void *arg)
 
 TEST(idle_workers_steal_work)
 {
+    if (test_under_valgrind())
+        SKIP("Valgrind runs one thread at a time");
     for (int i = 0; i < 8; i++)
         atomic_store(&per_worker[i], 0);
     test_run(2, spread_root, NULL);

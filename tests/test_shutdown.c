@@ -1,7 +1,7 @@
 /* Shutdown: cancel what is left, wait for it, free everything. */
 #include "test.h"
 
-static atomic_int cleaned, dropped, bodies;
+static atomic_int cleaned, dropped, bodies, started;
 
 static void cleanup(void *arg)
 {
@@ -14,6 +14,7 @@ static void *sleeps_with_cleanup(void *arg)
     (void)arg;
     braid_defer d;
     braid_defer_push(&d, cleanup, NULL);
+    atomic_fetch_add(&started, 1);
     int rc = braid_sleep_ms(60000);
     braid_defer_pop(&d, true);
     return (void *)(intptr_t)rc;
@@ -27,8 +28,8 @@ static void *leaves_sleepers(void *arg)
     braid_task kept[10];
     for (int i = 0; i < 10; i++)
         CHECK_EQ(braid_spawn(&kept[i], sleeps_with_cleanup, NULL), 0);
-    braid_sleep_ms(20); /* let them all start sleeping */
-    return NULL;        /* the kept handles are never joined */
+    test_await(&started, 110); /* all are now inside their sleep */
+    return NULL; /* the kept handles are never joined */
 }
 
 TEST(run_cancels_and_waits_for_leftover_tasks)
@@ -92,6 +93,7 @@ static void *spawner_with_cleanup(void *arg)
     (void)arg;
     braid_defer d;
     braid_defer_push(&d, spawn_in_cleanup, NULL);
+    atomic_fetch_add(&started, 1);
     braid_sleep_ms(60000);
     braid_defer_pop(&d, true);
     return NULL;
@@ -100,9 +102,10 @@ static void *spawner_with_cleanup(void *arg)
 static void *spawning_cleanups(void *arg)
 {
     (void)arg;
+    atomic_store(&started, 0);
     for (int i = 0; i < 50; i++)
         CHECK_EQ(braid_spawn(NULL, spawner_with_cleanup, NULL), 0);
-    braid_sleep_ms(10);
+    test_await(&started, 50);
     return NULL;
 }
 
@@ -152,6 +155,7 @@ static void *stubborn(void *arg)
 {
     (void)arg;
     braid_cancel_shield(true);
+    atomic_fetch_add(&started, 1);
     braid_sleep_ms(400);
     return NULL;
 }
@@ -159,8 +163,9 @@ static void *stubborn(void *arg)
 static void *leaves_stubborn(void *arg)
 {
     (void)arg;
+    atomic_store(&started, 0);
     CHECK_EQ(braid_spawn(NULL, stubborn, NULL), 0);
-    braid_sleep_ms(10);
+    test_await(&started, 1);
     return NULL;
 }
 

@@ -333,9 +333,12 @@ TEST(wheel_far_future_and_past)
 
 /* ---- a sleep far in the future can be cancelled ---- */
 
+static atomic_int sleeping;
+
 static void *sleep_forever(void *arg)
 {
     (void)arg;
+    atomic_fetch_add(&sleeping, 1);
     return (void *)(intptr_t)braid_sleep_ms(UINT64_MAX);
 }
 
@@ -344,7 +347,7 @@ static void *far_root(void *arg)
     (void)arg;
     braid_task h;
     CHECK_EQ(braid_spawn(&h, sleep_forever, NULL), 0);
-    braid_sleep_ms(10);
+    test_await(&sleeping, 1);
     CHECK_EQ(braid_cancel(h), 0);
     void *r;
     CHECK_EQ(braid_join(h, &r), BRAID_CANCELLED);

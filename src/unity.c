@@ -1,0 +1,22 @@
+/*
+ * All of libbraid except fiber.c, as one translation unit, so that the
+ * compiler inlines across files: a spawn, a join and a context switch each
+ * cross task.c, sched.c, handle.c and queue.c many times.  (The library is
+ * still written and read as separate files; this is only how it is built.)
+ * fiber.c is compiled on its own because it must never be instrumented by
+ * the sanitizers (see fiber.h).
+ */
+#include "error.c"
+#include "handle.c"
+#include "joinall.c"
+#include "local.c"
+#include "notify.c"
+#include "panic.c"
+#include "queue.c"
+#include "runtime.c"
+#include "sched.c"
+#include "sleep.c"
+#include "stack.c"
+#include "task.c"
+#include "timer.c"
+#include "util.c"
