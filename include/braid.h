@@ -195,9 +195,11 @@ BRAID_API int braid_runtime_new(const braid_config *cfg, braid_runtime **out);
 /* Run fn(arg) as a root task and block the calling plain thread until it
  * finishes; returns its fate, and *result (if not NULL) its value.  With
  * workers = 1 the calling thread is the runtime's only worker and every task
- * runs on it, only while a block_on is in progress.  Errors: -EPERM from
- * inside a task, -EINVAL, -ENOMEM, -EBUSY (a current-thread runtime already
- * being driven by another block_on). */
+ * runs on it, only while a block_on is in progress; such a runtime is bound
+ * to the first thread that drives it (block_on or free), because its tasks
+ * keep their thread.  Errors: -EPERM from inside a task or, for a
+ * current-thread runtime, from another thread than its own; -EINVAL,
+ * -ENOMEM, -EBUSY (a current-thread runtime already being driven). */
 BRAID_API int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result);
 
 /* Spawn a task on rt from any thread (a plain thread's spawns go through the
@@ -211,8 +213,9 @@ BRAID_API int braid_spawn_on_ex(braid_runtime *rt, braid_task *out, const braid_
 
 /* Shut rt down: cancel every task still alive, wait for them to return
  * (running the arg_drop of tasks that never started), stop the workers and
- * free all memory.  Returns 0, -EPERM from inside a task, -EBUSY while a
- * block_on on rt is in progress, or -ETIMEDOUT if shutdown_timeout_ms expired
+ * free all memory.  Returns 0, -EPERM from inside a task (or from another
+ * thread than a current-thread runtime's own), -EBUSY while a block_on on a
+ * current-thread rt is in progress, or -ETIMEDOUT if shutdown_timeout_ms expired
  * first: then rt is left as it is, its workers still running the tasks that
  * did not end (freeing memory under them would crash), and
  * braid_runtime_free(rt) may be called again later.  Handles of rt's tasks

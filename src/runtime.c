@@ -172,6 +172,19 @@ static bool task_done(void *arg)
     return braid_is_finished(*(braid_task *)arg);
 }
 
+/* A current-thread runtime is driven by one thread only: its tasks are
+ * pinned to its worker, so a second thread would resume them with the first
+ * thread's cached thread-locals (errno among them).  Called with driving
+ * set. */
+static bool claim_driver(braid_runtime *rt)
+{
+    if (!rt->has_driver) {
+        rt->driver = pthread_self();
+        rt->has_driver = true;
+    }
+    return pthread_equal(rt->driver, pthread_self());
+}
+
 /* Run the single worker of a current-thread runtime on this thread. */
 static void drive(braid_runtime *rt, bool (*until)(void *), void *arg)
 {
@@ -193,6 +206,10 @@ int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
         bool expect = false;
         if (!atomic_compare_exchange_strong(&rt->driving, &expect, true))
             return -EBUSY;
+        if (!claim_driver(rt)) {
+            atomic_store(&rt->driving, false);
+            return -EPERM;
+        }
     }
     braid_task root;
     int rc = braid__spawn(rt, NULL, &root, NULL, fn, arg);
@@ -263,8 +280,15 @@ int braid_runtime_free(braid_runtime *rt)
         return -EINVAL;
     if (braid__task_current() || braid__tls_worker)
         return -EPERM;
-    if (atomic_load(&rt->driving))
-        return -EBUSY;
+    if (rt->nworkers == 1) {
+        bool expect = false;
+        if (!atomic_compare_exchange_strong(&rt->driving, &expect, true))
+            return -EBUSY;
+        bool mine = claim_driver(rt);
+        atomic_store(&rt->driving, false);
+        if (!mine)
+            return -EPERM;
+    }
     uint64_t timeout = rt->cfg.shutdown_timeout_ms;
     struct drain d = { rt, timeout ? braid__now_ns() + timeout * 1000000u : 0 };
     atomic_store_explicit(&rt->shutdown, 1, memory_order_seq_cst);

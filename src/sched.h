@@ -132,6 +132,8 @@ struct braid_runtime {
     _Atomic uint32_t quiesce;       /* bumped when a worker idles during shutdown */
     _Atomic bool tainted;
     _Atomic bool driving;           /* current-thread: a block_on runs the worker */
+    pthread_t driver;               /* current-thread: the one thread that drives it */
+    bool has_driver;
     uint64_t park_deadline;         /* current-thread shutdown: latest wake-up */
 };
 

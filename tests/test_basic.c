@@ -531,3 +531,26 @@ TEST(workers_default_is_usable_cpus)
     CHECK_EQ(braid_runtime_free(rt), 0);
     CHECK_EQ(sched_setaffinity(0, sizeof set, &set), 0);
 }
+
+static braid_runtime *bound_rt;
+
+static void *block_on_from_other_thread(void *arg)
+{
+    (void)arg;
+    return (void *)(intptr_t)braid_block_on(bound_rt, ret_arg, NULL, NULL);
+}
+
+TEST(current_thread_runtime_is_bound_to_its_thread)
+{
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = 1;
+    CHECK_EQ(braid_runtime_new(&cfg, &bound_rt), 0);
+    CHECK_EQ(braid_block_on(bound_rt, ret_arg, NULL, NULL), BRAID_OK);
+    pthread_t th;
+    void *rc;
+    CHECK_EQ(pthread_create(&th, NULL, block_on_from_other_thread, NULL), 0);
+    CHECK_EQ(pthread_join(th, &rc), 0);
+    CHECK_EQ((intptr_t)rc, -EPERM);
+    CHECK_EQ(braid_runtime_free(bound_rt), 0);
+}

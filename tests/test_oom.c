@@ -6,6 +6,26 @@
 
 #include <sys/resource.h>
 
+/* Run root on a runtime of the given workers while the address space is
+ * limited to limit bytes. */
+static void run_limited(unsigned workers, size_t limit, braid_fn root, void *arg)
+{
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = workers;
+    braid_runtime *rt;
+    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+    struct rlimit old, low;
+    CHECK_EQ(getrlimit(RLIMIT_AS, &old), 0);
+    low = old;
+    low.rlim_cur = limit;
+    CHECK_EQ(setrlimit(RLIMIT_AS, &low), 0);
+    int rc = braid_block_on(rt, root, arg, NULL);
+    CHECK_EQ(setrlimit(RLIMIT_AS, &old), 0);
+    CHECK_EQ(rc, BRAID_OK);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
 /* This process's address space in use, in bytes. */
 static size_t vm_size(void)
 {
@@ -69,23 +89,10 @@ TEST(spawn_reports_enomem_and_runtime_survives)
 {
     if (test_instrumented())
         SKIP("sanitizers and Valgrind need the address space");
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.workers = 2;
-    braid_runtime *rt;
-    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
     braid_task *h = malloc(sizeof *h * MAX);
     CHECK(h != NULL);
     memset(h, 0, sizeof *h * MAX); /* touch it now, not under the limit */
-    struct rlimit old, low;
-    CHECK_EQ(getrlimit(RLIMIT_AS, &old), 0);
-    low = old;
-    low.rlim_cur = vm_size() + ((size_t)96 << 20); /* 96 MiB more */
-    CHECK_EQ(setrlimit(RLIMIT_AS, &low), 0);
-    int rc = braid_block_on(rt, hog_root, h, NULL);
-    CHECK_EQ(setrlimit(RLIMIT_AS, &old), 0);
-    CHECK_EQ(rc, BRAID_OK);
-    CHECK_EQ(braid_runtime_free(rt), 0);
+    run_limited(2, vm_size() + ((size_t)160 << 20), hog_root, h);
     free(h);
 }
 
@@ -138,18 +145,5 @@ TEST(huge_stacks_fail_cleanly)
 {
     if (test_instrumented())
         SKIP("sanitizers and Valgrind need the address space");
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.workers = 1;
-    braid_runtime *rt;
-    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-    struct rlimit old, low;
-    CHECK_EQ(getrlimit(RLIMIT_AS, &old), 0);
-    low = old;
-    low.rlim_cur = (rlim_t)3 << 30;
-    CHECK_EQ(setrlimit(RLIMIT_AS, &low), 0);
-    int rc = braid_block_on(rt, stack_oom_root, NULL, NULL);
-    CHECK_EQ(setrlimit(RLIMIT_AS, &old), 0);
-    CHECK_EQ(rc, BRAID_OK);
-    CHECK_EQ(braid_runtime_free(rt), 0);
+    run_limited(1, (size_t)3 << 30, stack_oom_root, NULL);
 }

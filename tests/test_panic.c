@@ -284,6 +284,38 @@ static int in_child(void (*fn)(void), char *err, size_t errlen)
     return status;
 }
 
+/* What a child process runs: body as a task, in a runtime with or without
+ * isolate_faults. */
+static braid_fn child_body;
+static bool child_isolates;
+
+static void *join_child_body(void *arg)
+{
+    (void)arg;
+    braid_task t;
+    braid_spawn(&t, child_body, NULL);
+    braid_join(t, NULL);
+    return NULL;
+}
+
+static void run_child_body(void)
+{
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.isolate_faults = child_isolates;
+    braid_runtime *rt;
+    braid_runtime_new(&cfg, &rt);
+    braid_block_on(rt, join_child_body, NULL, NULL);
+}
+
+/* The wait status of a child process that runs body as a task. */
+static int task_in_child(braid_fn body, bool isolate, char *err, size_t errlen)
+{
+    child_body = body;
+    child_isolates = isolate;
+    return in_child(run_child_body, err, errlen);
+}
+
 static void *detached_default(void *arg)
 {
     (void)arg;
@@ -441,24 +473,10 @@ TEST(isolate_faults_turns_segv_into_panic)
     CHECK_EQ(braid_runtime_free(rt), 0);
 }
 
-static void *segv_root(void *arg)
-{
-    (void)arg;
-    braid_task t;
-    braid_spawn(&t, null_deref, NULL);
-    braid_join(t, NULL);
-    return NULL;
-}
-
-static void run_segv_without_isolation(void)
-{
-    braid_run(segv_root, NULL, NULL);
-}
-
 TEST(without_isolation_a_segv_kills_the_process)
 {
     char err[4096];
-    int st = in_child(run_segv_without_isolation, err, sizeof err);
+    int st = task_in_child(null_deref, false, err, sizeof err);
 #if defined(TEST_ASAN) || defined(TEST_TSAN)
     CHECK(WIFEXITED(st) && WEXITSTATUS(st) != 0); /* the sanitizer reports and exits */
     if (!strstr(err, "SEGV") && !strstr(err, "null pointer")) /* ASan or UBSan */
@@ -474,29 +492,10 @@ static void *aborts(void *arg)
     abort();
 }
 
-static void *abort_root(void *arg)
-{
-    (void)arg;
-    braid_task t;
-    braid_spawn(&t, aborts, NULL);
-    braid_join(t, NULL);
-    return NULL;
-}
-
-static void run_abort_with_isolation(void)
-{
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.isolate_faults = true;
-    braid_runtime *rt;
-    braid_runtime_new(&cfg, &rt);
-    braid_block_on(rt, abort_root, NULL, NULL);
-}
-
 TEST(abort_is_never_converted)
 {
     char err[4096];
-    int st = in_child(run_abort_with_isolation, err, sizeof err);
+    int st = task_in_child(aborts, true, err, sizeof err);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGABRT);
 }
 
@@ -507,31 +506,12 @@ static void *kills_itself(void *arg)
     return NULL;
 }
 
-static void *kill_root(void *arg)
-{
-    (void)arg;
-    braid_task t;
-    braid_spawn(&t, kills_itself, NULL);
-    braid_join(t, NULL);
-    return NULL;
-}
-
-static void run_raise_with_isolation(void)
-{
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.isolate_faults = true;
-    braid_runtime *rt;
-    braid_runtime_new(&cfg, &rt);
-    braid_block_on(rt, kill_root, NULL, NULL);
-}
-
 TEST(sent_signals_are_not_converted)
 {
     if (test_instrumented())
         SKIP("sanitizers own SIGSEGV");
     char err[4096];
-    int st = in_child(run_raise_with_isolation, err, sizeof err);
+    int st = task_in_child(kills_itself, true, err, sizeof err);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
 }
 
@@ -543,31 +523,12 @@ static void *fault_in_libc(void *arg)
     return (void *)strlen(p);
 }
 
-static void *libc_root(void *arg)
-{
-    (void)arg;
-    braid_task t;
-    braid_spawn(&t, fault_in_libc, NULL);
-    braid_join(t, NULL);
-    return NULL;
-}
-
-static void run_libc_fault_with_isolation(void)
-{
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.isolate_faults = true;
-    braid_runtime *rt;
-    braid_runtime_new(&cfg, &rt);
-    braid_block_on(rt, libc_root, NULL, NULL);
-}
-
 TEST(faults_inside_libc_are_not_converted)
 {
     if (test_instrumented())
         SKIP("sanitizers own SIGSEGV");
     char err[4096];
-    int st = in_child(run_libc_fault_with_isolation, err, sizeof err);
+    int st = task_in_child(fault_in_libc, true, err, sizeof err);
     CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGSEGV);
 }
 
@@ -585,7 +546,9 @@ static void user_handler(int sig)
 static void run_with_user_handler(void)
 {
     signal(SIGSEGV, user_handler);
-    braid_run(segv_root, NULL, NULL);
+    child_body = null_deref;
+    child_isolates = false;
+    run_child_body();
 }
 
 TEST(user_handlers_still_see_unconverted_faults)
