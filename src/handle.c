@@ -12,9 +12,8 @@
 #define CHUNK_RECS (1u << CHUNK_SHIFT)
 #define CHUNK_BYTES ((size_t)CHUNK_RECS * sizeof(braid__rec))
 #define MAX_CHUNKS (1u << (BRAID_REC_INDEX_BITS - CHUNK_SHIFT))
-/* Records moved between a cache and its pool at once. */
-#define REFILL 256
-#define CACHE_MAX 512
+/* Records moved from the pool into a cache at once. */
+#define REFILL (BRAID_REC_CACHE / 2)
 /* Ids handed to a cache at once. */
 #define ID_BATCH 1024
 
@@ -28,6 +27,12 @@ static struct {
     _Atomic(braid__rec_pool *) owner[MAX_CHUNKS];
     _Atomic uint64_t next_id;
 } dir = { .lock = PTHREAD_MUTEX_INITIALIZER, .next_id = 1 };
+
+/* Live pools, so that a thread cache bound to a pool can tell whether that
+ * pool still exists before giving records back to it. */
+static pthread_mutex_t live_lock = PTHREAD_MUTEX_INITIALIZER;
+static braid__rec_pool *live_pools;
+static _Atomic uint64_t next_pool_id = 1;
 
 static inline braid__rec *rec_at(uint32_t index)
 {
@@ -57,11 +62,30 @@ int braid__rec_pool_init(braid__rec_pool *p, braid_runtime *rt)
     memset(p, 0, sizeof *p);
     pthread_mutex_init(&p->lock, NULL);
     p->rt = rt;
+    p->id = atomic_fetch_add_explicit(&next_pool_id, 1, memory_order_relaxed);
+    pthread_mutex_lock(&live_lock);
+    p->live_next = live_pools;
+    live_pools = p;
+    pthread_mutex_unlock(&live_lock);
     return 0;
+}
+
+static void unregister_pool(braid__rec_pool *p)
+{
+    pthread_mutex_lock(&live_lock);
+    for (braid__rec_pool **pp = &live_pools; *pp; pp = &(*pp)->live_next) {
+        if (*pp == p) {
+            *pp = p->live_next;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&live_lock);
 }
 
 void braid__rec_pool_destroy(braid__rec_pool *p)
 {
+    /* First, so that no thread cache flushes into it any more. */
+    unregister_pool(p);
     for (uint32_t k = 0; k < p->nchunks; k++) {
         uint32_t c = p->chunks[k];
         braid__rec *base = atomic_load_explicit(&dir.chunk[c], memory_order_relaxed);
@@ -143,86 +167,68 @@ static uint32_t pop_locked(braid__rec_pool *p)
     return ++p->carve_next;
 }
 
-braid__rec *braid__rec_alloc(braid__rec_pool *p, braid__rec_cache *cache, uint32_t *index)
+braid__rec *braid__rec_alloc_slow(braid__rec_pool *p, braid__rec_cache *cache, uint32_t *index)
 {
-    if (BRAID_UNLIKELY(!cache || !cache->n)) {
-        int saved = errno;
-        pthread_mutex_lock(&p->lock);
-        uint32_t head = pop_locked(p);
-        if (head && cache) {
-            /* Take a batch into the cache along with this one. */
-            uint32_t more;
-            while (cache->n < REFILL && (more = pop_locked(p)) != 0) {
-                rec_at(more - 1)->a.next_free = cache->head;
-                cache->head = more;
-                cache->n++;
-            }
-        }
-        pthread_mutex_unlock(&p->lock);
-        errno = saved;
-        if (!head)
-            return NULL;
-        *index = head - 1;
-        return rec_at(head - 1);
+    int saved = errno;
+    pthread_mutex_lock(&p->lock);
+    uint32_t head = pop_locked(p);
+    /* A worker takes a batch into its cache along with this one. */
+    uint32_t more;
+    while (head && cache && cache->n < REFILL && (more = pop_locked(p)) != 0) {
+        cache->slot[cache->n].r = rec_at(more - 1);
+        cache->slot[cache->n].index = more - 1;
+        cache->n++;
     }
-    uint32_t i = cache->head - 1;
-    braid__rec *r = rec_at(i);
-    cache->head = (uint32_t)r->a.next_free;
-    cache->n--;
-    *index = i;
-    return r;
+    pthread_mutex_unlock(&p->lock);
+    errno = saved;
+    if (!head)
+        return NULL;
+    *index = head - 1;
+    return rec_at(head - 1);
 }
 
-/* Move records from cache to p until keep remain. */
-static void spill(braid__rec_pool *p, braid__rec_cache *cache, uint32_t keep)
+/* Put n cached records back on their pool's free list. */
+static void spill(braid__rec_pool *p, struct braid__rec_slot *slots, uint32_t n)
 {
     pthread_mutex_lock(&p->lock);
-    while (cache->n > keep) {
-        uint32_t i = cache->head - 1;
-        braid__rec *r = rec_at(i);
-        cache->head = (uint32_t)r->a.next_free;
-        cache->n--;
-        r->a.next_free = p->free_head;
-        p->free_head = i + 1;
+    for (uint32_t i = 0; i < n; i++) {
+        slots[i].r->a.next_free = p->free_head;
+        p->free_head = slots[i].index + 1;
     }
     pthread_mutex_unlock(&p->lock);
 }
 
-void braid__rec_free(braid__rec_cache *cache, uint32_t index)
+void braid__rec_free_slow(braid__rec_cache *cache, braid__rec *r, uint32_t index)
 {
-    braid__rec *r = rec_at(index);
+    int saved = errno;
+    struct braid__rec_slot one = { r, index };
     if (!cache) {
-        braid__rec_pool *p = braid__rec_owner(index);
-        int saved = errno;
-        pthread_mutex_lock(&p->lock);
-        r->a.next_free = p->free_head;
-        p->free_head = index + 1;
-        pthread_mutex_unlock(&p->lock);
-        errno = saved;
-        return;
+        spill(braid__rec_owner(index), &one, 1);
+    } else {
+        /* Full: move the older half back to the pool, keep the hot half. */
+        uint32_t half = BRAID_REC_CACHE / 2;
+        spill(braid__rec_owner(index), cache->slot, half);
+        memmove(cache->slot, cache->slot + half, (cache->n - half) * sizeof cache->slot[0]);
+        cache->n -= half;
+        cache->slot[cache->n++] = one;
     }
-    r->a.next_free = cache->head;
-    cache->head = index + 1;
-    if (BRAID_UNLIKELY(++cache->n > CACHE_MAX)) {
-        int saved = errno;
-        spill(braid__rec_owner(index), cache, CACHE_MAX / 2);
-        errno = saved;
-    }
+    errno = saved;
 }
 
 void braid__rec_cache_flush(braid__rec_pool *p, braid__rec_cache *cache)
 {
     if (cache->n)
-        spill(p, cache, 0);
+        spill(p, cache->slot, cache->n);
+    cache->n = 0;
     cache->id_next = cache->id_end = 0;
 }
 
-uint64_t braid__next_id(braid__rec_cache *cache)
+uint64_t braid__next_id_slow(braid__rec_cache *cache)
 {
     for (;;) {
         uint64_t id;
         if (cache) {
-            if (BRAID_UNLIKELY(cache->id_next == cache->id_end)) {
+            if (cache->id_next == cache->id_end) {
                 cache->id_next =
                     atomic_fetch_add_explicit(&dir.next_id, ID_BATCH, memory_order_relaxed);
                 cache->id_end = cache->id_next + ID_BATCH;
@@ -264,4 +270,68 @@ uint64_t braid__rec_lock(braid__rec *r, uint64_t gen)
                                                   memory_order_acquire, memory_order_acquire))
             return s | BRAID_REC_LOCK;
     }
+}
+
+/* ---- plain-thread caches --------------------------------------------------- */
+
+struct thread_cache {
+    braid__rec_pool *pool;
+    uint64_t pool_id;
+    braid__rec_cache cache;
+};
+
+static BRAID_TLS struct thread_cache *tls_cache;
+static pthread_key_t cache_key;
+static pthread_once_t cache_key_once = PTHREAD_ONCE_INIT;
+
+/* Give a thread cache's records back to its pool if that pool still
+ * exists (the live lock keeps it from being destroyed meanwhile); records
+ * of a destroyed pool went away with it. */
+static void unbind(struct thread_cache *c)
+{
+    pthread_mutex_lock(&live_lock);
+    for (braid__rec_pool *p = live_pools; p; p = p->live_next)
+        if (p == c->pool && p->id == c->pool_id && c->cache.n)
+            spill(p, c->cache.slot, c->cache.n);
+    pthread_mutex_unlock(&live_lock);
+    c->cache.n = 0;
+    c->cache.id_next = c->cache.id_end = 0;
+    c->pool = NULL;
+}
+
+static void cache_destructor(void *v)
+{
+    struct thread_cache *c = v;
+    unbind(c);
+    free(c);
+    tls_cache = NULL;
+}
+
+static void make_cache_key(void)
+{
+    pthread_key_create(&cache_key, cache_destructor);
+}
+
+braid__rec_cache *braid__rec_thread_cache(braid__rec_pool *p)
+{
+    struct thread_cache *c = tls_cache;
+    if (BRAID_LIKELY(c && c->pool == p && c->pool_id == p->id))
+        return &c->cache;
+    int saved = errno;
+    if (!c) {
+        pthread_once(&cache_key_once, make_cache_key);
+        c = calloc(1, sizeof *c);
+        if (!c || pthread_setspecific(cache_key, c) != 0) {
+            free(c);
+            errno = saved;
+            return NULL;
+        }
+        tls_cache = c;
+    } else {
+        unbind(c);
+    }
+    c->pool = p;
+    c->pool_id = p->id;
+    errno = saved;
+    return &c->cache;
 }

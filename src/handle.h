@@ -85,11 +85,17 @@ void braid__waiter_block(braid__waiter *w);
 /* Wake w (a plain thread's waiter); the syscall only if it sleeps. */
 void braid__waiter_signal(braid__waiter *w);
 
-/* A per-worker cache of free records and of task ids. */
+/* A per-worker cache of free records (pointer and index, so that neither
+ * allocation nor freeing looks at the table) and of task ids. */
+#define BRAID_REC_CACHE 512
+
 typedef struct braid__rec_cache {
-    uint32_t head;      /* first free index + 1, 0 when empty */
     uint32_t n;
     uint64_t id_next, id_end;
+    struct braid__rec_slot {
+        braid__rec *r;
+        uint32_t index;
+    } slot[BRAID_REC_CACHE];
 } braid__rec_cache;
 
 /* The records of one runtime.  A runtime owns whole chunks of the table, so
@@ -99,6 +105,8 @@ typedef struct braid__rec_cache {
 typedef struct braid__rec_pool {
     pthread_mutex_t lock;
     braid_runtime *rt;
+    uint64_t id;            /* unique in the process, never reused */
+    struct braid__rec_pool *live_next;
     uint32_t free_head;     /* index + 1 */
     uint32_t carve_next, carve_end;
     uint32_t *chunks;
@@ -149,17 +157,54 @@ static inline uint32_t braid__handle_index(braid_task t)
     return (uint32_t)(t.bits & ((UINT64_C(1) << BRAID_REC_INDEX_BITS) - 1));
 }
 
+/* The record cache of the calling plain thread for pool p (threads that are
+ * not p's workers: a program's main thread spawning and joining from
+ * outside, say).  It saves those threads the pool lock on every spawn and
+ * join.  NULL when out of memory. */
+braid__rec_cache *braid__rec_thread_cache(braid__rec_pool *p);
+
+/* The slow paths of the inline functions below. */
+braid__rec *braid__rec_alloc_slow(braid__rec_pool *p, braid__rec_cache *cache, uint32_t *index);
+void braid__rec_free_slow(braid__rec_cache *cache, braid__rec *r, uint32_t index);
+uint64_t braid__next_id_slow(braid__rec_cache *cache);
+void braid__rec_cache_flush(braid__rec_pool *p, braid__rec_cache *cache);
+
 /* A free record (phase FREE) of pool p and its index, or NULL when out of
  * memory.  cache (a worker's, belonging to p's runtime) may be NULL. */
-braid__rec *braid__rec_alloc(braid__rec_pool *p, braid__rec_cache *cache, uint32_t *index);
+static inline braid__rec *braid__rec_alloc(braid__rec_pool *p, braid__rec_cache *cache,
+                                           uint32_t *index)
+{
+    if (BRAID_LIKELY(cache && cache->n)) {
+        struct braid__rec_slot *s = &cache->slot[--cache->n];
+        *index = s->index;
+        return s->r;
+    }
+    return braid__rec_alloc_slow(p, cache, index);
+}
 
 /* Give back a record that its last user has marked FREE; cache must belong
  * to a worker of the record's runtime, or be NULL. */
-void braid__rec_free(braid__rec_cache *cache, uint32_t index);
-void braid__rec_cache_flush(braid__rec_pool *p, braid__rec_cache *cache);
+static inline void braid__rec_free(braid__rec_cache *cache, braid__rec *r, uint32_t index)
+{
+    if (BRAID_LIKELY(cache && cache->n < BRAID_REC_CACHE)) {
+        cache->slot[cache->n].r = r;
+        cache->slot[cache->n].index = index;
+        cache->n++;
+        return;
+    }
+    braid__rec_free_slow(cache, r, index);
+}
 
 /* A fresh task id (never 0, fits the generation field). */
-uint64_t braid__next_id(braid__rec_cache *cache);
+static inline uint64_t braid__next_id(braid__rec_cache *cache)
+{
+    if (BRAID_LIKELY(cache && cache->id_next != cache->id_end)) {
+        uint64_t id = cache->id_next++ & BRAID_REC_GEN_MASK;
+        if (BRAID_LIKELY(id))
+            return id;
+    }
+    return braid__next_id_slow(cache);
+}
 
 /* Lock r if it still has generation gen and is not FREE: returns the state
  * with LOCK set, or 0 if the handle is stale. */

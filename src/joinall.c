@@ -79,11 +79,9 @@ int braid_join_all(braid_call *calls, size_t n)
             free(g.tasks);
             return -ENOMEM;
         }
-        braid__task *c = braid__task_init(w, slot, pool->default_cls);
+        braid__task *c =
+            braid__task_init(w, slot, pool->default_cls, self->id, calls[i].fn, calls[i].arg);
         c->kind = BRAID_KIND_CALL;
-        c->id = self->id;
-        c->fn = calls[i].fn;
-        c->arg = calls[i].arg;
         c->group = &g;
         c->call_index = i;
         g.tasks[i] = c;

@@ -81,7 +81,7 @@ static bool push_overflow(braid__ring *r, braid__inject *inj, uint32_t real, uin
     return true;
 }
 
-bool braid__ring_push(braid__ring *r, braid__inject *inj, uint64_t h)
+uint32_t braid__ring_push_full(braid__ring *r, braid__inject *inj, uint64_t h)
 {
     for (;;) {
         uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
@@ -90,15 +90,15 @@ bool braid__ring_push(braid__ring *r, braid__inject *inj, uint64_t h)
         if (tail - steal < BRAID_RING_CAP) {
             atomic_store_explicit(&r->buf[tail & BRAID_RING_MASK], h, memory_order_relaxed);
             atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
-            return true;
+            return tail + 1 - real;
         }
         if (steal != real) {
             /* A thief is emptying the ring right now; send just h over. */
-            return braid__inject_push(inj, &h, 1);
+            return braid__inject_push(inj, &h, 1) ? BRAID_RING_CAP : 0;
         }
         bool nomem = false;
         if (push_overflow(r, inj, real, h, &nomem))
-            return !nomem;
+            return nomem ? 0 : BRAID_RING_CAP;
     }
 }
 

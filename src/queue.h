@@ -56,9 +56,23 @@ void braid__ring_init(braid__ring *r);
 /* Entries in the ring (may be stale by the time it returns). */
 uint32_t braid__ring_len(braid__ring *r);
 
-/* Owner: push h; on overflow moves half the ring and h to inj.  Returns
- * false only if the overflow could not be allocated (h was not queued). */
-bool braid__ring_push(braid__ring *r, braid__inject *inj, uint64_t h);
+uint32_t braid__ring_push_full(braid__ring *r, braid__inject *inj, uint64_t h);
+
+/* Owner: push h; on overflow moves half the ring and h to inj.  Returns how
+ * many entries wait (at least 1; BRAID_RING_CAP after an overflow), or 0 if
+ * the overflow could not be allocated (h was not queued). */
+static inline uint32_t braid__ring_push(braid__ring *r, braid__inject *inj, uint64_t h)
+{
+    uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
+    uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    if (BRAID_LIKELY(tail - (uint32_t)(head >> 32) < BRAID_RING_CAP)) {
+        atomic_store_explicit(&r->buf[tail & BRAID_RING_MASK], h, memory_order_relaxed);
+        /* Release: a thief that reads the new tail sees the entry. */
+        atomic_store_explicit(&r->tail, tail + 1, memory_order_release);
+        return tail + 1 - (uint32_t)head;
+    }
+    return braid__ring_push_full(r, inj, h);
+}
 
 /* Owner: push a batch that is known to fit (len <= free space). */
 void braid__ring_push_batch(braid__ring *r, const uint64_t *h, uint32_t n);

@@ -213,9 +213,10 @@ void braid__sched_notify(braid_runtime *rt)
 
 bool braid__sched_push_new(braid__worker *w, uint64_t handle)
 {
-    if (!braid__ring_push(&w->ring, &w->rt->inject, handle))
+    uint32_t waiting = braid__ring_push(&w->ring, &w->rt->inject, handle);
+    if (BRAID_UNLIKELY(waiting == 0))
         return false;
-    if (braid__ring_len(&w->ring) >= 2)
+    if (waiting >= 2)
         notify(w->rt, false);
     else
         w->notify_pending = true;

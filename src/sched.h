@@ -125,10 +125,13 @@ struct braid_runtime {
     braid__rec_pool recs;
     unsigned idle_words;
     _Atomic uint64_t *idle;         /* bit i: worker i is parked and notifiable */
+    /* Each group on its own cache line: the flags are read by every task
+     * start, the counters written by every spawn from outside. */
     BRAID_ALIGNED_LINE _Atomic uint32_t searching;
     BRAID_ALIGNED_LINE _Atomic int shutdown;
     _Atomic int stop;
-    _Atomic uint64_t ext_spawned, ext_finished;
+    BRAID_ALIGNED_LINE _Atomic uint64_t ext_spawned;
+    BRAID_ALIGNED_LINE _Atomic uint64_t ext_finished;
     _Atomic uint32_t quiesce;       /* bumped when a worker idles during shutdown */
     _Atomic bool tainted;
     _Atomic bool driving;           /* current-thread: a block_on runs the worker */

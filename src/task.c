@@ -56,28 +56,27 @@ int braid__task_park(braid__task *t, bool cancellable)
 
 /* ---- accounting ------------------------------------------------------------ */
 
-/* The calling thread's record cache if it is a worker of the record's
- * runtime (records go back to the pool they came from). */
-static braid__rec_cache *cache_for(braid_runtime *owner)
+/* The calling thread's worker if it belongs to rt, so that its record cache
+ * and counters may be used (records go back to the runtime they came
+ * from), else NULL. */
+static inline braid__worker *local_worker(braid_runtime *rt)
 {
     braid__worker *w = braid__tls_worker;
-    return w && w->rt == owner ? &w->recs : NULL;
+    return w && w->rt == rt ? w : NULL;
 }
 
-static void count_spawned(braid_runtime *rt, int delta)
+static void count_spawned(braid_runtime *rt, braid__worker *w, int delta)
 {
-    braid__worker *w = braid__tls_worker;
-    if (w && w->rt == rt)
+    if (w)
         atomic_store_explicit(&w->spawned, braid__load_relaxed(&w->spawned) + (uint64_t)delta,
                               memory_order_release);
     else
         atomic_fetch_add_explicit(&rt->ext_spawned, (uint64_t)delta, memory_order_seq_cst);
 }
 
-static void count_finished(braid_runtime *rt)
+static void count_finished(braid_runtime *rt, braid__worker *w)
 {
-    braid__worker *w = braid__tls_worker;
-    if (w && w->rt == rt) {
+    if (w) {
         atomic_store_explicit(&w->finished, braid__load_relaxed(&w->finished) + 1,
                               memory_order_release);
     } else {
@@ -99,12 +98,13 @@ static void waiter_wake(braid__waiter *wt)
         braid__waiter_signal(wt);
 }
 
-/* Complete record r: publish the fate and value (the panic report when
- * PANICKED), wake the joiner, or free the record if it was detached.  name
- * is only used to report a detached task's panic. */
-static void rec_finish(braid__rec *r, uint32_t index, int fate, void *value, const char *name)
+/* Complete record r of runtime rt: publish the fate and value (the panic
+ * report when PANICKED), wake the joiner, or free the record if it was
+ * detached.  w is the calling thread's worker if it belongs to rt, else
+ * NULL.  name is only used to report a detached task's panic. */
+static void rec_finish(braid_runtime *rt, braid__worker *w, braid__rec *r, uint32_t index, int fate,
+                       void *value, const char *name)
 {
-    braid__rec_pool *pool = braid__rec_owner(index);
     r->b = value; /* nobody reads b while the task runs */
     uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire), ns;
     unsigned spins = 0;
@@ -130,18 +130,17 @@ static void rec_finish(braid__rec *r, uint32_t index, int fate, void *value, con
                                                   memory_order_acquire))
             break;
     }
-    braid_runtime *rt = pool->rt;
     if (s & BRAID_REC_DETACHED) {
         if (f == BRAID_PANICKED) {
             braid__panic_report(rt, braid__rec_gen(s), name, value);
             braid__panic_info_free(value);
         }
-        braid__rec_free(cache_for(rt), index);
+        braid__rec_free(w ? &w->recs : NULL, r, index);
     } else if (s & BRAID_REC_WAITING) {
         waiter_wake(r->waiter);
         braid__rec_unlock(r, ns & ~(uint64_t)BRAID_REC_WAITING);
     }
-    count_finished(rt);
+    count_finished(rt, w);
 }
 
 /* A claimed (RUNNING, locked) record whose task will never run: drop its
@@ -156,7 +155,9 @@ static void drop_unstarted(braid__rec *r, uint32_t index, uint64_t claimed, int 
     braid__rec_unlock(r, claimed);
     if (ext && ext->arg_drop)
         ext->arg_drop(arg);
-    rec_finish(r, index, fate, fate == BRAID_PANICKED ? (void *)info : NULL, ext ? ext->name : NULL);
+    braid_runtime *rt = braid__rec_owner(index)->rt;
+    rec_finish(rt, local_worker(rt), r, index, fate, fate == BRAID_PANICKED ? (void *)info : NULL,
+               ext ? ext->name : NULL);
     free(ext);
 }
 
@@ -221,15 +222,37 @@ static void live_remove(braid__worker *w, braid__task *t)
 }
 
 /* Lay out a task record at the top of a stack slot and make its fiber. */
-braid__task *braid__task_init(braid__worker *w, void *slot, int cls)
+braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id, braid_fn fn,
+                              void *arg)
 {
     braid__stack_pool *pool = &w->rt->stacks;
     char *top = braid__stack_top(pool, cls, slot);
     braid__task *t = (braid__task *)(((uintptr_t)top - sizeof(braid__task)) & ~(uintptr_t)63);
-    memset(t, 0, sizeof *t);
+    /* Field by field rather than memset: this runs for every task, and the
+     * fields left out are written before they are read (next by every
+     * enqueue, timer_fired by every sleep, the tool fields only when a tool
+     * is present). */
+    atomic_init(&t->wake, BRAID_WAKE_IDLE);
+    atomic_init(&t->cancelled, false);
+    t->shield = false;
+    t->panicking = false;
+    t->kind = BRAID_KIND_TASK;
+    t->wait_reason = BRAID_WAIT_NONE;
     t->home = w;
     t->slot = slot;
     t->stack_cls = cls;
+    t->id = id;
+    t->fn = fn;
+    t->arg = arg;
+    t->rec = NULL;
+    t->group = NULL;
+    t->defers = NULL;
+    t->locals = NULL;
+    t->nlocals = 0;
+    t->timer.pprev = NULL;
+    t->extra_stacks = NULL;
+    t->ext = NULL;
+    t->panic = NULL;
     char *lo = braid__stack_lo(pool, cls, slot);
     braid__fiber_make(&t->fiber, lo, (size_t)((char *)t - lo), task_entry, t);
     live_insert(w, t);
@@ -255,14 +278,11 @@ static braid__task *start_claimed(braid__worker *w, braid__rec *r, uint32_t inde
                                              (unsigned long long)braid__rec_gen(claimed)));
         return NULL;
     }
-    braid__task *t = braid__task_init(w, slot, cls);
-    t->kind = BRAID_KIND_TASK;
-    t->id = braid__rec_gen(claimed);
+    braid__task *t = braid__task_init(w, slot, cls, braid__rec_gen(claimed), r->a.fn,
+                                      ext ? ext->arg : r->b);
     t->rec = r;
     t->rec_index = index;
-    t->fn = r->a.fn;
     t->ext = ext;
-    t->arg = ext ? ext->arg : r->b;
     r->a.task = t;
     if (joiner) {
         r->waiter = joiner;
@@ -288,7 +308,8 @@ braid__task *braid__task_start_queued(braid__worker *w, uint64_t handle)
 
 void braid__task_exit(braid__task *t, int fate, void *value)
 {
-    braid__local_destroy(t);
+    if (t->locals)
+        braid__local_destroy(t);
     if (t->defers && fate != BRAID_PANICKED) {
         char msg[160];
         snprintf(msg, sizeof msg,
@@ -302,8 +323,9 @@ void braid__task_exit(braid__task *t, int fate, void *value)
     } else {
         braid__panic_info *info = t->panic;
         t->panic = NULL;
-        rec_finish(t->rec, t->rec_index, fate, fate == BRAID_PANICKED ? (void *)info : value,
-                   t->ext ? t->ext->name : NULL);
+        /* A task only ever runs on a worker of its record's runtime. */
+        rec_finish(t->home->rt, t->home, t->rec, t->rec_index, fate,
+                   fate == BRAID_PANICKED ? (void *)info : value, t->ext ? t->ext->name : NULL);
     }
     braid__sched_exit(t);
 }
@@ -313,7 +335,8 @@ void braid__task_release(braid__worker *w, braid__task *t)
     braid__stack_pool *pool = &w->rt->stacks;
     live_remove(w, t);
     braid__fiber_release(&t->fiber);
-    free(t->ext);
+    if (t->ext)
+        free(t->ext);
     if (t->extra_stacks)
         braid__panic_release_extra(w, t);
     braid__stack_put(pool, &w->stacks, t->stack_cls, t->slot);
@@ -388,12 +411,13 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
         braid__stack_put(&rt->stacks, w ? &w->stacks : NULL, cls, probe);
     }
     uint32_t index;
-    braid__rec *r = braid__rec_alloc(&rt->recs, w ? &w->recs : NULL, &index);
+    braid__rec_cache *cache = w ? &w->recs : braid__rec_thread_cache(&rt->recs);
+    braid__rec *r = braid__rec_alloc(&rt->recs, cache, &index);
     if (!r) {
         free(ext);
         return -ENOMEM;
     }
-    uint64_t id = braid__next_id(w ? &w->recs : NULL);
+    uint64_t id = braid__next_id(cache);
     r->a.fn = fn;
     r->b = ext ? (void *)ext : arg;
     r->waiter = NULL;
@@ -408,12 +432,12 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
     braid_task h = braid__handle_make(id, index);
     /* Counted before it is queued, so that a shutdown never sees it finish
      * before it was spawned. */
-    count_spawned(rt, 1);
+    count_spawned(rt, w, 1);
     bool ok = w ? braid__sched_push_new(w, h.bits) : braid__sched_inject(rt, h.bits);
     if (!ok) {
-        count_spawned(rt, -1);
+        count_spawned(rt, w, -1);
         atomic_store_explicit(&r->state, 0, memory_order_relaxed);
-        braid__rec_free(w ? &w->recs : NULL, index);
+        braid__rec_free(cache, r, index);
         free(ext);
         return -ENOMEM;
     }
@@ -459,7 +483,9 @@ static int consume(braid__rec *r, uint64_t gen, uint32_t index, void **value,
                                                   memory_order_acquire))
             break;
     }
-    braid__rec_free(cache_for(braid__rec_owner(index)->rt), index);
+    braid__rec_pool *pool = braid__rec_owner(index);
+    braid__worker *w = local_worker(pool->rt);
+    braid__rec_free(w ? &w->recs : braid__rec_thread_cache(pool), r, index);
     int fate = braid__rec_fate(s);
     *info = fate == BRAID_PANICKED ? v : NULL;
     *value = fate == BRAID_PANICKED ? NULL : v;

@@ -63,15 +63,17 @@ typedef struct braid__panic_info braid__panic_info;
 typedef struct braid__group braid__group;
 
 struct braid__task {
-    braid__fiber fiber;
+    /* First cache line: what every switch touches. */
     braid__worker *home;
     braid__task *next;              /* ready, yield or inbox list */
     _Atomic int wake;
     _Atomic bool cancelled;
     bool shield;
-    bool panicking;
     uint8_t kind;
     uint8_t wait_reason;
+    braid__fiber fiber;             /* its saved stack pointer first */
+    /* The rest. */
+    bool panicking;
     bool timer_fired;
     int stack_cls;
     uint64_t id;                    /* a call's id is its caller's */
@@ -131,7 +133,8 @@ braid__task *braid__task_start_queued(braid__worker *w, uint64_t handle);
 
 /* Lay out a fresh task record at the top of stack slot (of class cls) and
  * make its fiber; the caller fills in the rest. */
-braid__task *braid__task_init(braid__worker *w, void *slot, int cls);
+braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id, braid_fn fn,
+                              void *arg);
 
 /* Spawn on rt; w is the calling thread's worker if it belongs to rt and a
  * task runs on it (its ring is used), else NULL (the injection queue). */

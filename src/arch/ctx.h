@@ -31,7 +31,42 @@ typedef struct braid__ctx {
 void braid__ctx_switch(braid__ctx *from, braid__ctx *to);
 
 /* Prepare *c so that switching to it calls entry(arg) on the stack
- * [lo, lo + size).  entry must never return. */
+ * [lo, lo + size).  entry must never return.  Inline for the assembly
+ * backends: it runs for every task start. */
+#if defined(BRAID_CTX_PORTABLE)
 void braid__ctx_make(braid__ctx *c, void *lo, size_t size, void (*entry)(void *), void *arg);
+#else
+#include <stdint.h>
+
+/* The first frame of every new context (in the .S file). */
+void braid__ctx_start(void);
+
+static inline void braid__ctx_make(braid__ctx *c, void *lo, size_t size, void (*entry)(void *),
+                                   void *arg)
+{
+    uintptr_t top = ((uintptr_t)lo + size) & ~(uintptr_t)15;
+#if defined(__x86_64__)
+    /* The frame of braid__ctx_switch's comment: r15 r14 r13 r12 rbx rbp ret.
+     * Once the switch has popped them, rsp == top, 16-byte aligned, as the
+     * call in braid__ctx_start needs. */
+    uintptr_t *sp = (uintptr_t *)(top - 7 * sizeof(uintptr_t));
+    sp[0] = 0;                            /* r15 */
+    sp[1] = 0;                            /* r14 */
+    sp[2] = (uintptr_t)arg;               /* r13 */
+    sp[3] = (uintptr_t)entry;             /* r12 */
+    sp[4] = 0;                            /* rbx */
+    sp[5] = 0;                            /* rbp: ends frame-pointer walks */
+    sp[6] = (uintptr_t)braid__ctx_start;  /* return address */
+#elif defined(__aarch64__)
+    uintptr_t *sp = (uintptr_t *)(top - 176);
+    for (int i = 0; i < 22; i++)
+        sp[i] = 0;
+    sp[0] = (uintptr_t)entry;             /* x19 */
+    sp[1] = (uintptr_t)arg;               /* x20 */
+    sp[11] = (uintptr_t)braid__ctx_start; /* x30 */
+#endif
+    c->sp = sp;
+}
+#endif
 
 #endif
