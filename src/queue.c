@@ -28,6 +28,7 @@ void braid__ring_init(braid__ring *r)
 {
     atomic_init(&r->head, 0);
     atomic_init(&r->tail, 0);
+    atomic_init(&r->newest, 0);
     for (unsigned i = 0; i < BRAID_RING_CAP; i++)
         atomic_init(&r->buf[i], 0);
 }

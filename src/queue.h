@@ -22,6 +22,14 @@
  * the runtime's injection queue in one batch, so the lock there is taken once
  * per 128 overflowing spawns.
  *
+ * The newest spawn waits in a slot of its own beside the ring (Go's
+ * runnext): the owner runs it next when the spawner suspends, or takes it
+ * back when the spawner joins it, without touching the ring; when another
+ * spawn comes, it moves into the ring.  The slot is written by the owner
+ * only.  Thieves that find the ring empty may read it and try to start the
+ * task; as for every entry, claiming the task's record decides who runs it,
+ * so a stale slot is harmless.
+ *
  * The injection queue is a mutex-protected FIFO of handle blocks for tasks
  * spawned from outside any worker and for overflow; its length is readable
  * without the lock so idle checks cost one load.
@@ -39,6 +47,7 @@
 typedef struct braid__ring {
     _Atomic uint64_t head;                  /* steal << 32 | real */
     _Atomic uint32_t tail;                  /* written by the owner only */
+    _Atomic uint64_t newest;                /* the last spawn, outside the ring */
     _Atomic uint64_t buf[BRAID_RING_CAP];
 } braid__ring;
 

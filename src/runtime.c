@@ -185,13 +185,16 @@ static bool claim_driver(braid_runtime *rt)
     return pthread_equal(rt->driver, pthread_self());
 }
 
-/* Run the single worker of a current-thread runtime on this thread. */
-static void drive(braid_runtime *rt, bool (*until)(void *), void *arg)
+/* Run the single worker of a current-thread runtime on this thread until
+ * until(arg); watch is a record whose task ends the run (or NULL). */
+static void drive(braid_runtime *rt, bool (*until)(void *), void *arg, braid__rec *watch)
 {
     braid__worker *w = rt->workers[0];
     braid__fiber_init_thread(&w->sched);
     braid__panic_thread_enter(w);
+    w->watch = watch;
     braid__sched_run(w, until, arg);
+    w->watch = NULL;
     braid__panic_thread_leave(w);
 }
 
@@ -215,7 +218,7 @@ int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
     int rc = braid__spawn(rt, NULL, &root, NULL, fn, arg);
     if (rc == 0) {
         if (current_thread)
-            drive(rt, task_done, &root);
+            drive(rt, task_done, &root, braid__rec_lookup(root));
         rc = braid_join(root, result);
     }
     if (current_thread)
@@ -296,7 +299,7 @@ int braid_runtime_free(braid_runtime *rt)
         braid__sched_unpark(rt->workers[i]);
     if (rt->nworkers == 1) {
         rt->park_deadline = d.deadline;
-        drive(rt, drained, &d);
+        drive(rt, drained, &d, NULL);
         rt->park_deadline = 0;
     } else {
         for (;;) {

@@ -213,13 +213,30 @@ void braid__sched_notify(braid_runtime *rt)
 
 bool braid__sched_push_new(braid__worker *w, uint64_t handle)
 {
-    uint32_t waiting = braid__ring_push(&w->ring, &w->rt->inject, handle);
-    if (BRAID_UNLIKELY(waiting == 0))
-        return false;
-    if (waiting >= 2)
+    uint64_t older = atomic_load_explicit(&w->ring.newest, memory_order_relaxed);
+    if (older) {
+        /* The previous newest becomes stealable; with two tasks waiting,
+         * another worker is worth waking. */
+        if (BRAID_UNLIKELY(braid__ring_push(&w->ring, &w->rt->inject, older) == 0))
+            return false;
+        atomic_store_explicit(&w->ring.newest, handle, memory_order_release);
+        notify(w->rt, false);
+        return true;
+    }
+    /* Release: a thief that reads the slot sees the record. */
+    atomic_store_explicit(&w->ring.newest, handle, memory_order_release);
+    if (braid__ring_len(&w->ring))
         notify(w->rt, false);
     else
         w->notify_pending = true;
+    return true;
+}
+
+bool braid__sched_take_newest(braid__worker *w, uint64_t handle)
+{
+    if (atomic_load_explicit(&w->ring.newest, memory_order_relaxed) != handle)
+        return false;
+    atomic_store_explicit(&w->ring.newest, 0, memory_order_relaxed);
     return true;
 }
 
@@ -259,7 +276,13 @@ static braid__task *start_from_inject(braid__worker *w)
 
 static braid__task *start_from_ring(braid__worker *w)
 {
-    uint64_t h;
+    uint64_t h = atomic_load_explicit(&w->ring.newest, memory_order_relaxed);
+    if (h) {
+        atomic_store_explicit(&w->ring.newest, 0, memory_order_relaxed);
+        braid__task *t = braid__task_start_queued(w, h);
+        if (t)
+            return t;
+    }
     while (braid__ring_pop(&w->ring, &h)) {
         braid__task *t = braid__task_start_queued(w, h);
         if (t)
@@ -281,11 +304,20 @@ static braid__task *steal(braid__worker *w)
     for (unsigned k = 0; k < rt->nworkers; k++) {
         braid__worker *v = rt->workers[(start + k) % rt->nworkers];
         uint64_t h;
-        if (v == w || !braid__ring_steal(&v->ring, &w->ring, &h))
+        if (v == w)
             continue;
-        braid__task *t = braid__task_start_queued(w, h);
-        if (!t)
-            t = start_from_ring(w);
+        if (braid__ring_steal(&v->ring, &w->ring, &h)) {
+            braid__task *t = braid__task_start_queued(w, h);
+            if (!t)
+                t = start_from_ring(w);
+            if (t)
+                return t;
+        }
+        /* The victim's newest spawn: it runs it itself when its current
+         * task suspends, but we are idle now.  Whoever claims it first
+         * starts it. */
+        h = atomic_load_explicit(&v->ring.newest, memory_order_acquire);
+        braid__task *t = h ? braid__task_start_queued(w, h) : NULL;
         if (t)
             return t;
     }
@@ -362,7 +394,7 @@ static braid__task *sched_next(braid__worker *w)
         /* The entry a spawn left in the ring is still waiting although this
          * worker moves on to another task: get help. */
         w->notify_pending = false;
-        if (braid__ring_len(&w->ring))
+        if (braid__ring_len(&w->ring) || atomic_load_explicit(&w->ring.newest, memory_order_relaxed))
             notify(w->rt, false);
     }
     return t;
@@ -386,15 +418,15 @@ void braid__sched_after_switch(braid__worker *w)
  * parked, or ended).  The next task is chosen right here, on from's stack,
  * and switched to directly: one context switch per hand-off instead of two
  * through the scheduler context.  Only when nothing is runnable locally does
- * the worker go back to its scheduler context to steal or park.  A task
- * that ended returns to the scheduler context anyway when a current-thread
- * block_on may be finished, so that block_on returns at once.
+ * the worker go back to its scheduler context to steal or park.  The task
+ * a current-thread block_on waits for returns to the scheduler context when
+ * it ends, so that block_on returns at once.
  */
 static void switch_out(braid__worker *w, braid__task *from, bool dying)
 {
     braid__tls_task = NULL;
     braid__task *t = NULL;
-    if (!(dying && w->until && w->until(w->until_arg)))
+    if (!(dying && BRAID_UNLIKELY(from->rec == w->watch && w->watch)))
         t = sched_next(w);
     if (t == from) { /* a yield with nothing else to run, or an early wake */
         braid__tls_task = from;
@@ -428,11 +460,13 @@ static bool has_work(braid__worker *w, bool look_everywhere)
     braid_runtime *rt = w->rt;
     if (w->lifo || w->ready_head || w->yield_head ||
         atomic_load_explicit(&w->inbox, memory_order_seq_cst) || braid__ring_len(&w->ring) ||
+        atomic_load_explicit(&w->ring.newest, memory_order_relaxed) ||
         braid__inject_len(&rt->inject))
         return true;
     if (look_everywhere)
         for (unsigned i = 0; i < rt->nworkers; i++)
-            if (braid__ring_len(&rt->workers[i]->ring))
+            if (braid__ring_len(&rt->workers[i]->ring) ||
+                atomic_load_explicit(&rt->workers[i]->ring.newest, memory_order_relaxed))
                 return true;
     return false;
 }
@@ -474,8 +508,6 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
     braid_runtime *rt = w->rt;
     braid__worker *prev = braid__tls_worker;
     braid__tls_worker = w;
-    w->until = until;
-    w->until_arg = arg;
     for (;;) {
         braid__task *t = sched_next(w);
         if (!t)
@@ -507,7 +539,6 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
         park(w);
     }
     stop_searching(w, false);
-    w->until = NULL;
     braid__tls_worker = prev;
 }
 

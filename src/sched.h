@@ -87,8 +87,7 @@ struct braid__worker {
     braid__task *live;              /* started tasks, for shutdown and dumps */
     braid__task *dead;              /* ended task whose stack is still in use */
     uint32_t tick;
-    bool (*until)(void *);          /* sched_run's stop condition, if any */
-    void *until_arg;
+    braid__rec *watch;              /* current-thread: block_on's root record */
     bool searching;
     bool notify_pending;
     bool shutdown_seen;
@@ -172,6 +171,9 @@ void braid__sched_yield_enqueue(braid__worker *w, braid__task *t);
 /* Queue a never-started task (its handle) for w, from its owner thread;
  * notifies idle workers as described above.  False on out of memory. */
 bool braid__sched_push_new(braid__worker *w, uint64_t handle);
+
+/* Take back h if it is w's newest spawn (to run it inline). */
+bool braid__sched_take_newest(braid__worker *w, uint64_t handle);
 
 /* Queue a never-started task from outside the runtime's workers. */
 bool braid__sched_inject(braid_runtime *rt, uint64_t handle);

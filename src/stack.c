@@ -195,11 +195,9 @@ static size_t take_slots(braid__stack_pool *p, braid__stack_class *c, void **out
     return got;
 }
 
-void *braid__stack_get(braid__stack_pool *p, braid__stack_cache *cache, int cls)
+void *braid__stack_get_slow(braid__stack_pool *p, braid__stack_cache *cache, int cls)
 {
     if (cache && cls == p->default_cls) {
-        if (BRAID_LIKELY(cache->n))
-            return cache->slot[--cache->n];
         int saved = errno;
         cache->n = (unsigned)take_slots(p, &p->cls[cls], cache->slot, CACHE_BATCH);
         errno = saved;
@@ -227,15 +225,14 @@ static void give_back(braid__stack_pool *p, braid__stack_class *c, void **slots,
     atomic_store_explicit(&p->exhausted, false, memory_order_relaxed);
 }
 
-void braid__stack_put(braid__stack_pool *p, braid__stack_cache *cache, int cls, void *slot)
+void braid__stack_put_slow(braid__stack_pool *p, braid__stack_cache *cache, int cls, void *slot)
 {
     if (cache && cls == p->default_cls) {
-        if (BRAID_UNLIKELY(cache->n == BRAID_STACK_CACHE)) {
-            int saved = errno;
-            cache->n -= CACHE_BATCH;
-            give_back(p, &p->cls[cls], &cache->slot[cache->n], CACHE_BATCH);
-            errno = saved;
-        }
+        /* Full: the older half goes back to the global list. */
+        int saved = errno;
+        cache->n -= CACHE_BATCH;
+        give_back(p, &p->cls[cls], &cache->slot[cache->n], CACHE_BATCH);
+        errno = saved;
         cache->slot[cache->n++] = slot;
         return;
     }

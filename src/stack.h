@@ -72,10 +72,27 @@ void braid__stack_pool_destroy(braid__stack_pool *p);
 /* The class for a requested usable size (0: the default); -EINVAL if too big. */
 int braid__stack_class_of(const braid__stack_pool *p, size_t size);
 
+void *braid__stack_get_slow(braid__stack_pool *p, braid__stack_cache *cache, int cls);
+void braid__stack_put_slow(braid__stack_pool *p, braid__stack_cache *cache, int cls, void *slot);
+
 /* A free slot of class cls (its guard in place), or NULL when no memory or
  * address space is left.  cache may be NULL (plain threads). */
-void *braid__stack_get(braid__stack_pool *p, braid__stack_cache *cache, int cls);
-void braid__stack_put(braid__stack_pool *p, braid__stack_cache *cache, int cls, void *slot);
+static inline void *braid__stack_get(braid__stack_pool *p, braid__stack_cache *cache, int cls)
+{
+    if (BRAID_LIKELY(cache && cls == p->default_cls && cache->n))
+        return cache->slot[--cache->n];
+    return braid__stack_get_slow(p, cache, cls);
+}
+
+static inline void braid__stack_put(braid__stack_pool *p, braid__stack_cache *cache, int cls,
+                                    void *slot)
+{
+    if (BRAID_LIKELY(cache && cls == p->default_cls && cache->n < BRAID_STACK_CACHE)) {
+        cache->slot[cache->n++] = slot;
+        return;
+    }
+    braid__stack_put_slow(p, cache, cls, slot);
+}
 
 /* Give a cache's stacks back to the global lists. */
 void braid__stack_cache_flush(braid__stack_pool *p, braid__stack_cache *cache);

@@ -528,7 +528,8 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
      * the newest entry of our own ring (spawned just before, or its later
      * siblings already joined), take the entry back too. */
     if (braid__rec_phase(s) == BRAID_REC_QUEUED && braid__rec_owner(index)->rt == w->rt) {
-        braid__ring_unpush(&w->ring, h.bits);
+        if (!braid__sched_take_newest(w, h.bits))
+            braid__ring_unpush(&w->ring, h.bits);
         uint64_t claimed = claim(r, gen);
         if (claimed) {
             braid__task *t = start_claimed(w, r, index, claimed, wt);
