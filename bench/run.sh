@@ -12,9 +12,10 @@ echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f
 echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
 "$BIN" prewarm 4096 2>/dev/null
 
-median() { sort -g | awk '{ v[NR] = $1 } END { if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
+# "median min max" of the numbers on stdin
+stats() { sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s %s %s", m, v[1], v[NR] }'; }
 
-printf '%-18s %5s %12s %12s  %s\n' workload runs "median ms" "ns/op" "last run's extras"
+printf '%-18s %4s %11s %11s %24s  %s\n' workload runs "median ms" "median ns" "ns/op min..max" "last run's extras"
 for w in $ONLY; do
     runs=$RUNS
     case $w in sleep_many|idle_memory) [ "$runs" -gt 3 ] && runs=3 ;; esac
@@ -25,6 +26,7 @@ for w in $ONLY; do
         nss+=("$(sed -n 's/.*ns_per_op=\([^ ]*\).*/\1/p' <<<"$line")")
         last=$(sed 's/.*ns_per_op=[^ ]*//' <<<"$line")
     done
-    printf '%-18s %5s %12s %12s %s\n' "$w" "$runs" "$(printf '%s\n' "${walls[@]}" | median)" \
-        "$(printf '%s\n' "${nss[@]}" | median)" "$last"
+    read -r wmed _ _ <<<"$(printf '%s\n' "${walls[@]}" | stats)"
+    read -r nmed nmin nmax <<<"$(printf '%s\n' "${nss[@]}" | stats)"
+    printf '%-18s %4s %11s %11s %24s %s\n' "$w" "$runs" "$wmed" "$nmed" "$nmin..$nmax" "$last"
 done

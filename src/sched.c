@@ -353,15 +353,15 @@ static void maintenance(braid__worker *w)
     release_yielders(w);
 }
 
-static braid__task *pick(braid__worker *w)
+/* The runnable work that is cheap to find: the LIFO slot, the ready list,
+ * the inbox, the newest spawn and the ring.  This is all a task looks at
+ * when it gives up the CPU (on its own stack, which therefore stays
+ * shallow: a simple task touches one stack page); the rest (injection
+ * queue, timers, yielders, stealing, parking) happens on the worker's own
+ * stack, in sched_next. */
+static braid__task *pick_local(braid__worker *w)
 {
     braid__task *t;
-    if (BRAID_UNLIKELY(--w->tick == 0)) {
-        w->tick = BRAID_EVENT_INTERVAL;
-        maintenance(w);
-        if ((t = start_from_inject(w)))
-            return t;
-    }
     if ((t = w->lifo)) {
         w->lifo = NULL;
         if (w->lifo_streak < BRAID_LIFO_CAP) {
@@ -375,28 +375,47 @@ static braid__task *pick(braid__worker *w)
         return t;
     if (drain_inbox(w) && (t = ready_pop(w)))
         return t;
-    if ((t = start_from_ring(w)) || (t = start_from_inject(w)))
-        return t;
-    if (w->yield_head) {
-        release_yielders(w);
-        return ready_pop(w);
-    }
-    poll_timers(w);
-    return ready_pop(w);
+    return start_from_ring(w);
 }
 
-/* The single place that decides what a worker runs next (called with no
- * current task).  NULL when nothing is runnable locally. */
-static braid__task *sched_next(braid__worker *w)
+static void check_notify(braid__worker *w)
 {
-    braid__task *t = pick(w);
     if (w->notify_pending) {
-        /* The entry a spawn left in the ring is still waiting although this
+        /* The task a spawn left waiting is still waiting although this
          * worker moves on to another task: get help. */
         w->notify_pending = false;
         if (braid__ring_len(&w->ring) || atomic_load_explicit(&w->ring.newest, memory_order_relaxed))
             notify(w->rt, false);
     }
+}
+
+/* The single place that decides what a worker runs next, in the scheduler
+ * context.  Every BRAID_EVENT_INTERVAL decisions (switch_out counts them
+ * too) it first does the periodic work and looks at the injection queue
+ * first, so that neither can be starved by local work.  NULL when nothing
+ * is runnable locally. */
+static braid__task *sched_next(braid__worker *w)
+{
+    braid__task *t;
+    if (w->tick <= 1) {
+        w->tick = BRAID_EVENT_INTERVAL;
+        maintenance(w);
+        if ((t = start_from_inject(w)))
+            goto found;
+    } else {
+        w->tick--;
+    }
+    if ((t = pick_local(w)) || (t = start_from_inject(w)))
+        goto found;
+    if (w->yield_head) {
+        release_yielders(w);
+        t = ready_pop(w);
+        goto found;
+    }
+    poll_timers(w);
+    t = ready_pop(w);
+found:
+    check_notify(w);
     return t;
 }
 
@@ -417,8 +436,9 @@ void braid__sched_after_switch(braid__worker *w)
  * Give up the CPU from task `from` (which has queued itself somewhere, or
  * parked, or ended).  The next task is chosen right here, on from's stack,
  * and switched to directly: one context switch per hand-off instead of two
- * through the scheduler context.  Only when nothing is runnable locally does
- * the worker go back to its scheduler context to steal or park.  The task
+ * through the scheduler context.  Only when no cheap local work is there
+ * does the worker go back to its scheduler context to look further, steal
+ * or park.  The task
  * a current-thread block_on waits for returns to the scheduler context when
  * it ends, so that block_on returns at once.
  */
@@ -426,8 +446,13 @@ static void switch_out(braid__worker *w, braid__task *from, bool dying)
 {
     braid__tls_task = NULL;
     braid__task *t = NULL;
-    if (!(dying && BRAID_UNLIKELY(from->rec == w->watch && w->watch)))
-        t = sched_next(w);
+    /* When the periodic work is due, or block_on's root has ended, leave it
+     * to the scheduler context. */
+    if (BRAID_LIKELY(w->tick > 1) && !(dying && BRAID_UNLIKELY(from->rec == w->watch && w->watch))) {
+        w->tick--;
+        t = pick_local(w);
+        check_notify(w);
+    }
     if (t == from) { /* a yield with nothing else to run, or an early wake */
         braid__tls_task = from;
         return;
