@@ -139,7 +139,7 @@ static struct {
     uintptr_t lo, hi;
 } ranges[MAX_RANGES];
 static int nranges;
-static bool can_isolate;
+static bool can_isolate, found_libc;
 
 static pthread_mutex_t fault_lock = PTHREAD_MUTEX_INITIALIZER;
 static unsigned fault_users;
@@ -175,6 +175,8 @@ static int collect_object(struct dl_phdr_info *info, size_t size, void *data)
             match = true;
     if (!match)
         return 0;
+    if (strncmp(base, "libc.so", 7) == 0)
+        found_libc = true;
     for (int i = 0; i < info->dlpi_phnum; i++) {
         const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
         if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X))
@@ -381,14 +383,16 @@ void braid__faults_acquire(void)
     pthread_mutex_lock(&fault_lock);
     if (fault_users++ == 0 && !braid__under_asan && !braid__under_tsan) {
         nranges = 0;
+        found_libc = false;
         if (__start_braid_text && __stop_braid_text)
             add_range((uintptr_t)__start_braid_text, (uintptr_t)__stop_braid_text);
         dl_iterate_phdr(collect_object, NULL);
 #ifdef UC_PC
-        /* Without knowing where libbraid's own code is, a fault inside it
-         * could not be told apart: then nothing is converted. */
-        can_isolate = nranges > 0 && ((__start_braid_text && __stop_braid_text) ||
-                                      pc_excluded((uintptr_t)&braid__faults_acquire));
+        /* Without knowing where libbraid's and libc's code are (an LTO build
+         * of libbraid, a static executable), a fault inside them could not
+         * be told apart: then nothing is converted. */
+        can_isolate = found_libc && ((__start_braid_text && __stop_braid_text) ||
+                                     pc_excluded((uintptr_t)&braid__faults_acquire));
 #endif
         struct sigaction sa;
         memset(&sa, 0, sizeof sa);

@@ -306,18 +306,22 @@ braid__task *braid__task_start_queued(braid__worker *w, uint64_t handle)
 
 /* ---- ending ------------------------------------------------------------------ */
 
+/* Out of line, so that its buffer is not part of every task's last frame. */
+static __attribute__((noinline, cold)) void warn_pushed_defers(braid__task *t)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "braid: task %llu returned with defers still pushed; they were not run\n",
+             (unsigned long long)t->id);
+    braid__write_stderr(msg);
+    t->defers = NULL;
+}
+
 void braid__task_exit(braid__task *t, int fate, void *value)
 {
     if (t->locals)
         braid__local_destroy(t);
-    if (t->defers && fate != BRAID_PANICKED) {
-        char msg[160];
-        snprintf(msg, sizeof msg,
-                 "braid: task %llu returned with defers still pushed; they were not run\n",
-                 (unsigned long long)t->id);
-        braid__write_stderr(msg);
-        t->defers = NULL;
-    }
+    if (BRAID_UNLIKELY(t->defers && fate != BRAID_PANICKED))
+        warn_pushed_defers(t);
     if (t->kind == BRAID_KIND_CALL) {
         braid__call_finish(t, fate, value);
     } else {
