@@ -153,8 +153,9 @@ demo: $(addprefix $(B)/ex/,$(EXAMPLES))
 	@for e in $(EXAMPLES); do echo "== examples/$$e.c"; $(B)/ex/$$e || exit 1; done
 
 # ---- benchmarks ------------------------------------------------------------------------
+# bench/run.sh runs every workload several times and prints medians; one
+# workload by hand: build/braid-bench <workload> [N] (see BENCHMARKS.md).
 bench: $(B)/braid-bench
-	@echo "built $(B)/braid-bench; run: $(B)/braid-bench <workload> [N]  (bench/README.md)"
 	@bench/run.sh $(B)/braid-bench
 
 $(B)/braid-bench: bench/braid_bench.c $(B)/libbraid.a

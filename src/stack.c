@@ -221,8 +221,11 @@ static void give_back(braid__stack_pool *p, braid__stack_class *c, void **slots,
             madvise((char *)slots[i] + BRAID_GUARD_SIZE, c->usable, MADV_DONTNEED);
         }
     }
+    bool over = c->ndirty > RETAIN_DIRTY;
     pthread_mutex_unlock(&c->lock);
     atomic_store_explicit(&p->exhausted, false, memory_order_relaxed);
+    if (over)
+        atomic_store_explicit(&p->excess, true, memory_order_relaxed);
 }
 
 void braid__stack_put_slow(braid__stack_pool *p, braid__stack_cache *cache, int cls, void *slot)
@@ -250,6 +253,11 @@ void braid__stack_cache_flush(braid__stack_pool *p, braid__stack_cache *cache)
 
 size_t braid__stack_trim(braid__stack_pool *p, size_t max)
 {
+    /* Workers call this every time they are about to park: one load when
+     * there is nothing to do. */
+    if (!atomic_load_explicit(&p->excess, memory_order_relaxed))
+        return 0;
+    atomic_store_explicit(&p->excess, false, memory_order_relaxed);
     size_t done = 0;
     int saved = errno;
     for (int i = 0; i < BRAID_STACK_CLASSES && done < max; i++) {
@@ -271,9 +279,13 @@ size_t braid__stack_trim(braid__stack_pool *p, size_t max)
         for (size_t k = 0; k < n; k++)
             if (!push_slot(&c->clean, &c->nclean, &c->clean_cap, batch[k]))
                 break; /* forgotten but trimmed: harmless */
+        if (c->ndirty > RETAIN_DIRTY)
+            atomic_store_explicit(&p->excess, true, memory_order_relaxed); /* more next time */
         pthread_mutex_unlock(&c->lock);
         done += n;
     }
+    if (done >= max)
+        atomic_store_explicit(&p->excess, true, memory_order_relaxed); /* stopped early */
     errno = saved;
     return done;
 }

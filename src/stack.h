@@ -58,6 +58,7 @@ typedef struct braid__stack_pool {
     size_t mprotect_budget;
     _Atomic size_t mprotect_used;
     _Atomic bool exhausted;         /* the last arena mapping failed */
+    _Atomic bool excess;            /* some class keeps more dirty stacks than it should */
 } braid__stack_pool;
 
 /* A worker's private cache of default-size stacks. */

@@ -101,3 +101,10 @@ TEST(example_task_failure)
     CHECK(p != NULL);
     CHECK(ok < after);
 }
+
+TEST(example_hello)
+{
+    run_example("hello");
+    int a = line_index("a: 200"), b = line_index("b: panicked: no work given");
+    CHECK(a >= 0 && b >= 0 && a < b);
+}

@@ -1,0 +1,140 @@
+/* Stacks: sizes, laziness, recycling, trimming. */
+#include "test.h"
+
+static long status_kb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t k = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, k) == 0 && line[k] == ':')
+            v = atol(line + k + 1);
+    if (f)
+        fclose(f);
+    return v;
+}
+
+/* Use n bytes of stack, in 1 KiB frames. */
+static volatile int depth_sink;
+
+static int use_stack(size_t n)
+{
+    volatile char frame[1024];
+    frame[0] = (char)n;
+    frame[1023] = 1;
+    if (n <= sizeof frame)
+        return frame[0];
+    return use_stack(n - sizeof frame) + frame[1023];
+}
+
+static void *use_arg_bytes(void *arg)
+{
+    depth_sink = use_stack((size_t)(uintptr_t)arg);
+    return NULL;
+}
+
+static void *sizes_root(void *arg)
+{
+    (void)arg;
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    size_t sizes[] = { 16 << 10, 64 << 10, 8 << 20 };
+    for (size_t i = 0; i < 3; i++) {
+        o.stack_size = sizes[i];
+        braid_task t;
+        /* Three quarters of the stack: fine. */
+        CHECK_EQ(braid_spawn_ex(&t, &o, use_arg_bytes, (void *)(uintptr_t)(sizes[i] / 4 * 3)), 0);
+        CHECK_EQ(braid_join(t, NULL), BRAID_OK);
+        if (test_instrumented())
+            continue; /* no overflow detection under the sanitizers */
+        /* Twice the stack: a panic, not a crash. */
+        CHECK_EQ(braid_spawn_ex(&t, &o, use_arg_bytes, (void *)(uintptr_t)(sizes[i] * 2)), 0);
+        braid_outcome out = BRAID_OUTCOME_INIT;
+        CHECK_EQ(braid_join_ex(t, &out), BRAID_PANICKED);
+        CHECK(strstr(out.message, "stack overflow") != NULL);
+    }
+    return NULL;
+}
+
+TEST(stack_sizes_are_honoured)
+{
+#if defined(TEST_ASAN)
+    SKIP("ASan's frames are larger than the sizes this test computes with");
+#endif
+    test_run(2, sizes_root, NULL);
+}
+
+static void *noop(void *arg)
+{
+    return arg;
+}
+
+static void *unstarted_root(void *arg)
+{
+    (void)arg;
+    enum { N = 100000 };
+    static braid_task h[N];
+    long before = status_kb("VmRSS");
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(braid_spawn(&h[i], noop, NULL), 0);
+    long after = status_kb("VmRSS");
+    /* A hundred thousand tasks that have not started: records only (32
+     * bytes each, a few MB with the queues), no stacks (which would be 400
+     * MB). */
+    if (after - before > 40 * 1024)
+        TEST_FAIL("unstarted tasks cost %ld kB", after - before);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(braid_join(h[i], NULL), BRAID_OK);
+    return NULL;
+}
+
+TEST(unstarted_tasks_hold_no_stack)
+{
+    if (test_instrumented())
+        SKIP("memory figures are the tools' own");
+    test_run(1, unstarted_root, NULL);
+}
+
+static atomic_int started, release;
+
+static void *deep_sleeper(void *arg)
+{
+    (void)arg;
+    depth_sink = use_stack(48 << 10); /* 48 KiB of the stack touched */
+    atomic_fetch_add(&started, 1);
+    while (!atomic_load(&release))
+        braid_sleep_ms(1);
+    return NULL;
+}
+
+static void *trim_root(void *arg)
+{
+    (void)arg;
+    enum { N = 4000 };
+    static braid_task h[N];
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(braid_spawn(&h[i], deep_sleeper, NULL), 0);
+    test_await(&started, N);
+    long peak = status_kb("VmRSS");
+    printf("peak %ld kB\n", peak);
+    atomic_store(&release, 1);
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(braid_join(h[i], NULL), BRAID_OK);
+    /* 4000 stacks of 48 KiB were touched (190 MB).  Once the workers are
+     * idle they give the excess back; wait for that, with a generous bound. */
+    uint64_t give_up = test_now_ms() + 20000;
+    long now;
+    while ((now = status_kb("VmRSS")) > peak - 120 * 1024) {
+        if (test_now_ms() > give_up)
+            TEST_FAIL("stacks not trimmed: %ld kB at the peak, %ld kB now", peak, now);
+        braid_sleep_ms(10); /* lets the workers go idle */
+    }
+    return NULL;
+}
+
+TEST(idle_workers_trim_free_stacks)
+{
+    if (test_instrumented())
+        SKIP("memory figures are the tools' own");
+    test_run(2, trim_root, NULL);
+}
