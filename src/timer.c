@@ -1,47 +1,62 @@
 #include "timer.h"
 
-#define SLOT_BITS 6
-#define SLOT_MASK (BRAID_WHEEL_SLOTS - 1)
-/* The furthest tick a timer can be filed at, relative to elapsed. */
-#define MAX_SPAN ((UINT64_C(1) << (SLOT_BITS * BRAID_WHEEL_LEVELS)) - 1)
+#include <string.h>
 
-static inline uint64_t slot_ticks(unsigned level)
+#define L0_MASK (BRAID_WHEEL_L0_SLOTS - 1)
+#define UP_BITS 6
+#define UP_MASK (BRAID_WHEEL_UP_SLOTS - 1)
+/* The furthest tick a timer can be filed at, relative to elapsed. */
+#define MAX_SPAN ((UINT64_C(1) << (BRAID_WHEEL_L0_BITS + UP_BITS * BRAID_WHEEL_UP_LEVELS)) - 1)
+
+/* log2 of the ticks one slot of upper level l (1-based) spans. */
+static inline unsigned up_shift(unsigned l)
 {
-    return UINT64_C(1) << (SLOT_BITS * level);
+    return BRAID_WHEEL_L0_BITS + UP_BITS * (l - 1);
 }
 
 void braid__wheel_init(braid__wheel *w, uint64_t now_ns)
 {
-    *w = (braid__wheel){ .elapsed = braid__tick_floor(now_ns) };
+    memset(w, 0, sizeof *w);
+    w->elapsed = braid__tick_floor(now_ns);
 }
 
-/* The level at which a tick belongs: that of the highest bit in which it
- * differs from elapsed, so that everything in one level-n slot shares the
- * current level-(n+1) window. */
-static unsigned level_for(uint64_t elapsed, uint64_t tick)
+static void push(braid__timer **head, braid__timer *t)
 {
-    uint64_t masked = (elapsed ^ tick) | SLOT_MASK;
-    unsigned significant = 63u - (unsigned)__builtin_clzll(masked);
-    unsigned level = significant / SLOT_BITS;
-    return level < BRAID_WHEEL_LEVELS ? level : BRAID_WHEEL_LEVELS - 1;
-}
-
-static void file(braid__wheel *w, braid__timer *t)
-{
-    uint64_t tick = t->tick;
-    if (tick - w->elapsed > MAX_SPAN)
-        tick = w->elapsed + MAX_SPAN; /* re-filed when that slot comes round */
-    unsigned level = level_for(w->elapsed, tick);
-    unsigned slot = (unsigned)(tick >> (SLOT_BITS * level)) & SLOT_MASK;
-    braid__timer **head = &w->slots[level][slot];
-    t->level = (uint8_t)level;
-    t->slot = (uint8_t)slot;
     t->next = *head;
     if (*head)
         (*head)->pprev = &t->next;
     *head = t;
     t->pprev = head;
-    w->occupied[level] |= UINT64_C(1) << slot;
+}
+
+/* File t by its tick, relative to elapsed (t->tick > elapsed). */
+static void file(braid__wheel *w, braid__timer *t)
+{
+    uint64_t tick = t->tick;
+    if (tick - w->elapsed < BRAID_WHEEL_L0_SLOTS) {
+        unsigned s = (unsigned)tick & L0_MASK;
+        push(&w->l0[s], t);
+        w->l0_occupied[s / 64] |= UINT64_C(1) << (s % 64);
+        w->l0_summary |= UINT64_C(1) << (s / 64);
+        t->level = 0;
+        t->slot = (uint16_t)s;
+        return;
+    }
+    if (tick - w->elapsed > MAX_SPAN)
+        tick = w->elapsed + MAX_SPAN; /* re-filed when that slot comes round */
+    /* The level is that of the highest bit in which the tick's 4096-tick
+     * block differs from elapsed's, so that everything in one slot of level
+     * l shares the current window of level l + 1.  The blocks differ: the
+     * tick is at least a block away. */
+    uint64_t x = (w->elapsed ^ tick) >> BRAID_WHEEL_L0_BITS;
+    unsigned l = 1 + (63u - (unsigned)__builtin_clzll(x)) / UP_BITS;
+    if (l > BRAID_WHEEL_UP_LEVELS)
+        l = BRAID_WHEEL_UP_LEVELS;
+    unsigned s = (unsigned)(tick >> up_shift(l)) & UP_MASK;
+    push(&w->up[l - 1][s], t);
+    w->up_occupied[l - 1] |= UINT64_C(1) << s;
+    t->level = (uint8_t)l;
+    t->slot = (uint16_t)s;
 }
 
 bool braid__timer_arm(braid__wheel *w, braid__timer *t, uint64_t deadline_ns)
@@ -56,54 +71,87 @@ bool braid__timer_arm(braid__wheel *w, braid__timer *t, uint64_t deadline_ns)
     return true;
 }
 
-static void unlink_timer(braid__wheel *w, braid__timer *t)
+static void clear_slot_bit(braid__wheel *w, unsigned level, unsigned s)
 {
-    *t->pprev = t->next;
-    if (t->next)
-        t->next->pprev = t->pprev;
-    if (!w->slots[t->level][t->slot])
-        w->occupied[t->level] &= ~(UINT64_C(1) << t->slot);
-    t->pprev = NULL;
-    t->next = NULL;
+    if (level == 0) {
+        w->l0_occupied[s / 64] &= ~(UINT64_C(1) << (s % 64));
+        if (!w->l0_occupied[s / 64])
+            w->l0_summary &= ~(UINT64_C(1) << (s / 64));
+    } else {
+        w->up_occupied[level - 1] &= ~(UINT64_C(1) << s);
+    }
 }
 
 void braid__timer_disarm(braid__wheel *w, braid__timer *t)
 {
     if (!t->pprev)
         return;
-    unlink_timer(w, t);
+    *t->pprev = t->next;
+    if (t->next)
+        t->next->pprev = t->pprev;
+    braid__timer *head = t->level ? w->up[t->level - 1][t->slot] : w->l0[t->slot];
+    if (!head)
+        clear_slot_bit(w, t->level, t->slot);
+    t->pprev = NULL;
+    t->next = NULL;
     w->count--;
 }
 
-/* The first tick of the next occupied slot after the current one, searching
- * from the lowest level (whose slots all come before any higher level's);
- * sets *level and *slot.  False if the wheel is empty.
- *
- * A timer is never filed in the current slot of its level: it would differ
- * from elapsed in a lower level.  So an occupied slot at or before the
- * current one belongs to the next window of its level; only deadlines
- * beyond the wheel's span, clamped into the top level, land there. */
+/* The first occupied level-0 slot at or after position p, circularly. */
+static unsigned l0_find(const braid__wheel *w, unsigned p)
+{
+    unsigned wi = p / 64, bi = p % 64;
+    uint64_t m = w->l0_occupied[wi] & (~UINT64_C(0) << bi);
+    if (m)
+        return wi * 64 + (unsigned)__builtin_ctzll(m);
+    uint64_t later = wi + 1 < 64 ? w->l0_summary & (~UINT64_C(0) << (wi + 1)) : 0;
+    unsigned wj = (unsigned)__builtin_ctzll(later ? later : w->l0_summary);
+    return wj * 64 + (unsigned)__builtin_ctzll(w->l0_occupied[wj]);
+}
+
+/* The tick at which the wheel next has something to do (fire a level-0
+ * slot, or cascade an upper slot), with that slot; false if empty. */
 static bool next_slot(const braid__wheel *w, uint64_t *tick, unsigned *level, unsigned *slot)
 {
-    for (unsigned l = 0; l < BRAID_WHEEL_LEVELS; l++) {
-        uint64_t occ = w->occupied[l];
+    bool found = false;
+    if (w->l0_summary) {
+        /* From elapsed itself: a cascade that moved elapsed to a slot's
+         * start may leave level-0 entries due at exactly that tick.  (No
+         * entry is ever 4096 ticks ahead, so this slot cannot mean later.) */
+        unsigned p = (unsigned)w->elapsed & L0_MASK;
+        unsigned s = l0_find(w, p);
+        *tick = w->elapsed + ((s - p) & L0_MASK);
+        *level = 0;
+        *slot = s;
+        found = true;
+    }
+    for (unsigned l = 1; l <= BRAID_WHEEL_UP_LEVELS; l++) {
+        uint64_t occ = w->up_occupied[l - 1];
         if (!occ)
             continue;
-        uint64_t span = slot_ticks(l);
-        uint64_t level_span = span << SLOT_BITS;
-        unsigned now_slot = (unsigned)(w->elapsed >> (SLOT_BITS * l)) & SLOT_MASK;
-        unsigned from = (now_slot + 1) & SLOT_MASK;
+        unsigned shift = up_shift(l);
+        uint64_t span = UINT64_C(1) << shift, level_span = span << UP_BITS;
+        /* A timer is never filed in the current slot of its level (it would
+         * then belong lower), so the search starts after it; an occupied
+         * slot at or before it is in the level's next window (only clamped
+         * far deadlines land there). */
+        unsigned now_slot = (unsigned)(w->elapsed >> shift) & UP_MASK;
+        unsigned from = (now_slot + 1) & UP_MASK;
         uint64_t rotated = (occ >> from) | (from ? occ << (64 - from) : 0);
-        unsigned s = (from + (unsigned)__builtin_ctzll(rotated)) & SLOT_MASK;
+        unsigned s = (from + (unsigned)__builtin_ctzll(rotated)) & UP_MASK;
         uint64_t start = (w->elapsed & ~(level_span - 1)) + (uint64_t)s * span;
         if (s <= now_slot)
             start += level_span;
-        *tick = start;
-        *level = l;
-        *slot = s;
-        return true;
+        /* On a tie the cascade goes first: once elapsed reaches the slot's
+         * start it is the current slot and would be skipped. */
+        if (!found || start <= *tick) {
+            *tick = start;
+            *level = l;
+            *slot = s;
+            found = true;
+        }
     }
-    return false;
+    return found;
 }
 
 size_t braid__wheel_advance(braid__wheel *w, uint64_t now_ns, void (*fire)(braid__timer *t))
@@ -113,9 +161,10 @@ size_t braid__wheel_advance(braid__wheel *w, uint64_t now_ns, void (*fire)(braid
     uint64_t tick;
     unsigned level, slot;
     while (w->count && next_slot(w, &tick, &level, &slot) && tick <= now) {
-        braid__timer *list = w->slots[level][slot];
-        w->slots[level][slot] = NULL;
-        w->occupied[level] &= ~(UINT64_C(1) << slot);
+        braid__timer **head = level ? &w->up[level - 1][slot] : &w->l0[slot];
+        braid__timer *list = *head;
+        *head = NULL;
+        clear_slot_bit(w, level, slot);
         if (tick > w->elapsed)
             w->elapsed = tick;
         while (list) {
@@ -128,7 +177,7 @@ size_t braid__wheel_advance(braid__wheel *w, uint64_t now_ns, void (*fire)(braid
                 fired++;
                 fire(t);
             } else {
-                file(w, t); /* cascade to a lower level */
+                file(w, t); /* cascade down */
             }
         }
     }

@@ -1,38 +1,51 @@
 /*
- * Timers: one hierarchical timing wheel per worker.
+ * Timers: one timing wheel per worker.
  *
- * Six levels of 64 slots; a level-0 slot is one millisecond, a level-n slot
- * 64^n ms, so the wheel spans 64^6 ms (about 2.2 years; later deadlines wait
- * in the last level and are re-filed when it comes round).  Each level keeps
- * a 64-bit occupancy mask, so the next expiry is found with a few bit
- * operations whatever the number of timers.  As time advances, the entries
- * of a higher-level slot cascade into lower levels until they fire.
+ * Level 0 is a circular array of 4096 one-millisecond slots holding every
+ * timer due within the next 4.096 s, whatever the alignment of that window.
+ * Above it, hierarchical levels of 64 slots each (a level-1 slot spans 4096
+ * ms, each level 64 times the one below; five levels reach 139 years, later
+ * deadlines wait in the last slot and are re-filed when it comes round).
+ * Occupancy bitmaps (with a summary word for level 0) find the next expiry
+ * in a few bit operations whatever the number of timers.  As time advances,
+ * the entries of a due upper slot cascade down until they fire.
+ *
+ * Why a wide level 0: a cascade re-files every entry of a slot at once, and
+ * each entry lives in its own task's stack page, so a million timers in one
+ * slot (a million tasks sleeping about a second) cost a cascade of tens of
+ * milliseconds during which nothing else runs on the worker.  With 4 s of
+ * single-millisecond slots, timers shorter than that never cascade.
  *
  * A task's timer entry lives inside the task itself and only the task's
- * home worker touches its wheel, so there is no lock: insert, remove and
- * expiry are plain list operations.  Deadlines are rounded up to the next
- * millisecond tick, so a timer never fires early.
+ * home worker touches its wheel, so there is no lock.  Deadlines are rounded
+ * up to the next millisecond tick, so a timer never fires early.
  */
 #ifndef BRAID_TIMER_H
 #define BRAID_TIMER_H
 
 #include "internal.h"
 
-#define BRAID_WHEEL_LEVELS 6
-#define BRAID_WHEEL_SLOTS 64
+#define BRAID_WHEEL_L0_BITS 12
+#define BRAID_WHEEL_L0_SLOTS (1u << BRAID_WHEEL_L0_BITS)
+#define BRAID_WHEEL_UP_LEVELS 5
+#define BRAID_WHEEL_UP_SLOTS 64
 
 typedef struct braid__timer {
     struct braid__timer *next;
     struct braid__timer **pprev;    /* NULL when not armed */
     uint64_t tick;                  /* deadline, in ms ticks */
-    uint8_t level, slot;
+    uint16_t slot;
+    uint8_t level;                  /* 0, or 1..BRAID_WHEEL_UP_LEVELS */
 } braid__timer;
 
 typedef struct braid__wheel {
-    uint64_t elapsed;               /* every tick <= elapsed has been processed */
+    uint64_t elapsed;               /* every tick < elapsed has been processed */
     size_t count;
-    uint64_t occupied[BRAID_WHEEL_LEVELS];
-    braid__timer *slots[BRAID_WHEEL_LEVELS][BRAID_WHEEL_SLOTS];
+    uint64_t l0_summary;            /* bit i: l0_occupied[i] != 0 */
+    uint64_t l0_occupied[BRAID_WHEEL_L0_SLOTS / 64];
+    uint64_t up_occupied[BRAID_WHEEL_UP_LEVELS];
+    braid__timer *l0[BRAID_WHEEL_L0_SLOTS];
+    braid__timer *up[BRAID_WHEEL_UP_LEVELS][BRAID_WHEEL_UP_SLOTS];
 } braid__wheel;
 
 static inline uint64_t braid__tick_floor(uint64_t ns)
