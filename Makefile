@@ -36,7 +36,11 @@ SAN_TSAN := -fsanitize=thread
 LIB_C    := src/unity.c src/fiber.c src/arch/ctx.c
 UNITY_PARTS := $(filter-out src/unity.c src/fiber.c,$(wildcard src/*.c))
 ARCH     := $(shell $(CC) -dumpmachine | cut -d- -f1)
-ifeq ($(ARCH),x86_64)
+# PORTABLE=1 builds the ucontext context switch instead of the assembly.
+ifeq ($(PORTABLE),1)
+LIB_S    :=
+CFLAGS_LIB += -DBRAID_PORTABLE_CTX
+else ifeq ($(ARCH),x86_64)
 LIB_S    := src/arch/ctx_x86_64_sysv_elf_gas.S
 else ifeq ($(ARCH),aarch64)
 LIB_S    := src/arch/ctx_aarch64_aapcs_elf_gas.S

@@ -96,7 +96,7 @@ void braid__fiber_switch_tools(braid__fiber *from, braid__fiber *to)
         __sanitizer_finish_switch_fiber(from->asan_fake, NULL, NULL);
 }
 
-void braid__fiber_exit(braid__fiber *from, braid__fiber *to)
+void braid__fiber_exit_tools(braid__fiber *from, braid__fiber *to)
 {
     if (braid__under_asan)
         __sanitizer_start_switch_fiber(NULL, to->stack_lo, to->stack_size);

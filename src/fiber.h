@@ -77,7 +77,15 @@ static inline void braid__fiber_switch(braid__fiber *from, braid__fiber *to)
 }
 
 /* Switch away from a fiber that will never run again. */
-BRAID_NORETURN void braid__fiber_exit(braid__fiber *from, braid__fiber *to);
+BRAID_NORETURN void braid__fiber_exit_tools(braid__fiber *from, braid__fiber *to);
+
+static inline BRAID_NORETURN void braid__fiber_exit(braid__fiber *from, braid__fiber *to)
+{
+    if (BRAID_UNLIKELY(braid__under_tools))
+        braid__fiber_exit_tools(from, to);
+    braid__ctx_switch(&from->ctx, &to->ctx);
+    __builtin_unreachable(); /* nothing switches back to a dead fiber */
+}
 
 /* The first call of every new fiber's entry function. */
 void braid__fiber_entered_tools(void);

@@ -1,6 +1,7 @@
 #include "stack.h"
 #include "util.h"
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -42,6 +43,27 @@ static size_t read_max_map_count(void)
     return v;
 }
 
+/* Whether madvise(MADV_GUARD_INSTALL) really guards a page: some
+ * environments accept the call and do nothing (qemu-user ignores madvise
+ * hints).  Writing the page to a pipe makes the kernel read it: on a guard
+ * page that fails with EFAULT, without any signal. */
+static bool guard_markers_work(void)
+{
+    size_t page = braid__page_size();
+    void *probe = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    if (probe == MAP_FAILED)
+        return false;
+    bool works = false;
+    int fds[2];
+    if (madvise(probe, page, MADV_GUARD_INSTALL) == 0 && pipe2(fds, O_CLOEXEC) == 0) {
+        works = write(fds[1], probe, 1) < 0 && errno == EFAULT;
+        close(fds[0]);
+        close(fds[1]);
+    }
+    munmap(probe, page);
+    return works;
+}
+
 int braid__stack_pool_init(braid__stack_pool *p, size_t default_size)
 {
     int saved = errno;
@@ -61,15 +83,10 @@ int braid__stack_pool_init(braid__stack_pool *p, size_t default_size)
     p->default_cls = cls;
     /* Probe once whether the kernel has guard markers.  BRAID_NO_GUARD_INSTALL
      * forces the mprotect fallback, to test it on new kernels. */
-    p->guard_mode = GUARD_MADVISE;
     const char *force = getenv("BRAID_NO_GUARD_INSTALL");
-    size_t page = braid__page_size();
-    void *probe = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    if ((force && *force && *force != '0') || probe == MAP_FAILED ||
-        madvise(probe, page, MADV_GUARD_INSTALL) != 0)
-        p->guard_mode = GUARD_MPROTECT;
-    if (probe != MAP_FAILED)
-        munmap(probe, page);
+    p->guard_mode = force && *force && *force != '0' ? GUARD_MPROTECT
+                    : guard_markers_work()          ? GUARD_MADVISE
+                                                    : GUARD_MPROTECT;
     p->mprotect_budget = read_max_map_count() * 3 / 8;
     errno = saved;
     return 0;
