@@ -159,10 +159,12 @@ demo: $(addprefix $(B)/ex/,$(EXAMPLES))
 # ---- benchmarks ------------------------------------------------------------------------
 # bench/run.sh runs every workload several times and prints medians; one
 # workload by hand: build/braid-bench <workload> [N] (see BENCHMARKS.md).
-bench: $(B)/braid-bench
+bench: $(B)/braid-bench $(B)/braid-micro
 	@bench/run.sh $(B)/braid-bench
+	@echo "microbenchmarks (one worker, warm):"
+	@$(B)/braid-micro | sed 's/^/  /'
 
-$(B)/braid-bench: bench/braid_bench.c $(B)/libbraid.a
+$(B)/braid-%: bench/braid_%.c $(B)/libbraid.a
 	$(CC) -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Wall -Wextra $< $(B)/libbraid.a -o $@ -lpthread
 
 # ---- install ---------------------------------------------------------------------------

@@ -2,7 +2,7 @@
 # Run every workload of braid-bench several times and print the median of
 # each (`make bench`).  BENCH_RUNS sets the runs per workload (default 5; the
 # two million-task memory workloads run at most 3 times); BENCH_ONLY limits
-# the workloads (space-separated names).
+# the workloads (space-separated names); BENCH_PREWARM=1 touches 4 GiB first.
 set -u
 BIN=${1:-build/braid-bench}
 RUNS=${BENCH_RUNS:-5}
@@ -10,7 +10,10 @@ ONLY=${BENCH_ONLY:-"spawn_many spawn_many_remote yield_many chained_spawn fib_sp
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
 echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
-"$BIN" prewarm 4096 2>/dev/null
+# WORKLOADS.md suggests touching 4 GiB once first.  On this VM that made the
+# small workloads slower for a while (the freed memory goes back to the
+# host and is faulted in afresh), so it is optional here.
+[ "${BENCH_PREWARM:-0}" = 1 ] && "$BIN" prewarm 4096 2>/dev/null
 
 # "median min max" of the numbers on stdin
 stats() { sort -g | awk '{ v[NR] = $1 } END { m = (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2; printf "%s %s %s", m, v[1], v[NR] }'; }

@@ -354,11 +354,12 @@ static void maintenance(braid__worker *w)
 }
 
 /* The runnable work that is cheap to find: the LIFO slot, the ready list,
- * the inbox, the newest spawn and the ring.  This is all a task looks at
- * when it gives up the CPU (on its own stack, which therefore stays
- * shallow: a simple task touches one stack page); the rest (injection
- * queue, timers, yielders, stealing, parking) happens on the worker's own
- * stack, in sched_next. */
+ * the inbox, the newest spawn, the ring, and last the tasks that yielded.
+ * This is all a task looks at when it gives up the CPU (on its own stack,
+ * which therefore stays shallow: a simple task touches one stack page);
+ * the rest (injection queue, timers, stealing, parking) happens on the
+ * worker's own stack, in sched_next, which also runs every
+ * BRAID_EVENT_INTERVAL decisions so that yielders cannot starve it. */
 static braid__task *pick_local(braid__worker *w)
 {
     braid__task *t;
@@ -375,7 +376,13 @@ static braid__task *pick_local(braid__worker *w)
         return t;
     if (drain_inbox(w) && (t = ready_pop(w)))
         return t;
-    return start_from_ring(w);
+    if ((t = start_from_ring(w)))
+        return t;
+    if (w->yield_head) {
+        release_yielders(w);
+        return ready_pop(w);
+    }
+    return NULL;
 }
 
 static void check_notify(braid__worker *w)
