@@ -88,8 +88,9 @@ $(eval $(call flavour,tsan,$(SAN_TSAN)))
 $(B)/libbraid.a: $(call OBJS,obj)
 	rm -f $@ && $(AR) rcs $@ $^
 
-$(B)/libbraid.so: $(call OBJS,obj)
-	$(CC) -shared -Wl,-soname,libbraid.so.$(SOMAJOR) -o $(B)/libbraid.so.$(VERSION) $^ -lpthread
+$(B)/libbraid.so: $(call OBJS,obj) src/braid.map
+	$(CC) -shared -Wl,-soname,libbraid.so.$(SOMAJOR) -Wl,--version-script,src/braid.map \
+	    -o $(B)/libbraid.so.$(VERSION) $(call OBJS,obj) -lpthread
 	ln -sf libbraid.so.$(VERSION) $(B)/libbraid.so.$(SOMAJOR)
 	ln -sf libbraid.so.$(VERSION) $@
 
@@ -99,9 +100,11 @@ $(B)/libbraid-tsan.a: $(call OBJS,tsan)
 $(B)/libbraid-asan.a: $(call OBJS,asan)
 	rm -f $@ && $(AR) rcs $@ $^
 
+PC_SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCDIR@|$(INCDIR)|g' \
+	    -e 's|@VERSION@|$(VERSION)|g'
+
 $(B)/braid.pc: braid.pc.in Makefile
-	sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCDIR@|$(INCDIR)|g' \
-	    -e 's|@VERSION@|$(VERSION)|g' $< > $@
+	$(PC_SUBST) $< > $@
 
 # ---- tests -------------------------------------------------------------------------
 TEST_SRC  := $(wildcard tests/test_*.c)
@@ -175,7 +178,7 @@ install: all
 	install -m 755 $(B)/libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
 	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so.$(SOMAJOR)
 	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so
-	install -m 644 $(B)/braid.pc $(DESTDIR)$(LIBDIR)/pkgconfig/
+	$(PC_SUBST) braid.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/braid.pc
 
 clean:
 	rm -rf $(B)
