@@ -24,6 +24,8 @@
  *             stack, while they hold the lock) and the waiter (so a finisher
  *             wakes it before the waiter can leave).
  *   EXT       rec->b points at a braid__spawn_ext, not at the argument
+ *   NOHANDLE  spawned detached: no handle to it ever left the runtime, so
+ *             once it runs nobody else can lock the record (see rec_finish)
  *
  * The fields after the state word change meaning with the phase:
  *
@@ -58,6 +60,7 @@ enum {
     BRAID_REC_WAITING = 1 << 6,
     BRAID_REC_LOCK = 1 << 7,
     BRAID_REC_EXT = 1 << 8,
+    BRAID_REC_NOHANDLE = 1 << 9,
 };
 
 struct braid__rec {

@@ -105,8 +105,21 @@ static void waiter_wake(braid__waiter *wt)
 static void rec_finish(braid_runtime *rt, braid__worker *w, braid__rec *r, uint32_t index, int fate,
                        void *value, const char *name)
 {
-    r->b = value; /* nobody reads b while the task runs */
     uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire), ns;
+    if (s & BRAID_REC_NOHANDLE) {
+        /* Spawned detached: its only handle went into a run queue and was
+         * consumed by the claim, so no other thread can hold the lock or
+         * ever will (a stale queue entry only reads the state).  No CAS. */
+        if (fate == BRAID_PANICKED) {
+            braid__panic_report(rt, braid__rec_gen(s), name, value);
+            braid__panic_info_free(value);
+        }
+        atomic_store_explicit(&r->state, 0, memory_order_release);
+        braid__rec_free(w ? &w->recs : NULL, r, index);
+        count_finished(rt, w);
+        return;
+    }
+    r->b = value; /* nobody reads b while the task runs */
     unsigned spins = 0;
     int f;
     for (;;) {
@@ -427,7 +440,7 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
     r->waiter = NULL;
     uint64_t s = id << BRAID_REC_INDEX_BITS | BRAID_REC_QUEUED;
     if (!out)
-        s |= BRAID_REC_DETACHED;
+        s |= BRAID_REC_DETACHED | BRAID_REC_NOHANDLE;
     if (ext)
         s |= BRAID_REC_EXT;
     if (atomic_load_explicit(&rt->shutdown, memory_order_relaxed))
@@ -458,9 +471,43 @@ int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, v
     return braid__spawn(w->rt, w, out, opts, fn, arg);
 }
 
+/* braid_spawn from a task when the worker's caches can serve it: the same
+ * steps as braid__spawn without options, without its checks for the rare
+ * cases (which it falls back to). */
 int braid_spawn(braid_task *out, braid_fn fn, void *arg)
 {
-    return braid_spawn_ex(out, NULL, fn, arg);
+    braid__task *self = braid__tls_task;
+    if (BRAID_UNLIKELY(!self || !fn))
+        return self ? -EINVAL : -EPERM;
+    braid__worker *w = self->home;
+    braid_runtime *rt = w->rt;
+    braid__rec_cache *c = &w->recs;
+    if (BRAID_UNLIKELY(!c->n || c->id_next == c->id_end || !(c->id_next & BRAID_REC_GEN_MASK) ||
+                       braid__stack_exhausted(&rt->stacks)))
+        return braid__spawn(rt, w, out, NULL, fn, arg);
+    struct braid__rec_slot *s = &c->slot[--c->n];
+    braid__rec *r = s->r;
+    uint64_t id = c->id_next++ & BRAID_REC_GEN_MASK;
+    r->a.fn = fn;
+    r->b = arg;
+    r->waiter = NULL;
+    uint64_t st = id << BRAID_REC_INDEX_BITS | BRAID_REC_QUEUED;
+    if (!out)
+        st |= BRAID_REC_DETACHED | BRAID_REC_NOHANDLE;
+    if (BRAID_UNLIKELY(atomic_load_explicit(&rt->shutdown, memory_order_relaxed)))
+        st |= BRAID_REC_CANCEL;
+    atomic_store_explicit(&r->state, st, memory_order_release);
+    braid_task h = braid__handle_make(id, s->index);
+    count_spawned(rt, w, 1);
+    if (BRAID_UNLIKELY(!braid__sched_push_new(w, h.bits))) {
+        count_spawned(rt, w, -1);
+        atomic_store_explicit(&r->state, 0, memory_order_relaxed);
+        braid__rec_free(c, r, s->index);
+        return -ENOMEM;
+    }
+    if (out)
+        *out = h;
+    return 0;
 }
 
 /* ---- joining ------------------------------------------------------------------ */
