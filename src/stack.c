@@ -127,6 +127,13 @@ bool braid__stack_exhausted(braid__stack_pool *p)
     return atomic_load_explicit(&p->exhausted, memory_order_relaxed);
 }
 
+/* Set a shared flag only if it changes: every worker reads these lines. */
+static inline void set_flag(_Atomic bool *f, bool v)
+{
+    if (atomic_load_explicit(f, memory_order_relaxed) != v)
+        atomic_store_explicit(f, v, memory_order_relaxed);
+}
+
 static bool push_slot(void ***arr, size_t *n, size_t *cap, void *slot)
 {
     if (*n == *cap) {
@@ -158,7 +165,7 @@ static braid__arena *new_arena(braid__stack_pool *p, braid__stack_class *c)
             break;
         if (nslots == 1) {
             free(a);
-            atomic_store_explicit(&p->exhausted, true, memory_order_relaxed);
+            set_flag(&p->exhausted, true);
             return NULL;
         }
         nslots /= 2; /* address space is short: try smaller */
@@ -169,7 +176,7 @@ static braid__arena *new_arena(braid__stack_pool *p, braid__stack_class *c)
     a->next = 0;
     a->older = c->arenas;
     c->arenas = a;
-    atomic_store_explicit(&p->exhausted, false, memory_order_relaxed);
+    set_flag(&p->exhausted, false);
     return a;
 }
 
@@ -240,9 +247,9 @@ static void give_back(braid__stack_pool *p, braid__stack_class *c, void **slots,
     }
     bool over = c->ndirty > RETAIN_DIRTY;
     pthread_mutex_unlock(&c->lock);
-    atomic_store_explicit(&p->exhausted, false, memory_order_relaxed);
+    set_flag(&p->exhausted, false);
     if (over)
-        atomic_store_explicit(&p->excess, true, memory_order_relaxed);
+        set_flag(&p->excess, true);
 }
 
 void braid__stack_put_slow(braid__stack_pool *p, braid__stack_cache *cache, int cls, void *slot)
@@ -297,12 +304,12 @@ size_t braid__stack_trim(braid__stack_pool *p, size_t max)
             if (!push_slot(&c->clean, &c->nclean, &c->clean_cap, batch[k]))
                 break; /* forgotten but trimmed: harmless */
         if (c->ndirty > RETAIN_DIRTY)
-            atomic_store_explicit(&p->excess, true, memory_order_relaxed); /* more next time */
+            set_flag(&p->excess, true); /* more next time */
         pthread_mutex_unlock(&c->lock);
         done += n;
     }
     if (done >= max)
-        atomic_store_explicit(&p->excess, true, memory_order_relaxed); /* stopped early */
+        set_flag(&p->excess, true); /* stopped early */
     errno = saved;
     return done;
 }

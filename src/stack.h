@@ -57,7 +57,9 @@ typedef struct braid__stack_pool {
     int guard_mode;                 /* see stack.c */
     size_t mprotect_budget;
     _Atomic size_t mprotect_used;
-    _Atomic bool exhausted;         /* the last arena mapping failed */
+    /* Read on every spawn and every park: their own cache line, written
+     * only when they change. */
+    BRAID_ALIGNED_LINE _Atomic bool exhausted; /* the last arena mapping failed */
     _Atomic bool excess;            /* some class keeps more dirty stacks than it should */
 } braid__stack_pool;
 
