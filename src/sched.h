@@ -1,24 +1,29 @@
 /*
  * The scheduler: workers, their queues, parking, stealing.
  *
- * Each worker is one thread running a loop on its own native stack (the
- * "scheduler context"): pick a task, switch to it, and when it suspends or
- * ends, pick the next.  Where a worker looks, in order (braid__sched_next
- * is the single place that decides):
+ * Each worker is one thread with a loop on its own native stack (the
+ * "scheduler context").  A task that gives up the CPU picks the next task
+ * itself, on its own stack, and switches to it directly (pick_local in
+ * sched.c); only when there is no cheap local work, or when the periodic
+ * work is due, does it switch to the scheduler context, which looks further
+ * (sched_next), steals, or parks.  The order:
  *
- *   1. every 61st tick: the timers, the inbox and the injection queue
- *      first, so that none of them can be starved by local work;
+ *   1. every 61st decision: the periodic work (timers, the inbox, the
+ *      shutdown sweep) and the injection queue first, so that none of them
+ *      can be starved by local work;
  *   2. the LIFO slot: the task most recently woken by the running task
  *      (message passing hands the CPU straight to the receiver); at most 3
  *      times in a row, so two tasks waking each other cannot starve the rest;
  *   3. the ready list: started tasks that were woken (FIFO);
  *   4. the inbox: started tasks woken from other threads (an MPSC stack);
- *   5. the local ring: tasks never started (FIFO), then the injection queue;
+ *   5. the newest spawn, then the local ring: tasks never started (FIFO);
  *   6. the yield list: tasks that called braid_yield() go behind all of the
  *      above, as yielding means "after the runnable work";
- *   7. the timers, if not checked this tick;
- *   8. other workers' rings: steal half of one;
- *   9. park.
+ *      (1-6 are pick_local; the rest only in the scheduler context:)
+ *   7. the injection queue;
+ *   8. the timers;
+ *   9. other workers' rings and newest spawns: steal half of a ring;
+ *  10. park.
  *
  * Started tasks never change worker.  The compiler caches the address of
  * errno (glibc's __errno_location is declared const) and of other
@@ -46,13 +51,13 @@
  *     before seeing the idle bit is thereby not missed (both sides use
  *     sequentially consistent operations).
  *
- * A spawn from a task does not notify at once when it leaves just one
- * entry in the ring: the spawner's worker will most likely run that task as
- * soon as the spawner suspends, and waking another CPU costs tens of
- * microseconds.  The notification is sent at the next scheduling decision if
- * the entry is still waiting by then, and at once when a second entry joins.
+ * A spawn from a task does not notify at once when it leaves just one task
+ * waiting: the spawner's worker will most likely run it as soon as the
+ * spawner suspends, and waking another CPU costs tens of microseconds.  The
+ * notification is sent at the next scheduling decision if the task is still
+ * waiting by then, and at once when a second one joins it.
  *
- * Parking is one function (braid__sched_park) waiting on the worker's futex
+ * Parking is one function (park in sched.c) waiting on the worker's futex
  * word with the next timer deadline as timeout; a later reactor replaces the
  * futex wait with epoll_wait there.
  */

@@ -134,6 +134,21 @@ static inline uint64_t test_now_ms(void)
     return braid_now_ns() / 1000000u;
 }
 
+/* A "Key: value kB" field of /proc/self/status, or -1. */
+static inline long test_status_kb(const char *key)
+{
+    FILE *f = fopen("/proc/self/status", "r");
+    char line[256];
+    long v = -1;
+    size_t k = strlen(key);
+    while (f && fgets(line, sizeof line, f))
+        if (strncmp(line, key, k) == 0 && line[k] == ':')
+            v = atol(line + k + 1);
+    if (f)
+        fclose(f);
+    return v;
+}
+
 /* From a task: wait (sleeping 1 ms at a time) until *counter >= want.
  * Tests synchronize on such events, never on sleeps of a guessed length. */
 static inline void test_await(atomic_int *counter, int want)

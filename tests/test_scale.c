@@ -46,20 +46,6 @@ static long count_maps(void)
     return n;
 }
 
-static long status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    size_t k = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, key, k) == 0 && line[k] == ':')
-            v = atol(line + k + 1);
-    if (f)
-        fclose(f);
-    return v;
-}
-
 static void *million_root(void *arg)
 {
     (void)arg;
@@ -74,7 +60,7 @@ static void *million_root(void *arg)
     printf("%ld tasks: spawned in %llu ms, all running after %llu ms; %ld mappings; "
            "VmRSS %ld kB, VmPTE %ld kB\n",
            target, (unsigned long long)(spawned - t0), (unsigned long long)(all - t0), maps,
-           status_kb("VmRSS"), status_kb("VmPTE"));
+           test_status_kb("VmRSS"), test_status_kb("VmPTE"));
     CHECK(maps < 10000);
     /* The newest stacks still have guards. */
     braid_task t;

@@ -1,20 +1,6 @@
 /* Stacks: sizes, laziness, recycling, trimming. */
 #include "test.h"
 
-static long status_kb(const char *key)
-{
-    FILE *f = fopen("/proc/self/status", "r");
-    char line[256];
-    long v = -1;
-    size_t k = strlen(key);
-    while (f && fgets(line, sizeof line, f))
-        if (strncmp(line, key, k) == 0 && line[k] == ':')
-            v = atol(line + k + 1);
-    if (f)
-        fclose(f);
-    return v;
-}
-
 /* Use n bytes of stack, in 1 KiB frames. */
 static volatile int depth_sink;
 
@@ -74,10 +60,10 @@ static void *unstarted_root(void *arg)
     (void)arg;
     enum { N = 100000 };
     static braid_task h[N];
-    long before = status_kb("VmRSS");
+    long before = test_status_kb("VmRSS");
     for (int i = 0; i < N; i++)
         CHECK_EQ(braid_spawn(&h[i], noop, NULL), 0);
-    long after = status_kb("VmRSS");
+    long after = test_status_kb("VmRSS");
     /* A hundred thousand tasks that have not started: records only (32
      * bytes each, a few MB with the queues), no stacks (which would be 400
      * MB). */
@@ -115,7 +101,7 @@ static void *trim_root(void *arg)
     for (int i = 0; i < N; i++)
         CHECK_EQ(braid_spawn(&h[i], deep_sleeper, NULL), 0);
     test_await(&started, N);
-    long peak = status_kb("VmRSS");
+    long peak = test_status_kb("VmRSS");
     printf("peak %ld kB\n", peak);
     atomic_store(&release, 1);
     for (int i = 0; i < N; i++)
@@ -124,7 +110,7 @@ static void *trim_root(void *arg)
      * idle they give the excess back; wait for that, with a generous bound. */
     uint64_t give_up = test_now_ms() + 20000;
     long now;
-    while ((now = status_kb("VmRSS")) > peak - 120 * 1024) {
+    while ((now = test_status_kb("VmRSS")) > peak - 120 * 1024) {
         if (test_now_ms() > give_up)
             TEST_FAIL("stacks not trimmed: %ld kB at the peak, %ld kB now", peak, now);
         braid_sleep_ms(10); /* lets the workers go idle */
