@@ -16,7 +16,8 @@
  *   fate      BRAID_OK / BRAID_PANICKED / BRAID_CANCELLED, valid once DONE
  *   CANCEL    braid_cancel() was called
  *   DETACHED  no joiner will come: whoever finishes the task frees the record
- *   WAITING   a joiner is registered in rec->waiter
+ *   WAITING   a joiner is registered in rec->waiter; once DONE, the result
+ *             is reserved for it (another joiner gets -EBUSY)
  *   LOCK      a short spin lock; every transition is a CAS that requires it
  *             clear, so holding it freezes the record.  It guards the fields
  *             that change owner: the running task pointer (which cancellers

@@ -150,8 +150,9 @@ static void rec_finish(braid_runtime *rt, braid__worker *w, braid__rec *r, uint3
         }
         braid__rec_free(w ? &w->recs : NULL, r, index);
     } else if (s & BRAID_REC_WAITING) {
+        /* WAITING stays set: the result is now reserved for this waiter. */
         waiter_wake(r->waiter);
-        braid__rec_unlock(r, ns & ~(uint64_t)BRAID_REC_WAITING);
+        braid__rec_unlock(r, ns);
     }
     count_finished(rt, w);
 }
@@ -513,10 +514,12 @@ int braid_spawn(braid_task *out, braid_fn fn, void *arg)
 /* ---- joining ------------------------------------------------------------------ */
 
 /* Take the value (or panic report) out of a DONE record and free it.
- * Spins while a finisher still holds the lock (it is waking us).  Returns
- * the fate, or -ESRCH if someone else consumed it first. */
-static int consume(braid__rec *r, uint64_t gen, uint32_t index, void **value,
-                   braid__panic_info **info)
+ * Spins while a finisher still holds the lock (it is waking us).  wt is the
+ * caller's waiter if it registered one.  Returns the fate, -ESRCH if
+ * someone else consumed it first, or -EBUSY if another joiner waited for
+ * it. */
+static int consume(braid__rec *r, uint64_t gen, uint32_t index, const braid__waiter *wt,
+                   void **value, braid__panic_info **info)
 {
     uint64_t s = atomic_load_explicit(&r->state, memory_order_acquire);
     unsigned spins = 0;
@@ -529,6 +532,9 @@ static int consume(braid__rec *r, uint64_t gen, uint32_t index, void **value,
             s = atomic_load_explicit(&r->state, memory_order_acquire);
             continue;
         }
+        /* The result belongs to the joiner that waited for it. */
+        if ((s & BRAID_REC_WAITING) && r->waiter != wt)
+            return -EBUSY;
         v = r->b; /* read before the record can be reused */
         if (atomic_compare_exchange_weak_explicit(&r->state, &s, 0, memory_order_acq_rel,
                                                   memory_order_acquire))
@@ -578,15 +584,22 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
      * fork-join recursion to one live stack per level.  When the task is
      * the newest entry of our own ring (spawned just before, or its later
      * siblings already joined), take the entry back too. */
-    if (braid__rec_phase(s) == BRAID_REC_QUEUED && braid__rec_owner(index)->rt == w->rt) {
+    if (braid__rec_phase(s) == BRAID_REC_QUEUED && !(s & BRAID_REC_WAITING) &&
+        braid__rec_owner(index)->rt == w->rt) {
         if (!braid__sched_take_newest(w, h.bits))
             braid__ring_unpush(&w->ring, h.bits);
         uint64_t claimed = claim(r, gen);
         if (claimed) {
-            braid__task *t = start_claimed(w, r, index, claimed, wt);
+            /* Another joiner may have registered since we looked: then it
+             * is that one's join, and ours is the second (-EBUSY). */
+            bool second = claimed & BRAID_REC_WAITING;
+            braid__task *t = start_claimed(w, r, index, claimed, second ? NULL : wt);
+            if (t)
+                braid__sched_enqueue_local(w, t);
+            if (second)
+                return -EBUSY;
             if (!t)
                 return 0; /* it ended without running */
-            braid__sched_enqueue_local(w, t);
             rc = 1;
         } else {
             rc = register_waiter(r, gen, wt);
@@ -602,11 +615,10 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
         if (braid__task_park(self, true) < 0) {
             uint64_t ls = braid__rec_lock(r, gen);
             if (ls) {
-                /* If it is DONE the finisher has woken us already (under the
-                 * lock we now hold) and cleared WAITING. */
-                if (braid__rec_phase(ls) != BRAID_REC_DONE)
-                    ls &= ~(uint64_t)BRAID_REC_WAITING;
-                braid__rec_unlock(r, ls);
+                /* Leave, done or not: if it is DONE the finisher woke us
+                 * already, under the lock we now hold.  The handle stays
+                 * valid for a later join. */
+                braid__rec_unlock(r, ls & ~(uint64_t)BRAID_REC_WAITING);
             }
             self->wait_reason = BRAID_WAIT_NONE;
             return -ECANCELED;
@@ -660,7 +672,7 @@ static int join_impl(braid_task h, braid_outcome *out, void **result)
     }
     void *value;
     braid__panic_info *info;
-    int fate = consume(r, gen, index, &value, &info);
+    int fate = consume(r, gen, index, &wt, &value, &info);
     if (fate < 0)
         return fate;
     if (result)
@@ -719,7 +731,7 @@ int braid_detach(braid_task h)
             braid_runtime *rt = braid__rec_owner(index)->rt;
             void *value;
             braid__panic_info *info;
-            int fate = consume(r, gen, index, &value, &info);
+            int fate = consume(r, gen, index, NULL, &value, &info);
             if (fate < 0)
                 return fate;
             if (info) {

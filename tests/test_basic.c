@@ -554,3 +554,63 @@ TEST(current_thread_runtime_is_bound_to_its_thread)
     CHECK_EQ((intptr_t)rc, -EPERM);
     CHECK_EQ(braid_runtime_free(bound_rt), 0);
 }
+
+/* A task joining a not-yet-started task that a plain thread is already
+ * joining gets -EBUSY and does not take the join over. */
+static braid_task queued_h;
+static atomic_int joiner_tid;
+static int plain_join_result = -1;
+
+static void *plain_joiner(void *arg)
+{
+    (void)arg;
+    atomic_store(&joiner_tid, (int)gettid());
+    void *r;
+    plain_join_result = braid_join(queued_h, &r);
+    CHECK_EQ((uintptr_t)r, 5);
+    return NULL;
+}
+
+static char thread_state(int tid)
+{
+    char path[64], buf[256];
+    snprintf(path, sizeof path, "/proc/self/task/%d/stat", tid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return '?';
+    size_t n = fread(buf, 1, sizeof buf - 1, f);
+    fclose(f);
+    buf[n] = 0;
+    char *p = strrchr(buf, ')');
+    return p && p[1] == ' ' ? p[2] : '?';
+}
+
+static void *second_joiner_root(void *arg)
+{
+    (void)arg;
+    void *r;
+    CHECK_EQ(braid_join(queued_h, &r), -EBUSY);
+    return NULL;
+}
+
+TEST(second_joiner_of_a_queued_task_is_ebusy)
+{
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = 1; /* nothing runs until block_on */
+    braid_runtime *rt;
+    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+    CHECK_EQ(braid_spawn_on(rt, &queued_h, ret_arg, (void *)5), 0);
+    pthread_t th;
+    CHECK_EQ(pthread_create(&th, NULL, plain_joiner, NULL), 0);
+    /* Wait until the plain joiner sleeps in the kernel: it registered. */
+    uint64_t give_up = test_now_ms() + 20000;
+    while (!atomic_load(&joiner_tid) || thread_state(atomic_load(&joiner_tid)) != 'S') {
+        CHECK(test_now_ms() < give_up);
+        usleep(1000);
+    }
+    CHECK_EQ(braid_block_on(rt, second_joiner_root, NULL, NULL), BRAID_OK);
+    CHECK_EQ(pthread_join(th, NULL), 0);
+    CHECK_EQ(plain_join_result, BRAID_OK);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
