@@ -60,7 +60,7 @@ int braid_join_all(braid_call *calls, size_t n)
     braid__task *self = braid__task_current();
     if (!self)
         return -EPERM;
-    if (!calls && n)
+    if ((!calls && n) || n > SIZE_MAX / sizeof(braid__task *))
         return -EINVAL;
     if (braid__task_should_cancel(self))
         return -ECANCELED;

@@ -47,6 +47,8 @@ static void *interleave_root(void *arg)
     CHECK_EQ(atomic_load(&max_active), 10); /* they all slept at once */
     CHECK_EQ(braid_join_all(NULL, 0), 0);
     CHECK_EQ(braid_join_all(NULL, 3), -EINVAL);
+    CHECK_EQ(braid_join_all(calls, SIZE_MAX), -EINVAL);
+    CHECK_EQ(braid_join_all(calls, SIZE_MAX / 16), -ENOMEM);
     return NULL;
 }
 
