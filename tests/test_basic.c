@@ -560,6 +560,15 @@ TEST(current_thread_runtime_is_bound_to_its_thread)
 static braid_task queued_h;
 static atomic_int joiner_tid;
 static int plain_join_result = -1;
+static braid_notify *second_tried;
+
+/* Ends only after the second joiner has tried, so that its attempt finds
+ * the first joiner registered, whatever runs first. */
+static void *waits_for_second(void *arg)
+{
+    CHECK_EQ(braid_notify_wait(second_tried), 0);
+    return arg;
+}
 
 static void *plain_joiner(void *arg)
 {
@@ -590,6 +599,11 @@ static void *second_joiner_root(void *arg)
     (void)arg;
     void *r;
     CHECK_EQ(braid_join(queued_h, &r), -EBUSY);
+    CHECK_EQ(braid_notify_one(second_tried), 0);
+    /* A current-thread runtime runs tasks only inside block_on: stay until
+     * the task is over, so that the first joiner gets its result. */
+    while (!braid_is_finished(queued_h))
+        CHECK_EQ(braid_yield(), 0);
     return NULL;
 }
 
@@ -600,7 +614,8 @@ TEST(second_joiner_of_a_queued_task_is_ebusy)
     cfg.workers = 1; /* nothing runs until block_on */
     braid_runtime *rt;
     CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-    CHECK_EQ(braid_spawn_on(rt, &queued_h, ret_arg, (void *)5), 0);
+    CHECK_EQ(braid_notify_new(&second_tried), 0);
+    CHECK_EQ(braid_spawn_on(rt, &queued_h, waits_for_second, (void *)5), 0);
     pthread_t th;
     CHECK_EQ(pthread_create(&th, NULL, plain_joiner, NULL), 0);
     /* Wait until the plain joiner sleeps in the kernel: it registered. */
@@ -613,4 +628,5 @@ TEST(second_joiner_of_a_queued_task_is_ebusy)
     CHECK_EQ(pthread_join(th, NULL), 0);
     CHECK_EQ(plain_join_result, BRAID_OK);
     CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK_EQ(braid_notify_free(second_tried), 0);
 }
