@@ -73,7 +73,7 @@ static bool push_overflow(braid__ring *r, braid__inject *inj, uint32_t real, uin
     for (uint32_t i = 0; i < HALF; i++)
         batch[i] = atomic_load_explicit(&r->buf[(real + i) & BRAID_RING_MASK], memory_order_relaxed);
     batch[HALF] = h;
-    if (!braid__inject_push(inj, batch, HALF + 1)) {
+    if (!braid__inject_push(inj, batch, HALF + 1, false)) {
         /* Out of memory: the claim freed HALF slots, so the batch goes back
          * in (behind the rest); only h is refused. */
         braid__ring_push_batch(r, batch, HALF);
@@ -95,7 +95,7 @@ uint32_t braid__ring_push_full(braid__ring *r, braid__inject *inj, uint64_t h)
         }
         if (steal != real) {
             /* A thief is emptying the ring right now; send just h over. */
-            return braid__inject_push(inj, &h, 1) ? BRAID_RING_CAP : 0;
+            return braid__inject_push(inj, &h, 1, false) ? BRAID_RING_CAP : 0;
         }
         bool nomem = false;
         if (push_overflow(r, inj, real, h, &nomem))
@@ -205,6 +205,7 @@ int braid__inject_init(braid__inject *q)
     q->head = q->tail = q->spare = NULL;
     q->head_pos = q->tail_pos = 0;
     atomic_init(&q->len, 0);
+    atomic_init(&q->spawned, 0);
     return 0;
 }
 
@@ -220,7 +221,7 @@ void braid__inject_destroy(braid__inject *q)
     pthread_mutex_destroy(&q->lock);
 }
 
-bool braid__inject_push(braid__inject *q, const uint64_t *h, size_t n)
+bool braid__inject_push(braid__inject *q, const uint64_t *h, size_t n, bool spawned)
 {
     pthread_mutex_lock(&q->lock);
     /* Allocate every block this push needs first, so that failure leaves the
@@ -258,8 +259,10 @@ bool braid__inject_push(braid__inject *q, const uint64_t *h, size_t n)
         }
         q->tail->h[q->tail_pos++] = h[i];
     }
-    atomic_store_explicit(&q->len, atomic_load_explicit(&q->len, memory_order_relaxed) + n,
-                          memory_order_release);
+    if (spawned)
+        atomic_store_explicit(&q->spawned, atomic_load_explicit(&q->spawned, memory_order_relaxed) + n,
+                              memory_order_release);
+    atomic_fetch_add_explicit(&q->len, n, memory_order_seq_cst);
     pthread_mutex_unlock(&q->lock);
     return true;
 }

@@ -58,6 +58,7 @@ typedef struct braid__inject {
     braid__inject_block *head, *tail, *spare;
     uint32_t head_pos, tail_pos;
     _Atomic size_t len;
+    _Atomic uint64_t spawned;       /* tasks spawned into it from outside */
 } braid__inject;
 
 void braid__ring_init(braid__ring *r);
@@ -109,8 +110,13 @@ static inline size_t braid__inject_len(braid__inject *q)
     return atomic_load_explicit(&q->len, memory_order_acquire);
 }
 
-/* Append n handles; false when out of memory (nothing appended). */
-bool braid__inject_push(braid__inject *q, const uint64_t *h, size_t n);
+/* Append n handles; false when out of memory (nothing appended).  With
+ * spawned set they are new tasks from outside the workers, counted in
+ * q->spawned under the same lock that publishes them.  The length is
+ * updated with a sequentially consistent read-modify-write, which orders
+ * the push before the caller's look at the idle workers (see notify in
+ * sched.c), so no separate fence is needed. */
+bool braid__inject_push(braid__inject *q, const uint64_t *h, size_t n, bool spawned);
 
 /* Take up to max handles from the front; returns how many. */
 size_t braid__inject_pop(braid__inject *q, uint64_t *out, size_t max);

@@ -244,7 +244,7 @@ int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg)
 
 static uint64_t sum_spawned(braid_runtime *rt)
 {
-    uint64_t s = atomic_load_explicit(&rt->ext_spawned, memory_order_acquire);
+    uint64_t s = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
     for (unsigned i = 0; i < rt->nworkers; i++)
         s += atomic_load_explicit(&rt->workers[i]->spawned, memory_order_acquire);
     return s;

@@ -177,11 +177,14 @@ static void notify(braid_runtime *rt, bool fenced)
 {
     if (fenced)
         braid__fence();
-    if (atomic_load_explicit(&rt->searching, memory_order_relaxed) != 0)
+    /* Sequentially consistent loads (plain loads on x86): a caller whose
+     * push was itself a sequentially consistent read-modify-write needs no
+     * fence before them. */
+    if (atomic_load_explicit(&rt->searching, memory_order_seq_cst) != 0)
         return; /* a searcher will find the work */
     bool any = false;
     for (unsigned k = 0; k < rt->idle_words && !any; k++)
-        any = atomic_load_explicit(&rt->idle[k], memory_order_relaxed) != 0;
+        any = atomic_load_explicit(&rt->idle[k], memory_order_seq_cst) != 0;
     if (!any)
         return;
     /* Only the notifier that moves searching from 0 to 1 wakes a worker; the
@@ -242,9 +245,9 @@ bool braid__sched_take_newest(braid__worker *w, uint64_t handle)
 
 bool braid__sched_inject(braid_runtime *rt, uint64_t handle)
 {
-    if (!braid__inject_push(&rt->inject, &handle, 1))
+    if (!braid__inject_push(&rt->inject, &handle, 1, true))
         return false;
-    braid__sched_notify(rt);
+    notify(rt, false); /* the push's read-modify-write was the fence */
     return true;
 }
 

@@ -134,7 +134,6 @@ struct braid_runtime {
     BRAID_ALIGNED_LINE _Atomic uint32_t searching;
     BRAID_ALIGNED_LINE _Atomic int shutdown;
     _Atomic int stop;
-    BRAID_ALIGNED_LINE _Atomic uint64_t ext_spawned;
     BRAID_ALIGNED_LINE _Atomic uint64_t ext_finished;
     _Atomic uint32_t quiesce;       /* bumped when a worker idles during shutdown */
     _Atomic bool tainted;

@@ -65,13 +65,12 @@ static inline braid__worker *local_worker(braid_runtime *rt)
     return w && w->rt == rt ? w : NULL;
 }
 
-static void count_spawned(braid_runtime *rt, braid__worker *w, int delta)
+/* Spawns by a worker of rt are counted here; the others are counted by the
+ * injection queue they go through (braid__inject_push). */
+static void count_spawned(braid__worker *w, int delta)
 {
-    if (w)
-        atomic_store_explicit(&w->spawned, braid__load_relaxed(&w->spawned) + (uint64_t)delta,
-                              memory_order_release);
-    else
-        atomic_fetch_add_explicit(&rt->ext_spawned, (uint64_t)delta, memory_order_seq_cst);
+    atomic_store_explicit(&w->spawned, braid__load_relaxed(&w->spawned) + (uint64_t)delta,
+                          memory_order_release);
 }
 
 static void count_finished(braid_runtime *rt, braid__worker *w)
@@ -450,10 +449,12 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
     braid_task h = braid__handle_make(id, index);
     /* Counted before it is queued, so that a shutdown never sees it finish
      * before it was spawned. */
-    count_spawned(rt, w, 1);
+    if (w)
+        count_spawned(w, 1);
     bool ok = w ? braid__sched_push_new(w, h.bits) : braid__sched_inject(rt, h.bits);
     if (!ok) {
-        count_spawned(rt, w, -1);
+        if (w)
+            count_spawned(w, -1);
         atomic_store_explicit(&r->state, 0, memory_order_relaxed);
         braid__rec_free(cache, r, index);
         free(ext);
@@ -499,9 +500,9 @@ int braid_spawn(braid_task *out, braid_fn fn, void *arg)
         st |= BRAID_REC_CANCEL;
     atomic_store_explicit(&r->state, st, memory_order_release);
     braid_task h = braid__handle_make(id, s->index);
-    count_spawned(rt, w, 1);
+    count_spawned(w, 1);
     if (BRAID_UNLIKELY(!braid__sched_push_new(w, h.bits))) {
-        count_spawned(rt, w, -1);
+        count_spawned(w, -1);
         atomic_store_explicit(&r->state, 0, memory_order_relaxed);
         braid__rec_free(c, r, s->index);
         return -ENOMEM;
