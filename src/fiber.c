@@ -1,10 +1,12 @@
 #include "fiber.h"
+#include "util.h"
 
 #include <pthread.h>
 #include <stdlib.h>
 
 #if defined(__has_include)
 #if __has_include(<valgrind/valgrind.h>)
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 #define BRAID_HAVE_VALGRIND 1
 #endif
@@ -70,6 +72,17 @@ void braid__fiber_make_tools(braid__fiber *f)
 #ifdef BRAID_HAVE_VALGRIND
     if (braid__under_valgrind)
         f->vg_id = VALGRIND_STACK_REGISTER(f->stack_lo, (const char *)f->stack_lo + f->stack_size);
+#endif
+}
+
+void braid__fiber_reuse_tools(char *top)
+{
+    size_t n = braid__page_size();
+    if (braid__under_asan && __asan_unpoison_memory_region)
+        __asan_unpoison_memory_region(top - n, n);
+#ifdef BRAID_HAVE_VALGRIND
+    if (braid__under_valgrind)
+        VALGRIND_MAKE_MEM_UNDEFINED(top - n, n);
 #endif
 }
 

@@ -44,6 +44,18 @@ void braid__fiber_init_thread(braid__fiber *f);
 void braid__fiber_make_tools(braid__fiber *f);
 void braid__fiber_release_tools(braid__fiber *f);
 
+/* The top page of a recycled stack is about to hold a task record and a
+ * first frame, at a cache colour that an earlier task's frames may have
+ * used: the tools must forget what they recorded about it (redzones, memory
+ * below a stack pointer). */
+void braid__fiber_reuse_tools(char *top);
+
+static inline void braid__fiber_reuse(char *top)
+{
+    if (BRAID_UNLIKELY(braid__under_tools))
+        braid__fiber_reuse_tools(top);
+}
+
 /* A new fiber on [lo, lo + size) whose first switch-in calls entry(arg);
  * entry must call braid__fiber_entered() first. */
 static inline void braid__fiber_make(braid__fiber *f, void *lo, size_t size,

@@ -77,6 +77,7 @@
 
 #define BRAID_EVENT_INTERVAL 61
 #define BRAID_LIFO_CAP 3
+#define BRAID_COLOURS 16 /* cache lines of stagger between task records */
 
 enum { BRAID_PARK_RUNNING = 0, BRAID_PARK_PARKED = 1, BRAID_PARK_NOTIFIED = 2 };
 
@@ -97,6 +98,7 @@ struct braid__worker {
     bool notify_pending;
     bool shutdown_seen;
     uint64_t rng;
+    unsigned colour;                /* of the next task started (task.c) */
     braid__wheel wheel;
     braid__rec_cache recs;
     braid__stack_cache stacks;

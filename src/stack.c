@@ -72,7 +72,10 @@ int braid__stack_pool_init(braid__stack_pool *p, size_t default_size)
         braid__stack_class *c = &p->cls[i];
         pthread_mutex_init(&c->lock, NULL);
         c->usable = (size_t)1 << (BRAID_STACK_MIN_SHIFT + i);
-        c->stride = c->usable + BRAID_GUARD_SIZE;
+        /* One page more than the usable size: the task record and the
+         * cache colour (task.c) come out of it, not out of the stack the
+         * caller asked for. */
+        c->stride = c->usable + BRAID_GUARD_SIZE + braid__page_size();
     }
     p->default_cls = 0;
     int cls = braid__stack_class_of(p, default_size ? default_size : BRAID_DEFAULT_STACK_SIZE);

@@ -42,7 +42,7 @@ typedef struct braid__arena braid__arena;
 typedef struct braid__stack_class {
     pthread_mutex_t lock;
     size_t usable;          /* bytes of stack above the guard */
-    size_t stride;          /* guard + usable */
+    size_t stride;          /* guard + usable + a page for the task record */
     void **dirty;           /* free slots whose pages may still be committed */
     size_t ndirty, dirty_cap;
     void **clean;           /* free slots trimmed with MADV_DONTNEED */
