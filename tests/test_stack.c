@@ -1,5 +1,6 @@
-/* Stacks: sizes, laziness, recycling, trimming. */
+/* Stacks: sizes, laziness, recycling, trimming, colouring. */
 #include "test.h"
+#include "task.h"
 
 /* Use n bytes of stack, in 1 KiB frames. */
 static volatile int depth_sink;
@@ -20,6 +21,17 @@ static void *use_arg_bytes(void *arg)
     return NULL;
 }
 
+/* One frame of n bytes, touched at its deepest byte. */
+static __attribute__((noinline)) void *use_flat(void *arg)
+{
+    size_t n = (uintptr_t)arg;
+    volatile char buf[n];
+    buf[0] = 1;
+    buf[n - 1] = 1;
+    depth_sink = buf[0] + buf[n - 1];
+    return NULL;
+}
+
 static void *sizes_root(void *arg)
 {
     (void)arg;
@@ -28,9 +40,16 @@ static void *sizes_root(void *arg)
     for (size_t i = 0; i < 3; i++) {
         o.stack_size = sizes[i];
         braid_task t;
-        /* Three quarters of the stack: fine. */
-        CHECK_EQ(braid_spawn_ex(&t, &o, use_arg_bytes, (void *)(uintptr_t)(sizes[i] / 4 * 3)), 0);
+        /* Nine tenths of the stack (frames add ~5% to that): fine. */
+        CHECK_EQ(braid_spawn_ex(&t, &o, use_arg_bytes, (void *)(uintptr_t)(sizes[i] / 10 * 9)), 0);
         CHECK_EQ(braid_join(t, NULL), BRAID_OK);
+        /* All of it but 1 KiB (for the frames that start a task): the task
+         * record and its cache colour do not count against it.  Spawned 16
+         * times to go through every colour. */
+        for (int c = 0; c < 16; c++) {
+            CHECK_EQ(braid_spawn_ex(&t, &o, use_flat, (void *)(uintptr_t)(sizes[i] - 1024)), 0);
+            CHECK_EQ(braid_join(t, NULL), BRAID_OK);
+        }
         if (test_instrumented())
             continue; /* no overflow detection under the sanitizers */
         /* Twice the stack: a panic, not a crash. */
@@ -123,4 +142,36 @@ TEST(idle_workers_trim_free_stacks)
     if (test_instrumented())
         SKIP("memory figures are the tools' own");
     test_run(2, trim_root, NULL);
+}
+
+/* Consecutive tasks of a worker lay their records at different offsets in
+ * their top pages (cache colouring: see task.c). */
+static void *record_offset(void *arg)
+{
+    (void)arg;
+    return (void *)((uintptr_t)braid__task_current() & 4095);
+}
+
+static void *colours_root(void *arg)
+{
+    (void)arg;
+    enum { N = 16 };
+    braid_task t[N];
+    for (int i = 0; i < N; i++)
+        CHECK_EQ(braid_spawn(&t[i], record_offset, NULL), 0);
+    bool seen[4096 / 64] = { false };
+    int distinct = 0;
+    for (int i = 0; i < N; i++) {
+        void *off;
+        CHECK_EQ(braid_join(t[i], &off), BRAID_OK);
+        distinct += !seen[(uintptr_t)off / 64];
+        seen[(uintptr_t)off / 64] = true;
+    }
+    CHECK_EQ(distinct, N);
+    return NULL;
+}
+
+TEST(task_records_are_cache_coloured)
+{
+    test_run(1, colours_root, NULL); /* one worker: one colour sequence */
 }
