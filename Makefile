@@ -162,13 +162,18 @@ demo: $(addprefix $(B)/ex/,$(EXAMPLES))
 # ---- benchmarks ------------------------------------------------------------------------
 # bench/run.sh runs every workload several times and prints medians; one
 # workload by hand: build/braid-bench <workload> [N] (see BENCHMARKS.md).
-bench: $(B)/braid-bench $(B)/braid-micro
+bench: $(B)/braid-bench $(B)/braid-micro $(B)/wake-placement
 	@bench/run.sh $(B)/braid-bench
 	@echo "microbenchmarks (one worker, warm):"
 	@$(B)/braid-micro | sed 's/^/  /'
 
 $(B)/braid-%: bench/braid_%.c $(B)/libbraid.a
 	$(CC) -std=c11 -O2 -g -D_GNU_SOURCE -Iinclude -Wall -Wextra $< $(B)/libbraid.a -o $@ -lpthread
+
+# A diagnostic of the kernel, not of braid (see BENCHMARKS.md, "Variance").
+$(B)/wake-placement: bench/wake_placement.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O2 -Wall -Wextra $< -o $@ -lpthread
 
 # ---- install ---------------------------------------------------------------------------
 install: all
