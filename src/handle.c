@@ -1,4 +1,5 @@
 #include "handle.h"
+#include "util.h"
 
 #include <sched.h>
 #include <stdlib.h>
@@ -60,7 +61,7 @@ static braid__rec *map_chunk(void)
 int braid__rec_pool_init(braid__rec_pool *p, braid_runtime *rt)
 {
     memset(p, 0, sizeof *p);
-    pthread_mutex_init(&p->lock, NULL);
+    braid__mutex_init(&p->lock);
     p->rt = rt;
     p->id = atomic_fetch_add_explicit(&next_pool_id, 1, memory_order_relaxed);
     pthread_mutex_lock(&live_lock);

@@ -31,7 +31,7 @@ int braid_notify_new(braid_notify **out)
     braid_notify *n = calloc(1, sizeof *n);
     if (!n)
         return -ENOMEM;
-    pthread_mutex_init(&n->lock, NULL);
+    braid__mutex_init(&n->lock);
     *out = n;
     return 0;
 }

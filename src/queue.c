@@ -1,4 +1,5 @@
 #include "queue.h"
+#include "util.h"
 
 #include <stdlib.h>
 
@@ -201,7 +202,7 @@ uint32_t braid__ring_steal(braid__ring *src, braid__ring *dst, uint64_t *h)
 
 int braid__inject_init(braid__inject *q)
 {
-    pthread_mutex_init(&q->lock, NULL);
+    braid__mutex_init(&q->lock);
     q->head = q->tail = q->spare = NULL;
     q->head_pos = q->tail_pos = 0;
     atomic_init(&q->len, 0);

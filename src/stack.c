@@ -70,7 +70,7 @@ int braid__stack_pool_init(braid__stack_pool *p, size_t default_size)
     memset(p, 0, sizeof *p);
     for (int i = 0; i < BRAID_STACK_CLASSES; i++) {
         braid__stack_class *c = &p->cls[i];
-        pthread_mutex_init(&c->lock, NULL);
+        braid__mutex_init(&c->lock);
         c->usable = (size_t)1 << (BRAID_STACK_MIN_SHIFT + i);
         /* One page more than the usable size: the task record and the
          * cache colour (task.c) come out of it, not out of the stack the

@@ -52,6 +52,15 @@ size_t braid__page_size(void)
     return p;
 }
 
+void braid__mutex_init(pthread_mutex_t *m)
+{
+    pthread_mutexattr_t attr;
+    pthread_mutexattr_init(&attr);
+    pthread_mutexattr_settype(&attr, PTHREAD_MUTEX_ADAPTIVE_NP);
+    pthread_mutex_init(m, &attr);
+    pthread_mutexattr_destroy(&attr);
+}
+
 /* Read the first line of a file into buf; false if it cannot be read. */
 static bool read_line(const char *path, char *buf, size_t len)
 {

@@ -1,5 +1,5 @@
 /*
- * Small OS helpers: time, futexes, CPU counting.  The futex calls use the
+ * Small OS helpers: time, futexes, mutexes, CPU counting.  The futex calls use the
  * raw syscall instruction path through syscall(2) but restore errno, so
  * that no braid function ever changes errno.
  */
@@ -7,6 +7,8 @@
 #define BRAID_UTIL_H
 
 #include "internal.h"
+
+#include <pthread.h>
 
 uint64_t braid__now_ns(void);
 
@@ -23,5 +25,12 @@ unsigned braid__usable_cpus(void);
 
 /* The system page size, cached. */
 size_t braid__page_size(void);
+
+/* Initialise a mutex for braid's own short critical sections (a few
+ * stores): glibc's adaptive type spins briefly before it sleeps in the
+ * kernel, since a futex sleep and wake cost far more than the wait.  With
+ * the injection queue's lock, this took spawn_many_remote from 103-106 to
+ * 79-82 ns per task (BENCHMARKS.md). */
+void braid__mutex_init(pthread_mutex_t *m);
 
 #endif
