@@ -259,6 +259,11 @@ BRAID_API int braid_join(braid_task t, void **result);
  * not be NULL; see braid_outcome.  Same return values as braid_join(). */
 BRAID_API int braid_join_ex(braid_task t, braid_outcome *out);
 
+/* braid_join() and braid_join_ex() with a deadline (see "Deadlines"):
+ * -ETIMEDOUT if t has not finished by then; the handle stays valid. */
+BRAID_API int braid_join_until(braid_task t, void **result, uint64_t deadline_ns);
+BRAID_API int braid_join_ex_until(braid_task t, braid_outcome *out, uint64_t deadline_ns);
+
 /* Give up the handle: the task runs on, and its record is freed when it
  * ends.  A detached task's panic goes to the panic hook.  Errors: -ESRCH,
  * -EINVAL, -EBUSY (a join is in progress). */
@@ -350,6 +355,115 @@ BRAID_API bool braid_cancel_shield(bool on);
 /* Whether cancellation of the calling task has been requested (regardless
  * of the shield).  False on a plain thread. */
 BRAID_API bool braid_cancelled(void);
+
+/* ------------------------------------------------------------------------
+ * Deadlines
+ *
+ * Every call that can wait has a variant ending in _until that takes an
+ * absolute deadline on braid_now_ns()'s clock.  If the deadline passes
+ * before the call could complete, it returns -ETIMEDOUT having done
+ * nothing: no value sent or received, no lock or permit taken.  A deadline
+ * already past still lets the call complete if it can do so without
+ * waiting.  The plain variants wait forever.  Waiting calls are
+ * cancellation points; they too leave nothing half-done: a call that
+ * completed just as its task was cancelled returns success, and the next
+ * cancellation point reports the cancellation.
+ * --------------------------------------------------------------------- */
+
+#define BRAID_FOREVER UINT64_MAX
+
+/* braid_now_ns() + ms milliseconds, saturating at BRAID_FOREVER. */
+BRAID_API uint64_t braid_deadline_ms(uint64_t ms);
+
+/* ------------------------------------------------------------------------
+ * Channels: typed by size, values copied in and out (libdill's chmake)
+ *
+ * Multi-producer, multi-consumer, FIFO.  capacity 0 makes a rendezvous
+ * channel (a send waits for a receiver to take the value, as in Go);
+ * BRAID_CHAN_UNBOUNDED never makes a sender wait.
+ *
+ * Lifetime follows Tokio: the creator holds one sender and one receiver
+ * reference; braid_chan_sender_dup() and braid_chan_receiver_dup() add
+ * more.  Dropping the last sender closes the channel; dropping the last
+ * receiver makes every send fail and discards what is buffered; the
+ * channel's memory goes when the last reference of both kinds is dropped.
+ * All calls work from tasks (which suspend) and plain threads (which
+ * block), on any worker or runtime.
+ * --------------------------------------------------------------------- */
+
+typedef struct braid_chan braid_chan;
+
+#define BRAID_CHAN_UNBOUNDED SIZE_MAX
+
+/* Create a channel of items of item_size bytes (1 .. 65536).  Returns 0,
+ * -EINVAL, -ENOMEM. */
+BRAID_API int braid_chan_new(braid_chan **out, size_t item_size, size_t capacity);
+
+/* Send a copy of *item.  Waits while the channel is full (or, at capacity
+ * 0, until a receiver takes it).  A waiting receiver gets the value
+ * directly, and if it is a task of the same worker it runs next.
+ * Cancellation point.  Returns 0, -EPIPE (closed, or no receiver left),
+ * -ECANCELED, -ETIMEDOUT (the _until form), -ENOMEM (an unbounded channel
+ * could not grow), -EINVAL. */
+BRAID_API int braid_chan_send(braid_chan *ch, const void *item);
+BRAID_API int braid_chan_send_until(braid_chan *ch, const void *item, uint64_t deadline_ns);
+
+/* Send without waiting: -EAGAIN if it would have to wait. */
+BRAID_API int braid_chan_try_send(braid_chan *ch, const void *item);
+
+/* Receive the oldest item into *item.  Waits while the channel is empty.
+ * After the channel is closed, what is buffered is still delivered, then
+ * -EPIPE.  Cancellation point.  Returns 0, -EPIPE, -ECANCELED, -ETIMEDOUT
+ * (the _until form), -EINVAL. */
+BRAID_API int braid_chan_recv(braid_chan *ch, void *item);
+BRAID_API int braid_chan_recv_until(braid_chan *ch, void *item, uint64_t deadline_ns);
+
+/* Receive without waiting: -EAGAIN if it would have to wait. */
+BRAID_API int braid_chan_try_recv(braid_chan *ch, void *item);
+
+/* Close for sending: waiting and later senders get -EPIPE; receivers get
+ * what is buffered, then -EPIPE.  Closing twice is harmless.  Returns 0 or
+ * -EINVAL. */
+BRAID_API int braid_chan_close(braid_chan *ch);
+
+/* Reference counting, as described above.  Each returns 0 or -EINVAL (also
+ * when dropping a kind of reference that has none left). */
+BRAID_API int braid_chan_sender_dup(braid_chan *ch);
+BRAID_API int braid_chan_sender_drop(braid_chan *ch);
+BRAID_API int braid_chan_receiver_dup(braid_chan *ch);
+BRAID_API int braid_chan_receiver_drop(braid_chan *ch);
+
+/* Items buffered now (a snapshot). */
+BRAID_API size_t braid_chan_len(braid_chan *ch);
+
+/* ------------------------------------------------------------------------
+ * Select: wait on several channel operations (Go's select)
+ * --------------------------------------------------------------------- */
+
+enum { BRAID_SELECT_SEND = 1, BRAID_SELECT_RECV = 2 };
+
+typedef struct braid_select_case {
+    braid_chan *chan;
+    int op;         /* BRAID_SELECT_SEND or BRAID_SELECT_RECV */
+    void *item;     /* the value to send, or where to receive */
+    int result;     /* set for the case that completed: 0 or -EPIPE (closed) */
+} braid_select_case;
+
+/* Flags for braid_select(). */
+enum {
+    BRAID_SELECT_BIASED = 1, /* among ready cases take the first, not a random one */
+    BRAID_SELECT_NOWAIT = 2, /* do not wait: -EAGAIN if no case is ready */
+};
+
+/* Complete exactly one of the n cases (1 .. 64) and return its index.  If
+ * several are ready the choice is random and fair (or the first, with
+ * BRAID_SELECT_BIASED); otherwise wait until one can complete, or until
+ * deadline_ns (BRAID_FOREVER: none).  A case on a closed channel completes
+ * at once with result -EPIPE (a receive only once the buffer is empty).
+ * Cases with a NULL chan are ignored.  Cancellation point.  Returns the
+ * index, -ETIMEDOUT, -EAGAIN (BRAID_SELECT_NOWAIT), -ECANCELED, -EINVAL,
+ * -ENOMEM. */
+BRAID_API int braid_select(braid_select_case *cases, size_t n, uint64_t deadline_ns, unsigned flags);
 
 /* ------------------------------------------------------------------------
  * Notify: a wake-up signal with a stored permit (Tokio's sync::Notify)

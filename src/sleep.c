@@ -17,12 +17,7 @@ int braid_yield(void)
         return -EPERM;
     if (braid__task_should_cancel(t))
         return -ECANCELED;
-    t->wait_reason = BRAID_WAIT_YIELD;
-    braid__sched_yield_enqueue(t->home, t);
-    int saved = errno;
-    braid__sched_suspend(t);
-    errno = saved;
-    t->wait_reason = BRAID_WAIT_NONE;
+    braid__task_yield_now(t);
     return 0;
 }
 
@@ -50,11 +45,15 @@ int braid_sleep_until(uint64_t deadline_ns)
     return rc;
 }
 
+uint64_t braid_deadline_ms(uint64_t ms)
+{
+    uint64_t now = braid__now_ns();
+    return ms > (BRAID_FOREVER - now) / 1000000u ? BRAID_FOREVER : now + ms * 1000000u;
+}
+
 int braid_sleep_ms(uint64_t ms)
 {
     if (!braid__task_current())
         return -EPERM;
-    uint64_t now = braid__now_ns();
-    uint64_t span = ms > (UINT64_MAX - now) / 1000000u ? UINT64_MAX - now : ms * 1000000u;
-    return braid_sleep_until(now + span);
+    return braid_sleep_until(braid_deadline_ms(ms));
 }

@@ -16,18 +16,19 @@
 
 /* ---- park and wake --------------------------------------------------------- */
 
-void braid__wake(braid__task *t)
+void braid__wake_enqueue(braid__task *t)
 {
-    /* acq_rel: the waker's writes (the condition it set) are visible to the
-     * task when it resumes; PARKED means we own enqueueing it. */
-    if (atomic_exchange_explicit(&t->wake, BRAID_WAKE_NOTIFIED, memory_order_acq_rel) !=
-        BRAID_WAKE_PARKED)
-        return;
     braid__worker *w = braid__tls_worker;
     if (w == t->home)
         braid__sched_enqueue_local(w, t);
     else
         braid__sched_enqueue_remote(t);
+}
+
+void braid__wake(braid__task *t)
+{
+    if (braid__wake_mark(t))
+        braid__wake_enqueue(t);
 }
 
 void braid__task_cancel_running(braid__task *t)
@@ -51,7 +52,19 @@ int braid__task_park(braid__task *t, bool cancellable)
     braid__sched_suspend(t);
     errno = saved;
     atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
+    t->budget = BRAID_BUDGET; /* it let the others run */
     return 0;
+}
+
+void braid__task_yield_now(braid__task *t)
+{
+    uint8_t reason = t->wait_reason;
+    t->wait_reason = BRAID_WAIT_YIELD;
+    braid__sched_yield_enqueue(t->home, t);
+    int saved = errno;
+    braid__sched_suspend(t);
+    errno = saved;
+    t->wait_reason = reason;
 }
 
 /* ---- accounting ------------------------------------------------------------ */
@@ -261,6 +274,7 @@ braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id
     t->panicking = false;
     t->kind = BRAID_KIND_TASK;
     t->wait_reason = BRAID_WAIT_NONE;
+    t->budget = BRAID_BUDGET;
     t->home = w;
     t->slot = slot;
     t->stack_cls = cls;

@@ -38,6 +38,10 @@ enum { BRAID_WAKE_IDLE = 0, BRAID_WAKE_PARKED = 1, BRAID_WAKE_NOTIFIED = 2 };
 
 enum { BRAID_KIND_TASK = 0, BRAID_KIND_CALL = 1 };
 
+/* Operations a task may complete without waiting before it must yield (the
+ * cooperative budget, wait.h): Tokio's figure. */
+#define BRAID_BUDGET 128
+
 /* Why a task is suspended (for dumps and traces). */
 enum braid__wait_reason {
     BRAID_WAIT_NONE = 0,
@@ -47,6 +51,18 @@ enum braid__wait_reason {
     BRAID_WAIT_JOIN_ALL,
     BRAID_WAIT_YIELD,
     BRAID_WAIT_NOTIFY,
+    BRAID_WAIT_CHAN_SEND,
+    BRAID_WAIT_CHAN_RECV,
+    BRAID_WAIT_SELECT,
+    BRAID_WAIT_MUTEX,
+    BRAID_WAIT_RWLOCK,
+    BRAID_WAIT_SEM,
+    BRAID_WAIT_COND,
+    BRAID_WAIT_BARRIER,
+    BRAID_WAIT_ONCE,
+    BRAID_WAIT_TOKEN,
+    BRAID_WAIT_JOINSET,
+    BRAID_WAIT_WATCH,
 };
 
 #define BRAID_NAME_MAX 32
@@ -75,6 +91,7 @@ struct braid__task {
     /* The rest. */
     bool panicking;
     bool timer_fired;
+    uint16_t budget;                /* operations left before a forced yield */
     int stack_cls;
     uint64_t id;                    /* a call's id is its caller's */
     braid__rec *rec;                /* NULL for join_all calls */
@@ -119,6 +136,23 @@ static inline bool braid__task_should_cancel(const braid__task *t)
 
 /* Wake t (see the protocol above).  Any thread. */
 void braid__wake(braid__task *t);
+
+/* braid__wake in two steps, for a waker that must release the waiter in
+ * between (wait.c): mark t woken (its only access to t), which returns
+ * whether t was parked; if so, enqueue it (t cannot run before that). */
+static inline bool braid__wake_mark(braid__task *t)
+{
+    /* acq_rel: the waker's writes (the condition it set) are visible to the
+     * task when it resumes; PARKED means we own enqueueing it. */
+    return atomic_exchange_explicit(&t->wake, BRAID_WAKE_NOTIFIED, memory_order_acq_rel) ==
+           BRAID_WAKE_PARKED;
+}
+
+void braid__wake_enqueue(braid__task *t);
+
+/* Put t (the running task) behind the runnable work, without the
+ * cancellation check of braid_yield (for the cooperative budget). */
+void braid__task_yield_now(braid__task *t);
 
 /* Mark t cancelled and wake it.  The caller guarantees t stays alive. */
 void braid__task_cancel_running(braid__task *t);

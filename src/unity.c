@@ -6,6 +6,7 @@
  * fiber.c is compiled on its own because it must never be instrumented by
  * the sanitizers (see fiber.h).
  */
+#include "chan.c"
 #include "error.c"
 #include "handle.c"
 #include "joinall.c"
@@ -20,3 +21,4 @@
 #include "task.c"
 #include "timer.c"
 #include "util.c"
+#include "wait.c"
