@@ -202,6 +202,93 @@ static int yield_many(uint64_t n)
     return 0;
 }
 
+/* ---- ping_pong ---- */
+
+static braid_chan *pp_a, *pp_b;
+
+static void *pp_echo(void *arg)
+{
+    (void)arg;
+    uint64_t v;
+    while (braid_chan_recv(pp_a, &v) == 0)
+        check(braid_chan_send(pp_b, &v), "send B");
+    return NULL;
+}
+
+static void *pp_driver(void *arg)
+{
+    uint64_t n = *(uint64_t *)arg, acc = 0, v;
+    braid_task echo;
+    check(braid_spawn(&echo, pp_echo, NULL), "spawn");
+    for (uint64_t i = 0; i < n; i++) {
+        check(braid_chan_send(pp_a, &i), "send A");
+        check(braid_chan_recv(pp_b, &v), "recv B");
+        acc += v;
+    }
+    check(braid_chan_close(pp_a), "close");
+    check(braid_join(echo, NULL), "join");
+    *(uint64_t *)arg = acc;
+    return NULL;
+}
+
+static int ping_pong(uint64_t n)
+{
+    braid_runtime *rt = make_runtime();
+    check(braid_chan_new(&pp_a, sizeof(uint64_t), 1), "chan");
+    check(braid_chan_new(&pp_b, sizeof(uint64_t), 1), "chan");
+    uint64_t box = n;
+    uint64_t wall = run_driver(rt, pp_driver, &box);
+    if (box != n * (n - 1) / 2)
+        fail("ping_pong", "sum");
+    report("ping_pong", n, wall, n, "");
+    braid_runtime_free(rt);
+    return 0;
+}
+
+/* ---- mpsc (braid's own workload; not in WORKLOADS.md) ----
+ * 4 producer tasks each send n/4 u64 values into one channel of capacity
+ * 1,024; the driver receives and sums them all.  ops = n (ns per message). */
+
+enum { MPSC_PRODUCERS = 4, MPSC_CAP = 1024 };
+static braid_chan *mpsc_ch;
+
+static void *mpsc_producer(void *arg)
+{
+    uint64_t count = (uintptr_t)arg;
+    for (uint64_t i = 0; i < count; i++)
+        check(braid_chan_send(mpsc_ch, &i), "send");
+    check(braid_chan_sender_drop(mpsc_ch), "drop");
+    return NULL;
+}
+
+static void *mpsc_driver(void *arg)
+{
+    uint64_t per = *(uint64_t *)arg / MPSC_PRODUCERS, sum = 0, v;
+    for (int i = 0; i < MPSC_PRODUCERS; i++) {
+        check(braid_chan_sender_dup(mpsc_ch), "dup");
+        check(braid_spawn(NULL, mpsc_producer, (void *)(uintptr_t)per), "spawn");
+    }
+    check(braid_chan_sender_drop(mpsc_ch), "drop");
+    while (braid_chan_recv(mpsc_ch, &v) == 0)
+        sum += v;
+    *(uint64_t *)arg = sum;
+    return NULL;
+}
+
+static int mpsc(uint64_t n)
+{
+    braid_runtime *rt = make_runtime();
+    check(braid_chan_new(&mpsc_ch, sizeof(uint64_t), MPSC_CAP), "chan");
+    uint64_t per = n / MPSC_PRODUCERS, box = n;
+    uint64_t wall = run_driver(rt, mpsc_driver, &box);
+    if (box != MPSC_PRODUCERS * (per * (per - 1) / 2))
+        fail("mpsc", "sum");
+    report("mpsc", per * MPSC_PRODUCERS, wall, per * MPSC_PRODUCERS, "");
+    check(braid_chan_receiver_drop(mpsc_ch), "drop");
+    braid_runtime_free(rt);
+    return 0;
+}
+
 /* ---- chained_spawn ---- */
 
 enum { DEPTH = 1000 };
@@ -430,6 +517,8 @@ static const struct workload workloads[] = {
     { "spawn_many", 1000000, spawn_many },
     { "spawn_many_remote", 1000000, spawn_many_remote },
     { "yield_many", 1000, yield_many },
+    { "ping_pong", 1000000, ping_pong },
+    { "mpsc", 1000000, mpsc },
     { "chained_spawn", 1000, chained_spawn },
     { "fib_spawn", 25, fib_spawn },
     { "sleep_many", 1000000, sleep_many },

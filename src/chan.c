@@ -83,31 +83,51 @@ static bool ring_reserve(braid_chan *ch)
     return true;
 }
 
+/* Items are mostly a word or two: copy those without a call. */
+static inline void item_copy(void *dst, const void *src, size_t n)
+{
+    switch (n) {
+    case 8:
+        memcpy(dst, src, 8);
+        break;
+    case 4:
+        memcpy(dst, src, 4);
+        break;
+    case 16:
+        memcpy(dst, src, 16);
+        break;
+    default:
+        memcpy(dst, src, n);
+    }
+}
+
 static void ring_push(braid_chan *ch, const void *item)
 {
-    memcpy(slot_at(ch, ch->len), item, ch->item_size);
+    item_copy(slot_at(ch, ch->len), item, ch->item_size);
     ch->len++;
 }
 
 static void ring_pop(braid_chan *ch, void *item)
 {
-    memcpy(item, slot_at(ch, 0), ch->item_size);
+    item_copy(item, slot_at(ch, 0), ch->item_size);
     ch->head = (ch->head + 1) & (ch->slots - 1);
     ch->len--;
 }
 
 /* ---- the operations, with the lock held --------------------------------- */
 
-/* Try to send without waiting.  Returns 0 (done; *wake is a receiver to
- * finish after unlocking, or NULL), -EPIPE, -ENOMEM, or -EAGAIN. */
-int braid__chan_send_locked(braid_chan *ch, const void *item, braid__wnode **wake)
+/* With ch->lock held: try to send without waiting.  Returns 0 (done; *wake
+ * is a receiver to finish after unlocking, or NULL), -EPIPE, -ENOMEM, or
+ * -EAGAIN (it would have to wait). */
+static inline __attribute__((always_inline)) int send_locked(braid_chan *ch, const void *item,
+                                                            braid__wnode **wake)
 {
     *wake = NULL;
     if (ch->closed || ch->receivers == 0)
         return -EPIPE;
     braid__wnode *n = braid__wq_claim(&ch->recvq);
     if (n) {
-        memcpy(n->buf, item, ch->item_size);
+        item_copy(n->buf, item, ch->item_size);
         n->result = 0;
         *wake = n;
     } else if (ch->len < ch->cap) {
@@ -124,7 +144,8 @@ int braid__chan_send_locked(braid_chan *ch, const void *item, braid__wnode **wak
 
 /* Try to receive without waiting.  Returns 0 (*wake: a sender to finish),
  * -EPIPE (closed and drained), or -EAGAIN. */
-int braid__chan_recv_locked(braid_chan *ch, void *item, braid__wnode **wake)
+static inline __attribute__((always_inline)) int recv_locked(braid_chan *ch, void *item,
+                                                            braid__wnode **wake)
 {
     *wake = NULL;
     if (ch->len > 0) {
@@ -140,7 +161,7 @@ int braid__chan_recv_locked(braid_chan *ch, void *item, braid__wnode **wake)
     }
     braid__wnode *n = braid__wq_claim(&ch->sendq);
     if (n) { /* rendezvous */
-        memcpy(item, n->buf, ch->item_size);
+        item_copy(item, n->buf, ch->item_size);
         n->result = 0;
         *wake = n;
         return 0;
@@ -173,67 +194,49 @@ static void finish_list(braid__wnode *n)
 
 /* ---- blocking send and receive ------------------------------------------ */
 
-static int chan_entry_check(braid_chan *ch, const void *item)
+/* One send or receive: the immediate attempt, then (unless try) a wait in
+ * queue q. */
+static int chan_op(braid_chan *ch, void *item, uint64_t deadline_ns, bool try, bool send)
 {
     if (!chan_ok(ch) || !item)
         return -EINVAL;
     braid__task *t = braid__task_current();
     if (t && braid__task_should_cancel(t))
         return -ECANCELED;
-    return 0;
-}
-
-typedef int (*chan_op_fn)(braid_chan *, void *, braid__wnode **);
-
-static int op_send(braid_chan *ch, void *item, braid__wnode **wake)
-{
-    return braid__chan_send_locked(ch, item, wake);
-}
-
-static int op_recv(braid_chan *ch, void *item, braid__wnode **wake)
-{
-    return braid__chan_recv_locked(ch, item, wake);
-}
-
-/* One send or receive: the immediate attempt, then (unless try) a wait in
- * queue q. */
-static int chan_op(braid_chan *ch, void *item, uint64_t deadline_ns, bool try, chan_op_fn op,
-                   braid__wq *q, uint8_t reason)
-{
-    int rc = chan_entry_check(ch, item);
-    if (rc)
-        return rc;
+    int rc;
     braid__wnode *wake;
     braid__spin_lock(&ch->lock);
-    rc = op(ch, item, &wake);
+    rc = send ? send_locked(ch, item, &wake) : recv_locked(ch, item, &wake);
     if (rc != -EAGAIN || try) {
         braid__spin_unlock(&ch->lock);
         if (wake)
             braid__wnode_finish(wake);
         if (rc == 0)
-            braid__budget_spend();
+            braid__budget_spend(t);
         return rc;
     }
+    braid__wq *q = send ? &ch->sendq : &ch->recvq;
     braid__wait w;
     braid__wnode node;
-    braid__wait_init(&w, reason);
+    braid__wait_init(&w, t, send ? BRAID_WAIT_CHAN_SEND : BRAID_WAIT_CHAN_RECV);
     braid__wnode_init(&node, &w, 0, item, 0);
     braid__wq_push(q, &node);
     braid__spin_unlock(&ch->lock);
-    int got = braid__wait_block(&w, deadline_ns, true);
-    if (got < 0) {
+    rc = braid__wait_block(&w, deadline_ns, true);
+    if (rc < 0) {
         braid__spin_lock(&ch->lock);
-        braid__wq_remove(q, &node);
+        rc = braid__wnode_withdraw(q, &node, rc);
         braid__spin_unlock(&ch->lock);
-        return got;
+        if (rc < 0)
+            return rc;
+        braid__wait_settle(&w);
     }
     return node.result;
 }
 
 int braid_chan_send_until(braid_chan *ch, const void *item, uint64_t deadline_ns)
 {
-    return chan_op(ch, (void *)item, deadline_ns, false, op_send, chan_ok(ch) ? &ch->sendq : NULL,
-                   BRAID_WAIT_CHAN_SEND);
+    return chan_op(ch, (void *)item, deadline_ns, false, true);
 }
 
 int braid_chan_send(braid_chan *ch, const void *item)
@@ -243,13 +246,12 @@ int braid_chan_send(braid_chan *ch, const void *item)
 
 int braid_chan_try_send(braid_chan *ch, const void *item)
 {
-    return chan_op(ch, (void *)item, BRAID_FOREVER, true, op_send, NULL, BRAID_WAIT_CHAN_SEND);
+    return chan_op(ch, (void *)item, BRAID_FOREVER, true, true);
 }
 
 int braid_chan_recv_until(braid_chan *ch, void *item, uint64_t deadline_ns)
 {
-    return chan_op(ch, item, deadline_ns, false, op_recv, chan_ok(ch) ? &ch->recvq : NULL,
-                   BRAID_WAIT_CHAN_RECV);
+    return chan_op(ch, item, deadline_ns, false, false);
 }
 
 int braid_chan_recv(braid_chan *ch, void *item)
@@ -259,7 +261,7 @@ int braid_chan_recv(braid_chan *ch, void *item)
 
 int braid_chan_try_recv(braid_chan *ch, void *item)
 {
-    return chan_op(ch, item, BRAID_FOREVER, true, op_recv, NULL, BRAID_WAIT_CHAN_RECV);
+    return chan_op(ch, item, BRAID_FOREVER, true, false);
 }
 
 /* ---- closing and references --------------------------------------------- */
@@ -425,8 +427,8 @@ static int select_poll(braid_select_case *c, size_t n, const uint8_t *order, bra
         braid_select_case *x = &c[order[k]];
         if (!x->chan)
             continue;
-        int rc = x->op == BRAID_SELECT_SEND ? braid__chan_send_locked(x->chan, x->item, wake)
-                                            : braid__chan_recv_locked(x->chan, x->item, wake);
+        int rc = x->op == BRAID_SELECT_SEND ? send_locked(x->chan, x->item, wake)
+                                            : recv_locked(x->chan, x->item, wake);
         if (rc == -EAGAIN)
             continue;
         x->result = rc;
@@ -463,13 +465,14 @@ int braid_select(braid_select_case *cases, size_t n, uint64_t deadline_ns, unsig
         if (wake)
             braid__wnode_finish(wake);
         if (won >= 0)
-            braid__budget_spend();
+            braid__budget_spend(braid__task_current());
         return won >= 0 ? won : -EAGAIN;
     }
     /* Nothing ready: queue a node on every case's channel and wait. */
     braid__wait w;
     braid__wnode nodes[SELECT_MAX];
-    braid__wait_init(&w, BRAID_WAIT_SELECT);
+    braid__wait_init(&w, braid__task_current(), BRAID_WAIT_SELECT);
+    w.multi = true;
     for (size_t i = 0; i < n; i++) {
         braid__wnode_init(&nodes[i], &w, (uint32_t)i, cases[i].item, 0);
         if (cases[i].chan)

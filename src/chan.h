@@ -22,10 +22,4 @@ struct braid_chan {
 
 int braid__chan_create(braid_chan **out, size_t item_size, size_t capacity, bool oneshot);
 
-/* With ch->lock held: complete a send or receive now if possible.  0 (with
- * *wake a waiter to braid__wnode_finish() after unlocking, or NULL),
- * -EPIPE, -ENOMEM, or -EAGAIN (it would have to wait). */
-int braid__chan_send_locked(braid_chan *ch, const void *item, braid__wnode **wake);
-int braid__chan_recv_locked(braid_chan *ch, void *item, braid__wnode **wake);
-
 #endif

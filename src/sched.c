@@ -388,15 +388,21 @@ static braid__task *pick_local(braid__worker *w)
     return NULL;
 }
 
-static void check_notify(braid__worker *w)
+static void notify_pending_slow(braid__worker *w);
+
+static inline void check_notify(braid__worker *w)
 {
-    if (w->notify_pending) {
-        /* The task a spawn left waiting is still waiting although this
-         * worker moves on to another task: get help. */
-        w->notify_pending = false;
-        if (braid__ring_len(&w->ring) || atomic_load_explicit(&w->ring.newest, memory_order_relaxed))
-            notify(w->rt, false);
-    }
+    if (BRAID_UNLIKELY(w->notify_pending))
+        notify_pending_slow(w);
+}
+
+/* The task a spawn left waiting is still waiting although this worker moves
+ * on to another task: get help. */
+static void notify_pending_slow(braid__worker *w)
+{
+    w->notify_pending = false;
+    if (braid__ring_len(&w->ring) || atomic_load_explicit(&w->ring.newest, memory_order_relaxed))
+        notify(w->rt, false);
 }
 
 /* The single place that decides what a worker runs next, in the scheduler
@@ -479,7 +485,12 @@ static void switch_out(braid__worker *w, braid__task *from, bool dying)
 
 void braid__sched_suspend(braid__task *t)
 {
-    switch_out(t->home, t, false);
+    /* The other tasks of this thread share its errno: keep ours.  (Through
+     * a cached address: tasks never change thread.) */
+    braid__worker *w = t->home;
+    int saved = *w->errno_loc;
+    switch_out(w, t, false);
+    *w->errno_loc = saved;
 }
 
 void braid__sched_exit(braid__task *t)
@@ -543,6 +554,7 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
     braid_runtime *rt = w->rt;
     braid__worker *prev = braid__tls_worker;
     braid__tls_worker = w;
+    w->errno_loc = &errno;
     for (;;) {
         braid__task *t = sched_next(w);
         if (!t)

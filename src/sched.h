@@ -99,6 +99,7 @@ struct braid__worker {
     bool shutdown_seen;
     uint64_t rng;
     unsigned colour;                /* of the next task started (task.c) */
+    int *errno_loc;                 /* the worker thread's errno */
     braid__wheel wheel;
     braid__rec_cache recs;
     braid__stack_cache stacks;

@@ -48,9 +48,7 @@ int braid__task_park(braid__task *t, bool cancellable)
         atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
         return 0; /* a wake-up was already pending */
     }
-    int saved = errno;
     braid__sched_suspend(t);
-    errno = saved;
     atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
     t->budget = BRAID_BUDGET; /* it let the others run */
     return 0;
@@ -61,9 +59,7 @@ void braid__task_yield_now(braid__task *t)
     uint8_t reason = t->wait_reason;
     t->wait_reason = BRAID_WAIT_YIELD;
     braid__sched_yield_enqueue(t->home, t);
-    int saved = errno;
     braid__sched_suspend(t);
-    errno = saved;
     t->wait_reason = reason;
 }
 

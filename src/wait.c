@@ -23,84 +23,26 @@ void braid__spin_lock_slow(braid__spin *l)
     } while (atomic_exchange_explicit(&l->v, 1, memory_order_acquire));
 }
 
-void braid__wait_init(braid__wait *w, uint8_t reason)
-{
-    w->task = braid__task_current();
-    atomic_init(&w->claim, 0);
-    atomic_init(&w->done, 0);
-    w->reason = reason;
-}
-
-void braid__wq_push(braid__wq *q, braid__wnode *n)
-{
-    n->next = NULL;
-    n->prev = q->tail;
-    if (q->tail)
-        q->tail->next = n;
-    else
-        q->head = n;
-    q->tail = n;
-    n->queued = true;
-}
-
-void braid__wq_remove(braid__wq *q, braid__wnode *n)
-{
-    if (!n->queued)
-        return;
-    if (n->prev)
-        n->prev->next = n->next;
-    else
-        q->head = n->next;
-    if (n->next)
-        n->next->prev = n->prev;
-    else
-        q->tail = n->prev;
-    n->next = n->prev = NULL;
-    n->queued = false;
-}
-
-braid__wnode *braid__wq_claim(braid__wq *q)
-{
-    braid__wnode *n;
-    while ((n = q->head)) {
-        braid__wq_remove(q, n);
-        if (braid__wnode_claim(n))
-            return n;
-    }
-    return NULL;
-}
-
 bool braid__wq_has_open(braid__wq *q)
 {
     braid__wnode *n;
     while ((n = q->head)) {
-        if (atomic_load_explicit(&n->wait->claim, memory_order_acquire) == 0)
+        if (!n->wait->multi || atomic_load_explicit(&n->wait->claim, memory_order_acquire) == 0)
             return true;
         braid__wq_remove(q, n);
     }
     return false;
 }
 
-void braid__wnode_finish(braid__wnode *n)
+void braid__wnode_finish_thread(braid__wait *w)
 {
-    braid__wait *w = n->wait;
-    braid__task *t = w->task;
-    if (t) {
-        /* Mark the task woken first (its last access), then release the
-         * wait, then enqueue: a task that was parked cannot run, and so
-         * cannot leave, before the enqueue, after which we touch nothing;
-         * one that was running may leave as soon as it sees done. */
-        bool parked = braid__wake_mark(t);
-        atomic_store_explicit(&w->done, 1, memory_order_release);
-        if (parked)
-            braid__wake_enqueue(t);
-    } else if (atomic_exchange_explicit(&w->done, 1, memory_order_acq_rel) == 2) {
+    if (atomic_exchange_explicit(&w->done, 1, memory_order_acq_rel) == 2) {
         /* The address may be gone already: a futex wake only hashes it. */
         braid__futex_wake(&w->done, 1);
     }
 }
 
-int braid__wait_settle(braid__wait *w)
+int braid__wait_settle_slow(braid__wait *w)
 {
     uint32_t c = atomic_load_explicit(&w->claim, memory_order_acquire);
     unsigned spins = 0;
@@ -127,18 +69,15 @@ static int wait_thread(braid__wait *w, uint64_t deadline_ns)
         return braid__wait_settle(w); /* already finished */
     for (;;) {
         uint64_t now = braid__now_ns();
-        if (deadline_ns != BRAID_FOREVER && now >= deadline_ns) {
-            if (braid__wait_give_up(w))
-                return -ETIMEDOUT;
-            return braid__wait_settle(w);
-        }
+        if (deadline_ns != BRAID_FOREVER && now >= deadline_ns)
+            return braid__wait_give_up_or_settle(w, -ETIMEDOUT);
         braid__futex_wait(&w->done, 2, deadline_ns == BRAID_FOREVER ? 0 : deadline_ns);
         if (atomic_load_explicit(&w->done, memory_order_acquire) == 1)
             return braid__wait_settle(w);
     }
 }
 
-int braid__wait_block(braid__wait *w, uint64_t deadline_ns, bool cancellable)
+int braid__wait_block_slow(braid__wait *w, uint64_t deadline_ns, bool cancellable)
 {
     braid__task *t = w->task;
     if (!t)
@@ -157,11 +96,11 @@ int braid__wait_block(braid__wait *w, uint64_t deadline_ns, bool cancellable)
             break;
         }
         if (t->timer_fired) {
-            rc = braid__wait_give_up(w) ? -ETIMEDOUT : braid__wait_settle(w);
+            rc = braid__wait_give_up_or_settle(w, -ETIMEDOUT);
             break;
         }
         if (braid__task_park(t, cancellable) < 0) {
-            rc = braid__wait_give_up(w) ? -ECANCELED : braid__wait_settle(w);
+            rc = braid__wait_give_up_or_settle(w, -ECANCELED);
             break;
         }
     }
@@ -171,11 +110,8 @@ int braid__wait_block(braid__wait *w, uint64_t deadline_ns, bool cancellable)
     return rc;
 }
 
-void braid__budget_spend(void)
+void braid__budget_yield(braid__task *t)
 {
-    braid__task *t = braid__task_current();
-    if (!t || --t->budget)
-        return;
     t->budget = BRAID_BUDGET;
     braid__task_yield_now(t);
 }
