@@ -488,10 +488,121 @@ BRAID_API int braid_notify_waiters(braid_notify *n);
 
 /* Consume the stored permit, or wait for braid_notify_one() or
  * braid_notify_waiters().  Suspends a task; blocks a plain thread.
- * Cancellation point: a waiter cancelled after being picked by
- * braid_notify_one() passes the wake-up on to the next waiter (or back to
- * the permit), so none is lost.  Returns 0, -ECANCELED, -EINVAL. */
+ * Cancellation point; a waiter that gives up (cancelled, or past its
+ * deadline) loses no wake-up: one that was already picked returns 0.
+ * Returns 0, -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
 BRAID_API int braid_notify_wait(braid_notify *n);
+BRAID_API int braid_notify_wait_until(braid_notify *n, uint64_t deadline_ns);
+
+/* ------------------------------------------------------------------------
+ * Locks and other synchronization (Tokio's sync)
+ *
+ * Each is a plain struct the caller owns (embed it, or make it static),
+ * initialized with its _INIT macro or _init function; they need no
+ * runtime and work across workers, runtimes and plain threads (a task
+ * waits by suspending, a thread by blocking).  Uncontended operations make
+ * no system call.  Waits are FIFO, cancellation points, and have _until
+ * forms (see "Deadlines").  A structure must not be copied or moved while
+ * in use.
+ * --------------------------------------------------------------------- */
+
+typedef struct braid_mutex {
+    uint64_t opaque_[4];
+} braid_mutex;
+#define BRAID_MUTEX_INIT { { 0 } }
+
+/* Mutex with FIFO handoff: unlocking gives the lock to the longest waiter,
+ * so nobody starves.  Owned by the task (or thread) that locked it. */
+BRAID_API int braid_mutex_init(braid_mutex *m);
+/* Returns 0, -EDEADLK (the caller holds it), -ECANCELED, -ETIMEDOUT,
+ * -EINVAL. */
+BRAID_API int braid_mutex_lock(braid_mutex *m);
+BRAID_API int braid_mutex_lock_until(braid_mutex *m, uint64_t deadline_ns);
+/* Returns 0, -EBUSY (held, or others wait for it), -EINVAL. */
+BRAID_API int braid_mutex_trylock(braid_mutex *m);
+/* Returns 0, -EPERM (the caller does not hold it), -EINVAL. */
+BRAID_API int braid_mutex_unlock(braid_mutex *m);
+/* Returns 0, or -EBUSY if it is locked or waited on. */
+BRAID_API int braid_mutex_destroy(braid_mutex *m);
+
+typedef struct braid_rwlock {
+    uint64_t opaque_[5];
+} braid_rwlock;
+#define BRAID_RWLOCK_INIT { { 0 } }
+
+/* Reader-writer lock, fair: requests are served in arrival order (a run of
+ * readers together), so a waiting writer holds back later readers and no
+ * writer starves. */
+BRAID_API int braid_rwlock_init(braid_rwlock *l);
+BRAID_API int braid_rwlock_rdlock(braid_rwlock *l);
+BRAID_API int braid_rwlock_rdlock_until(braid_rwlock *l, uint64_t deadline_ns);
+BRAID_API int braid_rwlock_wrlock(braid_rwlock *l);
+BRAID_API int braid_rwlock_wrlock_until(braid_rwlock *l, uint64_t deadline_ns);
+/* Without waiting: -EBUSY. */
+BRAID_API int braid_rwlock_tryrdlock(braid_rwlock *l);
+BRAID_API int braid_rwlock_trywrlock(braid_rwlock *l);
+/* Release a read or write hold.  Returns 0, -EPERM (not held), -EINVAL. */
+BRAID_API int braid_rwlock_unlock(braid_rwlock *l);
+BRAID_API int braid_rwlock_destroy(braid_rwlock *l);
+
+typedef struct braid_sem {
+    uint64_t opaque_[5];
+} braid_sem;
+#define BRAID_SEM_INIT(permits) { { (uint64_t)(permits) } }
+
+/* Counting semaphore (Tokio's Semaphore): acquire waits for n permits,
+ * FIFO (a large request at the head holds back smaller ones behind it).
+ * Closing fails every waiter and later acquire with -EPIPE. */
+BRAID_API int braid_sem_init(braid_sem *s, uint64_t permits);
+BRAID_API int braid_sem_acquire(braid_sem *s, uint64_t n);
+BRAID_API int braid_sem_acquire_until(braid_sem *s, uint64_t n, uint64_t deadline_ns);
+/* Without waiting: -EAGAIN. */
+BRAID_API int braid_sem_try_acquire(braid_sem *s, uint64_t n);
+/* Returns 0, -EOVERFLOW (more than 2^62 permits), -EINVAL. */
+BRAID_API int braid_sem_release(braid_sem *s, uint64_t n);
+BRAID_API int braid_sem_close(braid_sem *s);
+BRAID_API uint64_t braid_sem_available(braid_sem *s);
+BRAID_API int braid_sem_destroy(braid_sem *s);
+
+typedef struct braid_cond {
+    uint64_t opaque_[3];
+} braid_cond;
+#define BRAID_COND_INIT { { 0 } }
+
+/* Condition variable for a braid_mutex.  wait releases m, waits for a
+ * signal, and takes m again before returning, whatever it returns (also
+ * -ECANCELED and -ETIMEDOUT).  Wake-ups may be spurious: wait in a loop. */
+BRAID_API int braid_cond_init(braid_cond *c);
+BRAID_API int braid_cond_wait(braid_cond *c, braid_mutex *m);
+BRAID_API int braid_cond_wait_until(braid_cond *c, braid_mutex *m, uint64_t deadline_ns);
+BRAID_API int braid_cond_signal(braid_cond *c);
+BRAID_API int braid_cond_broadcast(braid_cond *c);
+BRAID_API int braid_cond_destroy(braid_cond *c);
+
+typedef struct braid_barrier {
+    uint64_t opaque_[4];
+} braid_barrier;
+
+/* Barrier for n parties (Tokio's Barrier): wait returns once n have
+ * arrived, and can then be used again.  Exactly one of each group gets
+ * BRAID_BARRIER_LEADER (1); the others get 0.  A waiter that gives up
+ * (cancelled, deadline) no longer counts as arrived. */
+#define BRAID_BARRIER_LEADER 1
+BRAID_API int braid_barrier_init(braid_barrier *b, unsigned n);
+BRAID_API int braid_barrier_wait(braid_barrier *b);
+BRAID_API int braid_barrier_wait_until(braid_barrier *b, uint64_t deadline_ns);
+BRAID_API int braid_barrier_destroy(braid_barrier *b);
+
+typedef struct braid_once {
+    uint64_t opaque_[3];
+} braid_once;
+#define BRAID_ONCE_INIT { { 0 } }
+
+/* Run fn(arg) once (pthread_once for tasks): the first caller runs it,
+ * concurrent callers wait until it is done.  If fn panics, the next caller
+ * runs it again.  Returns 0 (it has run), -ECANCELED (while waiting),
+ * -EINVAL. */
+BRAID_API int braid_once_call(braid_once *o, void (*fn)(void *), void *arg);
 
 /* ------------------------------------------------------------------------
  * Task-local storage (Tokio's task_local!)

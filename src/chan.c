@@ -171,24 +171,14 @@ static inline __attribute__((always_inline)) int recv_locked(braid_chan *ch, voi
     return -EAGAIN;
 }
 
-/* Fail every waiter of q with -EPIPE: claimed and chained on *list through
- * next, for finishing after the lock is dropped. */
+/* Fail every waiter of q with -EPIPE: claimed and chained on *list, for
+ * finishing after the lock is dropped. */
 static void fail_all(braid__wq *q, braid__wnode **list)
 {
     braid__wnode *n;
     while ((n = braid__wq_claim(q))) {
         n->result = -EPIPE;
-        n->next = *list;
-        *list = n;
-    }
-}
-
-static void finish_list(braid__wnode *n)
-{
-    while (n) {
-        braid__wnode *next = n->next; /* read before n may go */
-        braid__wnode_finish(n);
-        n = next;
+        braid__wnode_chain(list, n);
     }
 }
 
@@ -285,7 +275,7 @@ int braid_chan_close(braid_chan *ch)
     braid__spin_lock(&ch->lock);
     braid__wnode *list = close_locked(ch);
     braid__spin_unlock(&ch->lock);
-    finish_list(list);
+    braid__wnode_finish_chain(list);
     return 0;
 }
 
@@ -316,7 +306,7 @@ static int adjust_refs(braid_chan *ch, bool sender, int delta)
     }
     bool last = ch->senders == 0 && ch->receivers == 0;
     braid__spin_unlock(&ch->lock);
-    finish_list(list);
+    braid__wnode_finish_chain(list);
     if (last)
         chan_destroy(ch);
     return 0;

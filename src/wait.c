@@ -42,6 +42,15 @@ void braid__wnode_finish_thread(braid__wait *w)
     }
 }
 
+void braid__wnode_finish_chain(braid__wnode *n)
+{
+    while (n) {
+        braid__wnode *next = n->next; /* read before n may go */
+        braid__wnode_finish(n);
+        n = next;
+    }
+}
+
 int braid__wait_settle_slow(braid__wait *w)
 {
     uint32_t c = atomic_load_explicit(&w->claim, memory_order_acquire);

@@ -243,6 +243,15 @@ static inline int braid__wait_give_up_or_settle(braid__wait *w, int rc)
     return braid__wait_settle(w);
 }
 
+/* Claimed nodes to finish once the lock is dropped: chained through next. */
+static inline void braid__wnode_chain(braid__wnode **list, braid__wnode *n)
+{
+    n->next = *list;
+    *list = n;
+}
+
+void braid__wnode_finish_chain(braid__wnode *list);
+
 /* Wait until a waker claims one of w's nodes (returns that node's index),
  * or until deadline_ns passes (-ETIMEDOUT) or the task is cancelled
  * (-ECANCELED, if cancellable).  On a negative return a select's wait has

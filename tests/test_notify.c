@@ -65,20 +65,30 @@ static void *cancel_root(void *arg)
     braid_yield();
     CHECK_EQ(braid_spawn(&b, waiter, (void *)2), 0);
     braid_yield();
-    /* Pick a, then cancel it before it runs: the wake-up goes to b. */
+    /* Pick a, then cancel it before it runs: it was notified, and says so
+     * (the wake-up is not lost); its task still ends cancelled. */
     CHECK_EQ(braid_notify_one(nt), 0);
     CHECK_EQ(braid_cancel(a), 0);
     void *r;
     CHECK_EQ(braid_join(a, &r), BRAID_CANCELLED);
+    CHECK_EQ((intptr_t)r, 0);
+    /* Cancel a waiter that was not picked: it leaves the queue, and the
+     * next wake-up goes to the one behind it. */
+    braid_task c;
+    CHECK_EQ(braid_spawn(&c, waiter, (void *)3), 0);
+    braid_yield(); /* queue: b, c */
+    CHECK_EQ(braid_cancel(b), 0);
+    CHECK_EQ(braid_join(b, &r), BRAID_CANCELLED);
     CHECK_EQ((intptr_t)r, -ECANCELED);
-    CHECK_EQ(braid_join(b, &r), BRAID_OK);
+    CHECK_EQ(braid_notify_one(nt), 0);
+    CHECK_EQ(braid_join(c, &r), BRAID_OK);
     CHECK_EQ((intptr_t)r, 0);
     CHECK_EQ(braid_notify_free(nt), 0);
     CHECK_EQ(braid_notify_new(&nt), 0);
     return NULL;
 }
 
-TEST(notify_cancelled_waiter_passes_wakeup_on)
+TEST(notify_cancelled_waiter_loses_nothing)
 {
     atomic_store(&woken, 0);
     atomic_store(&order_pos, 0);
