@@ -20,6 +20,7 @@
 static uint64_t n_ops;
 static const char *only;
 static braid_notify *done;
+static braid_mutex mu = BRAID_MUTEX_INIT;
 
 static void *empty(void *arg)
 {
@@ -92,6 +93,14 @@ static void *root(void *arg)
             braid_yield();
         if (round && want("yield_alone"))
             report("yield_alone_ns", t0, n_ops);
+
+        t0 = braid_now_ns();
+        for (uint64_t i = 0; want("mutex_uncontended") && i < n_ops; i++) {
+            braid_mutex_lock(&mu);
+            braid_mutex_unlock(&mu);
+        }
+        if (round && want("mutex_uncontended"))
+            report("mutex_lock_unlock_ns", t0, n_ops);
     }
     return NULL;
 }

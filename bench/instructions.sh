@@ -10,7 +10,7 @@ count() {
     BRAID_VALGRIND=0 valgrind --tool=callgrind --callgrind-out-file=/dev/null "$BIN" "$1" "$2" 2>&1 |
         sed -n 's/.*refs: *//p' | tr -d ,
 }
-for name in spawn_join_inline chained_link yield_pair yield_alone; do
+for name in spawn_join_inline chained_link yield_pair yield_alone mutex_uncontended; do
     small=$(count 10000 "$name")
     large=$(count 110000 "$name")
     ops=100000
