@@ -437,6 +437,85 @@ BRAID_API int braid_chan_receiver_drop(braid_chan *ch);
 BRAID_API size_t braid_chan_len(braid_chan *ch);
 
 /* ------------------------------------------------------------------------
+ * Oneshot: one value, once (Tokio's sync::oneshot)
+ *
+ * The creator holds the sending and the receiving end.  Sending consumes
+ * the sending end; so does braid_oneshot_sender_drop(), after which the
+ * receiver gets -EPIPE.  The memory goes when both ends are done.
+ * --------------------------------------------------------------------- */
+
+typedef struct braid_oneshot braid_oneshot;
+
+BRAID_API int braid_oneshot_new(braid_oneshot **out, size_t item_size);
+/* Never waits.  Returns 0, -EPIPE (the receiver is gone, or it was already
+ * sent), -EINVAL. */
+BRAID_API int braid_oneshot_send(braid_oneshot *o, const void *item);
+/* Wait for the value.  Returns 0, -EPIPE (the sender went without
+ * sending), -ECANCELED, -ETIMEDOUT, -EAGAIN (try form), -EINVAL.  A return
+ * of 0 or -EPIPE consumes the receiving end. */
+BRAID_API int braid_oneshot_recv(braid_oneshot *o, void *item);
+BRAID_API int braid_oneshot_recv_until(braid_oneshot *o, void *item, uint64_t deadline_ns);
+BRAID_API int braid_oneshot_try_recv(braid_oneshot *o, void *item);
+/* Give up an end without using it. */
+BRAID_API int braid_oneshot_sender_drop(braid_oneshot *o);
+BRAID_API int braid_oneshot_receiver_drop(braid_oneshot *o);
+
+/* ------------------------------------------------------------------------
+ * Broadcast: every receiver sees every value (Tokio's sync::broadcast)
+ *
+ * A ring of capacity values; sending never waits: it overwrites the oldest
+ * value, and a receiver that had not read it yet learns how many it missed
+ * (-EOVERFLOW, *missed set) and goes on from the oldest value kept.
+ * --------------------------------------------------------------------- */
+
+typedef struct braid_bcast braid_bcast;
+typedef struct braid_bcast_rx braid_bcast_rx;
+
+/* item_size 1 .. 65536, capacity 1 .. 2^20. */
+BRAID_API int braid_bcast_new(braid_bcast **out, size_t item_size, size_t capacity);
+/* Returns the number of receivers it reached (>= 0; 0 is not an error), or
+ * -EPIPE (closed), -EINVAL. */
+BRAID_API int braid_bcast_send(braid_bcast *b, const void *item);
+/* A receiver that sees the values sent from now on. */
+BRAID_API int braid_bcast_subscribe(braid_bcast *b, braid_bcast_rx **out);
+/* Receive the next value.  Returns 0, -EOVERFLOW (lagged: *missed, if not
+ * NULL, says how many values were lost; the next call continues), -EPIPE
+ * (closed and all seen), -ECANCELED, -ETIMEDOUT, -EAGAIN (try form). */
+BRAID_API int braid_bcast_recv(braid_bcast_rx *rx, void *item, uint64_t *missed);
+BRAID_API int braid_bcast_recv_until(braid_bcast_rx *rx, void *item, uint64_t *missed,
+                                     uint64_t deadline_ns);
+BRAID_API int braid_bcast_try_recv(braid_bcast_rx *rx, void *item, uint64_t *missed);
+BRAID_API int braid_bcast_rx_free(braid_bcast_rx *rx);
+/* No more sends; receivers get what they have not seen, then -EPIPE. */
+BRAID_API int braid_bcast_close(braid_bcast *b);
+/* Free the channel; every receiver must have been freed (else -EBUSY). */
+BRAID_API int braid_bcast_free(braid_bcast *b);
+
+/* ------------------------------------------------------------------------
+ * Watch: the latest value, with a version (Tokio's sync::watch)
+ * --------------------------------------------------------------------- */
+
+typedef struct braid_watch braid_watch;
+
+/* The initial value is version 0. */
+BRAID_API int braid_watch_new(braid_watch **out, size_t item_size, const void *initial);
+/* Store a new value (version + 1) and wake whoever waits for a change.
+ * Returns 0, -EPIPE (closed), -EINVAL. */
+BRAID_API int braid_watch_send(braid_watch *w, const void *item);
+/* Copy the latest value and its version (either may be NULL).  Returns 0
+ * or -EINVAL. */
+BRAID_API int braid_watch_get(braid_watch *w, void *item, uint64_t *version);
+/* Wait until the version differs from *version, then update *version and
+ * copy the value (item may be NULL).  Returns 0, -EPIPE (closed, and
+ * nothing newer), -ECANCELED, -ETIMEDOUT, -EINVAL. */
+BRAID_API int braid_watch_changed(braid_watch *w, uint64_t *version, void *item);
+BRAID_API int braid_watch_changed_until(braid_watch *w, uint64_t *version, void *item,
+                                        uint64_t deadline_ns);
+BRAID_API int braid_watch_close(braid_watch *w);
+/* Free it; nobody may wait on it (else -EBUSY). */
+BRAID_API int braid_watch_free(braid_watch *w);
+
+/* ------------------------------------------------------------------------
  * Select: wait on several channel operations (Go's select)
  * --------------------------------------------------------------------- */
 
@@ -603,6 +682,64 @@ typedef struct braid_once {
  * runs it again.  Returns 0 (it has run), -ECANCELED (while waiting),
  * -EINVAL. */
 BRAID_API int braid_once_call(braid_once *o, void (*fn)(void *), void *arg);
+
+/* ------------------------------------------------------------------------
+ * Cancellation tokens (tokio-util's CancellationToken)
+ *
+ * A token is cancelled once, by anyone; tasks check it or wait for it.
+ * Cancelling a token cancels its children (and theirs), never its parent.
+ * Unlike braid_cancel(), it interrupts nothing by itself: code that should
+ * stop checks it, waits for it, or selects on braid_token_chan().
+ * --------------------------------------------------------------------- */
+
+typedef struct braid_token braid_token;
+
+/* A new token; a child of parent if parent is not NULL (cancelled at once
+ * if the parent already is). */
+BRAID_API int braid_token_new(braid_token **out, braid_token *parent);
+BRAID_API int braid_token_cancel(braid_token *t);
+BRAID_API bool braid_token_is_cancelled(braid_token *t);
+/* Wait until t is cancelled.  Returns 0, -ECANCELED (the caller was),
+ * -ETIMEDOUT, -EINVAL. */
+BRAID_API int braid_token_wait(braid_token *t);
+BRAID_API int braid_token_wait_until(braid_token *t, uint64_t deadline_ns);
+/* A channel that is closed when t is cancelled (nothing is ever sent on
+ * it): a BRAID_SELECT_RECV case on it completes with -EPIPE once t is
+ * cancelled, so a select can wait for cancellation beside other channels.
+ * Owned by t: do not drop or close it.  NULL for a bad token. */
+BRAID_API braid_chan *braid_token_chan(braid_token *t);
+/* Free a token nobody waits on (-EBUSY otherwise).  Its children live on,
+ * without a parent. */
+BRAID_API int braid_token_free(braid_token *t);
+
+/* ------------------------------------------------------------------------
+ * JoinSet: a set of tasks joined in completion order (Tokio's JoinSet)
+ * --------------------------------------------------------------------- */
+
+typedef struct braid_joinset braid_joinset;
+
+BRAID_API int braid_joinset_new(braid_joinset **out);
+/* Spawn fn(arg) into the set (on the caller's runtime: task only); opts as
+ * braid_spawn_ex(), may be NULL.  *id (if not NULL) receives its task id.
+ * Returns 0, -EPERM, -ENOMEM, -EINVAL. */
+BRAID_API int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts, braid_fn fn,
+                                  void *arg, uint64_t *id);
+/* Wait for the next task of the set to finish, remove it, and return its
+ * fate (>= 0) with its outcome in *out and its id in *id (each may be
+ * NULL).  Returns -ENOENT when the set is empty, -ECANCELED, -ETIMEDOUT,
+ * -EINVAL. */
+BRAID_API int braid_joinset_join_next(braid_joinset *s, braid_outcome *out, uint64_t *id);
+BRAID_API int braid_joinset_join_next_until(braid_joinset *s, braid_outcome *out, uint64_t *id,
+                                            uint64_t deadline_ns);
+/* Request cancellation of every task in the set (they stay in it). */
+BRAID_API int braid_joinset_cancel_all(braid_joinset *s);
+/* Cancel every task and wait for all of them; the set is empty after.
+ * Their results are discarded.  Not a cancellation point. */
+BRAID_API int braid_joinset_shutdown(braid_joinset *s);
+/* Tasks in the set (finished ones not yet joined included). */
+BRAID_API size_t braid_joinset_len(braid_joinset *s);
+/* braid_joinset_shutdown(), then free the set. */
+BRAID_API int braid_joinset_free(braid_joinset *s);
 
 /* ------------------------------------------------------------------------
  * Task-local storage (Tokio's task_local!)

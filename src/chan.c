@@ -483,3 +483,68 @@ int braid_select(braid_select_case *cases, size_t n, uint64_t deadline_ns, unsig
         cases[won].result = nodes[won].result;
     return won;
 }
+
+/* ---- oneshot: a channel of capacity 1 whose first send closes it -------- */
+
+static braid_chan *as_chan(braid_oneshot *o)
+{
+    return (braid_chan *)o;
+}
+
+int braid_oneshot_new(braid_oneshot **out, size_t item_size)
+{
+    return braid__chan_create((braid_chan **)out, item_size, 1, true);
+}
+
+int braid_oneshot_send(braid_oneshot *o, const void *item)
+{
+    braid_chan *ch = as_chan(o);
+    if (!chan_ok(ch) || !item)
+        return -EINVAL;
+    braid__wnode *wake = NULL;
+    braid__spin_lock(&ch->lock);
+    if (ch->senders == 0) {
+        braid__spin_unlock(&ch->lock);
+        return -EPIPE; /* already sent or dropped */
+    }
+    int rc = send_locked(ch, item, &wake);
+    braid__spin_unlock(&ch->lock);
+    if (wake)
+        braid__wnode_finish(wake);
+    adjust_refs(ch, true, -1); /* sending consumes the sending end */
+    return rc;
+}
+
+static int oneshot_recv(braid_oneshot *o, void *item, uint64_t deadline_ns, bool try)
+{
+    braid_chan *ch = as_chan(o);
+    int rc = chan_op(ch, item, deadline_ns, try, false);
+    if (rc == 0 || rc == -EPIPE)
+        adjust_refs(ch, false, -1);
+    return rc;
+}
+
+int braid_oneshot_recv_until(braid_oneshot *o, void *item, uint64_t deadline_ns)
+{
+    return oneshot_recv(o, item, deadline_ns, false);
+}
+
+int braid_oneshot_recv(braid_oneshot *o, void *item)
+{
+    return oneshot_recv(o, item, BRAID_FOREVER, false);
+}
+
+int braid_oneshot_try_recv(braid_oneshot *o, void *item)
+{
+    return oneshot_recv(o, item, BRAID_FOREVER, true);
+}
+
+int braid_oneshot_sender_drop(braid_oneshot *o)
+{
+    return adjust_refs(as_chan(o), true, -1);
+}
+
+int braid_oneshot_receiver_drop(braid_oneshot *o)
+{
+    return adjust_refs(as_chan(o), false, -1);
+}

@@ -75,16 +75,28 @@ struct braid__rec {
     struct braid__waiter *waiter;
 };
 
-/* Who waits for a record: a task (woken with braid__wake) or a plain thread
+/* Who waits for a record: a task (woken with braid__wake), a plain thread
  * (woken through the futex word: 0 waiting, 1 done, 2 asleep in the
- * kernel).  Lives on the waiter's stack. */
+ * kernel), or a JoinSet (told which of its tasks finished).  Lives on the
+ * waiter's stack, or in the JoinSet. */
 typedef struct braid__waiter {
     struct braid__task *task;
     _Atomic uint32_t done;
+    struct braid_joinset *set;
 } braid__waiter;
 
-/* Block a plain thread until w->done becomes 1: spin briefly, then sleep. */
-void braid__waiter_block(braid__waiter *w);
+/* A task of set s finished (called by the finisher, with the task's record
+ * locked): joinset.c. */
+void braid__joinset_finished(struct braid_joinset *s, uint64_t handle);
+
+/* For JoinSets (task.c): register wt as h's joiner (1; 0 if it is already
+ * done; or an error), and consume the result of a done h reserved for wt. */
+int braid__join_register(braid_task h, braid__waiter *wt);
+int braid__join_take(braid_task h, const braid__waiter *wt, braid_outcome *out);
+
+/* Block a plain thread until w->done becomes 1 (true), or until
+ * deadline_ns passes (false): spin briefly, then sleep. */
+bool braid__waiter_block_until(braid__waiter *w, uint64_t deadline_ns);
 
 /* Wake w (a plain thread's waiter); the syscall only if it sleeps. */
 void braid__waiter_signal(braid__waiter *w);

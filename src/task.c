@@ -98,10 +98,12 @@ static void count_finished(braid_runtime *rt, braid__worker *w)
 
 /* ---- finishing ------------------------------------------------------------- */
 
-static void waiter_wake(braid__waiter *wt)
+static void waiter_wake(braid__waiter *wt, uint32_t index, uint64_t state)
 {
     if (wt->task)
         braid__wake(wt->task);
+    else if (wt->set)
+        braid__joinset_finished(wt->set, braid__rec_gen(state) << BRAID_REC_INDEX_BITS | index);
     else
         braid__waiter_signal(wt);
 }
@@ -159,7 +161,7 @@ static void rec_finish(braid_runtime *rt, braid__worker *w, braid__rec *r, uint3
         braid__rec_free(w ? &w->recs : NULL, r, index);
     } else if (s & BRAID_REC_WAITING) {
         /* WAITING stays set: the result is now reserved for this waiter. */
-        waiter_wake(r->waiter);
+        waiter_wake(r->waiter, index, s);
         braid__rec_unlock(r, ns);
     }
     count_finished(rt, w);
@@ -592,8 +594,26 @@ static int register_waiter(braid__rec *r, uint64_t gen, braid__waiter *wt)
     return rc;
 }
 
-/* Wait, as a task, until the record of h is DONE. */
-static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__waiter *wt)
+/* A registered joiner stops waiting (deadline, cancellation): unless the
+ * task finished first (then the join goes on: 0), withdraw, leaving the
+ * handle valid for a later join, and return rc.  The finisher wakes us
+ * under the record lock, so once we hold it nobody touches our waiter. */
+static int give_up_join(braid__rec *r, uint64_t gen, int rc)
+{
+    uint64_t ls = braid__rec_lock(r, gen);
+    if (!ls)
+        return rc;
+    if (braid__rec_phase(ls) == BRAID_REC_DONE) {
+        braid__rec_unlock(r, ls);
+        return 0;
+    }
+    braid__rec_unlock(r, ls & ~(uint64_t)BRAID_REC_WAITING);
+    return rc;
+}
+
+/* Wait, as a task, until the record of h is DONE, or deadline_ns. */
+static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__waiter *wt,
+                        uint64_t deadline_ns)
 {
     braid__worker *w = self->home;
     uint64_t gen = braid__handle_gen(h);
@@ -630,36 +650,44 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
     }
     if (rc <= 0)
         return rc;
+    bool timed = deadline_ns != BRAID_FOREVER;
+    self->timer_fired = false;
+    if (timed && !braid__timer_arm(&w->wheel, &self->timer, deadline_ns))
+        self->timer_fired = true;
     self->wait_reason = BRAID_WAIT_JOIN;
+    rc = 0;
     while (braid__rec_phase(atomic_load_explicit(&r->state, memory_order_acquire)) !=
            BRAID_REC_DONE) {
+        if (self->timer_fired) {
+            rc = give_up_join(r, gen, -ETIMEDOUT);
+            break;
+        }
         if (braid__task_park(self, true) < 0) {
-            uint64_t ls = braid__rec_lock(r, gen);
-            if (ls) {
-                /* Leave, done or not: if it is DONE the finisher woke us
-                 * already, under the lock we now hold.  The handle stays
-                 * valid for a later join. */
-                braid__rec_unlock(r, ls & ~(uint64_t)BRAID_REC_WAITING);
-            }
-            self->wait_reason = BRAID_WAIT_NONE;
-            return -ECANCELED;
+            rc = give_up_join(r, gen, -ECANCELED);
+            break;
         }
     }
+    if (timed && !self->timer_fired)
+        braid__timer_disarm(&w->wheel, &self->timer);
     self->wait_reason = BRAID_WAIT_NONE;
-    return 0;
+    return rc;
 }
 
 /* Wait, as a plain thread, until r is DONE. */
-static int wait_as_thread(braid__rec *r, uint64_t gen, braid__waiter *wt)
+static int wait_as_thread(braid__rec *r, uint64_t gen, braid__waiter *wt, uint64_t deadline_ns)
 {
     int rc = register_waiter(r, gen, wt);
     if (rc <= 0)
         return rc;
-    braid__waiter_block(wt);
+    if (!braid__waiter_block_until(wt, deadline_ns))
+        return give_up_join(r, gen, -ETIMEDOUT);
     return 0;
 }
 
-static int join_impl(braid_task h, braid_outcome *out, void **result)
+static int take_result(braid__rec *r, uint64_t gen, uint32_t index, const braid__waiter *wt,
+                       braid_outcome *out, size_t out_size, void **result);
+
+static int join_impl(braid_task h, braid_outcome *out, void **result, uint64_t deadline_ns)
 {
     size_t out_size = 0;
     if (out) {
@@ -685,15 +713,23 @@ static int join_impl(braid_task h, braid_outcome *out, void **result)
     }
     /* The waiter lives until consume() returns: a finisher may still be
      * touching it until it drops the record lock. */
-    braid__waiter wt = { self, 0 };
+    braid__waiter wt = { self, 0, NULL };
     if (braid__rec_phase(s) != BRAID_REC_DONE) {
-        int rc = self ? wait_as_task(self, h, r, &wt) : wait_as_thread(r, gen, &wt);
+        int rc = self ? wait_as_task(self, h, r, &wt, deadline_ns)
+                      : wait_as_thread(r, gen, &wt, deadline_ns);
         if (rc < 0)
             return rc;
     }
+    return take_result(r, gen, index, &wt, out, out_size, result);
+}
+
+/* Consume a DONE record for joiner wt and report its outcome. */
+static int take_result(braid__rec *r, uint64_t gen, uint32_t index, const braid__waiter *wt,
+                       braid_outcome *out, size_t out_size, void **result)
+{
     void *value;
     braid__panic_info *info;
-    int fate = consume(r, gen, index, &wt, &value, &info);
+    int fate = consume(r, gen, index, wt, &value, &info);
     if (fate < 0)
         return fate;
     if (result)
@@ -712,16 +748,45 @@ static int join_impl(braid_task h, braid_outcome *out, void **result)
     return fate;
 }
 
+int braid__join_register(braid_task h, braid__waiter *wt)
+{
+    braid__rec *r = braid__rec_lookup(h);
+    return r ? register_waiter(r, braid__handle_gen(h), wt) : -EINVAL;
+}
+
+int braid__join_take(braid_task h, const braid__waiter *wt, braid_outcome *out)
+{
+    braid__rec *r = braid__rec_lookup(h);
+    if (!r)
+        return -EINVAL;
+    size_t out_size = out ? (out->size ? out->size : sizeof(braid_outcome)) : 0;
+    if (out && out_size < offsetof(braid_outcome, message))
+        return -EINVAL;
+    return take_result(r, braid__handle_gen(h), braid__handle_index(h), wt, out, out_size, NULL);
+}
+
 int braid_join(braid_task t, void **result)
 {
-    return join_impl(t, NULL, result);
+    return join_impl(t, NULL, result, BRAID_FOREVER);
+}
+
+int braid_join_until(braid_task t, void **result, uint64_t deadline_ns)
+{
+    return join_impl(t, NULL, result, deadline_ns);
 }
 
 int braid_join_ex(braid_task t, braid_outcome *out)
 {
     if (!out)
         return -EINVAL;
-    return join_impl(t, out, NULL);
+    return join_impl(t, out, NULL, BRAID_FOREVER);
+}
+
+int braid_join_ex_until(braid_task t, braid_outcome *out, uint64_t deadline_ns)
+{
+    if (!out)
+        return -EINVAL;
+    return join_impl(t, out, NULL, deadline_ns);
 }
 
 /* ---- detach, cancel, inspect ------------------------------------------------- */

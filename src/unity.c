@@ -6,10 +6,12 @@
  * fiber.c is compiled on its own because it must never be instrumented by
  * the sanitizers (see fiber.h).
  */
+#include "broadcast.c"
 #include "chan.c"
 #include "error.c"
 #include "handle.c"
 #include "joinall.c"
+#include "joinset.c"
 #include "local.c"
 #include "panic.c"
 #include "queue.c"
@@ -20,5 +22,6 @@
 #include "sync.c"
 #include "task.c"
 #include "timer.c"
+#include "token.c"
 #include "util.c"
 #include "wait.c"

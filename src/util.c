@@ -157,20 +157,24 @@ void braid__die(const char *msg)
  * the workers that would finish the task it waits for.) */
 #define WAITER_POLLS 64
 
-void braid__waiter_block(braid__waiter *w)
+bool braid__waiter_block_until(braid__waiter *w, uint64_t deadline_ns)
 {
     for (int i = 0; i < WAITER_POLLS; i++) {
         if (atomic_load_explicit(&w->done, memory_order_acquire) == 1)
-            return;
+            return true;
         braid__cpu_relax();
     }
     uint32_t expect = 0;
     if (atomic_compare_exchange_strong_explicit(&w->done, &expect, 2, memory_order_acq_rel,
                                                 memory_order_acquire) ||
         expect == 2) {
-        while (atomic_load_explicit(&w->done, memory_order_acquire) != 1)
-            braid__futex_wait(&w->done, 2, 0);
+        while (atomic_load_explicit(&w->done, memory_order_acquire) != 1) {
+            if (deadline_ns != BRAID_FOREVER && braid__now_ns() >= deadline_ns)
+                return false;
+            braid__futex_wait(&w->done, 2, deadline_ns == BRAID_FOREVER ? 0 : deadline_ns);
+        }
     }
+    return true;
 }
 
 void braid__waiter_signal(braid__waiter *w)
