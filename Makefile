@@ -148,7 +148,7 @@ test: all examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan
 	@tests/run-all.sh $(B)
 
 # ---- examples ------------------------------------------------------------------------
-EXAMPLES := spawn join spawn_join task_failure
+EXAMPLES := spawn join spawn_join task_failure pipeline fanout
 $(B)/ex/%: examples/%.c $(B)/libbraid.a | $(B)/ex
 	$(CC) $(TFLAGS) -O2 $< $(B)/libbraid.a -o $@ -lpthread
 $(B)/ex:

@@ -35,6 +35,7 @@
 #ifndef BRAID_H
 #define BRAID_H
 
+#include <errno.h> /* the codes braid returns, negated */
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>

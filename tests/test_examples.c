@@ -106,3 +106,22 @@ TEST(example_hello)
     int a = line_index("a: 200"), b = line_index("b: panicked: no work given");
     CHECK(a >= 0 && b >= 0 && a < b);
 }
+
+TEST(example_pipeline)
+{
+    run_example("pipeline");
+    /* sum of i^2 for i = 1..10000 = n(n+1)(2n+1)/6 */
+    CHECK(line_index("Sum of squares of 1..10000: 333383335000") >= 0);
+    CHECK(line_index("Handled by the workers: 10000") >= 0);
+}
+
+TEST(example_fanout)
+{
+    uint64_t ms = run_example("fanout");
+    /* Arrival order, then the deadline; the 1 s lookup is cancelled, so
+     * the program does not wait for it. */
+    int a = line_index("Answer 10"), b = line_index("Answer 40"), c = line_index("Answer 20");
+    int d = line_index("Deadline passed, 2 lookups given up");
+    CHECK(a >= 0 && b > a && c > b && d > c);
+    CHECK(ms < 1000);
+}
