@@ -92,30 +92,12 @@ int braid__wait_block_slow(braid__wait *w, uint64_t deadline_ns, bool cancellabl
     if (!t)
         return wait_thread(w, deadline_ns);
     braid__wheel *wheel = &t->home->wheel;
-    bool timed = deadline_ns != BRAID_FOREVER;
     t->timer_fired = false;
-    if (timed && !braid__timer_arm(wheel, &t->timer, deadline_ns))
+    if (!braid__timer_arm(wheel, &t->timer, deadline_ns))
         t->timer_fired = true; /* already due */
-    uint8_t saved_reason = t->wait_reason;
-    t->wait_reason = w->reason;
-    int rc;
-    for (;;) {
-        if (atomic_load_explicit(&w->claim, memory_order_acquire)) {
-            rc = braid__wait_settle(w);
-            break;
-        }
-        if (t->timer_fired) {
-            rc = braid__wait_give_up_or_settle(w, -ETIMEDOUT);
-            break;
-        }
-        if (braid__task_park(t, cancellable) < 0) {
-            rc = braid__wait_give_up_or_settle(w, -ECANCELED);
-            break;
-        }
-    }
-    if (timed && !t->timer_fired)
+    int rc = braid__wait_task(w, t, cancellable, true);
+    if (!t->timer_fired)
         braid__timer_disarm(wheel, &t->timer);
-    t->wait_reason = saved_reason;
     return rc;
 }
 

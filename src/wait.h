@@ -260,18 +260,20 @@ void braid__wnode_finish_chain(braid__wnode *list);
  * is not decided yet: the caller must call braid__wnode_withdraw(). */
 int braid__wait_block_slow(braid__wait *w, uint64_t deadline_ns, bool cancellable);
 
-static inline int braid__wait_block(braid__wait *w, uint64_t deadline_ns, bool cancellable)
+/* The loop of a task's wait; timed: its timer is armed (for the slow path;
+ * the fast path, without a deadline, compiles without the timer check). */
+static inline int braid__wait_task(braid__wait *w, braid__task *t, bool cancellable, bool timed)
 {
-    braid__task *t = w->task;
-    if (!t || deadline_ns != BRAID_FOREVER)
-        return braid__wait_block_slow(w, deadline_ns, cancellable);
-    /* A task waiting without a deadline: the common case, kept short. */
     uint8_t saved_reason = t->wait_reason;
     t->wait_reason = w->reason;
     int rc;
     for (;;) {
         if (atomic_load_explicit(&w->claim, memory_order_acquire)) {
             rc = braid__wait_settle(w);
+            break;
+        }
+        if (timed && t->timer_fired) {
+            rc = braid__wait_give_up_or_settle(w, -ETIMEDOUT);
             break;
         }
         if (braid__task_park(t, cancellable) < 0) {
@@ -281,6 +283,14 @@ static inline int braid__wait_block(braid__wait *w, uint64_t deadline_ns, bool c
     }
     t->wait_reason = saved_reason;
     return rc;
+}
+
+static inline int braid__wait_block(braid__wait *w, uint64_t deadline_ns, bool cancellable)
+{
+    braid__task *t = w->task;
+    if (!t || deadline_ns != BRAID_FOREVER)
+        return braid__wait_block_slow(w, deadline_ns, cancellable);
+    return braid__wait_task(w, t, cancellable, false);
 }
 
 /* Cooperative budget: each operation of task t (NULL: a plain thread)

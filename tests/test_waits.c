@@ -193,20 +193,34 @@ static void *mutex_holder(void *arg)
     return NULL;
 }
 
+/* The mutex op needs the mutex held by another task while it waits. */
+static braid_notify *release_holder;
+static braid_task holder;
+
+static void hold_mutex_for(size_t i)
+{
+    if (ops[i].fn != op_mutex)
+        return;
+    CHECK_EQ(braid_notify_new(&release_holder), 0);
+    CHECK_EQ(braid_spawn(&holder, mutex_holder, release_holder), 0);
+    CHECK_EQ(braid_yield(), 0); /* one worker: it holds the mutex now */
+}
+
+static void release_mutex_for(size_t i)
+{
+    if (ops[i].fn != op_mutex)
+        return;
+    CHECK_EQ(braid_notify_one(release_holder), 0);
+    CHECK_EQ(braid_join(holder, NULL), BRAID_OK);
+    CHECK_EQ(braid_notify_free(release_holder), 0);
+}
+
 static void *cancel_root(void *arg)
 {
     (void)arg;
     setup();
     for (uintptr_t i = 0; i < NOPS; i++) {
-        /* The mutex op needs the mutex held by someone else. */
-        braid_notify *release = NULL;
-        braid_task holder;
-        bool need_holder = ops[i].fn == op_mutex;
-        if (need_holder) {
-            CHECK_EQ(braid_notify_new(&release), 0);
-            CHECK_EQ(braid_spawn(&holder, mutex_holder, release), 0);
-            CHECK_EQ(braid_yield(), 0);
-        }
+        hold_mutex_for(i);
         braid_task t;
         CHECK_EQ(braid_spawn(&t, run_op, (void *)i), 0);
         CHECK_EQ(braid_yield(), 0); /* one worker: it runs until it waits */
@@ -216,11 +230,7 @@ static void *cancel_root(void *arg)
         CHECK_EQ(braid_join(t, &r), BRAID_CANCELLED);
         if ((intptr_t)r != -ECANCELED)
             TEST_FAIL("%s returned %d when cancelled", ops[i].name, (int)(intptr_t)r);
-        if (need_holder) {
-            CHECK_EQ(braid_notify_one(release), 0);
-            CHECK_EQ(braid_join(holder, NULL), BRAID_OK);
-            CHECK_EQ(braid_notify_free(release), 0);
-        }
+        release_mutex_for(i);
         check_intact();
     }
     teardown();
@@ -239,24 +249,13 @@ static void *deadline_root(void *arg)
     for (uintptr_t i = 0; i < NOPS; i++) {
         if (ops[i].fn == op_sleep)
             continue; /* a sleep that reaches its deadline succeeds */
-        braid_notify *release = NULL;
-        braid_task holder;
-        bool need_holder = ops[i].fn == op_mutex;
-        if (need_holder) {
-            CHECK_EQ(braid_notify_new(&release), 0);
-            CHECK_EQ(braid_spawn(&holder, mutex_holder, release), 0);
-            CHECK_EQ(braid_yield(), 0);
-        }
+        hold_mutex_for(i);
         uint64_t t0 = braid_now_ns();
         int rc = ops[i].fn(braid_deadline_ms(10));
         if (rc != -ETIMEDOUT)
             TEST_FAIL("%s returned %d at its deadline", ops[i].name, rc);
         CHECK(braid_now_ns() - t0 >= 10000000u);
-        if (need_holder) {
-            CHECK_EQ(braid_notify_one(release), 0);
-            CHECK_EQ(braid_join(holder, NULL), BRAID_OK);
-            CHECK_EQ(braid_notify_free(release), 0);
-        }
+        release_mutex_for(i);
         check_intact();
     }
     teardown();
