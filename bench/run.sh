@@ -6,7 +6,7 @@
 set -u
 BIN=${1:-build/braid-bench}
 RUNS=${BENCH_RUNS:-5}
-ONLY=${BENCH_ONLY:-"spawn_many spawn_many_remote yield_many chained_spawn fib_spawn sleep_many idle_memory"}
+ONLY=${BENCH_ONLY:-"spawn_many spawn_many_remote yield_many ping_pong mpsc chained_spawn fib_spawn sleep_many idle_memory"}
 
 echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr)"
 echo "commit:  $(git rev-parse --short HEAD 2>/dev/null || echo unknown)"
