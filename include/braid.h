@@ -739,7 +739,8 @@ BRAID_API int braid_joinset_cancel_all(braid_joinset *s);
 BRAID_API int braid_joinset_shutdown(braid_joinset *s);
 /* Tasks in the set (finished ones not yet joined included). */
 BRAID_API size_t braid_joinset_len(braid_joinset *s);
-/* braid_joinset_shutdown(), then free the set. */
+/* braid_joinset_shutdown(), then free the set.  Free a set before the
+ * runtime its tasks run on. */
 BRAID_API int braid_joinset_free(braid_joinset *s);
 
 /* ------------------------------------------------------------------------
