@@ -186,7 +186,8 @@ static void fail_all(braid__wq *q, braid__wnode **list)
 
 /* One send or receive: the immediate attempt, then (unless try) a wait in
  * queue q. */
-static int chan_op(braid_chan *ch, void *item, uint64_t deadline_ns, bool try, bool send)
+static inline __attribute__((always_inline)) int chan_op(braid_chan *ch, void *item,
+                                                        uint64_t deadline_ns, bool try, bool send)
 {
     if (!chan_ok(ch) || !item)
         return -EINVAL;
@@ -231,7 +232,7 @@ int braid_chan_send_until(braid_chan *ch, const void *item, uint64_t deadline_ns
 
 int braid_chan_send(braid_chan *ch, const void *item)
 {
-    return braid_chan_send_until(ch, item, BRAID_FOREVER);
+    return chan_op(ch, (void *)item, BRAID_FOREVER, false, true);
 }
 
 int braid_chan_try_send(braid_chan *ch, const void *item)
@@ -246,7 +247,7 @@ int braid_chan_recv_until(braid_chan *ch, void *item, uint64_t deadline_ns)
 
 int braid_chan_recv(braid_chan *ch, void *item)
 {
-    return braid_chan_recv_until(ch, item, BRAID_FOREVER);
+    return chan_op(ch, item, BRAID_FOREVER, false, false);
 }
 
 int braid_chan_try_recv(braid_chan *ch, void *item)
