@@ -3,7 +3,7 @@
 #   make                  libbraid.a, libbraid.so, libbraid-tsan.a, braid.pc
 #   make test             unit and integration tests: normal, ASan+UBSan, TSan,
 #                         Valgrind; ends with "N passed, N failed"
-#   make demo             build and run the four seed examples
+#   make demo             build and run the self-contained examples (EXAMPLES)
 #   make bench            build bench/braid-bench (run it: bench/README)
 #   make install PREFIX=/usr/local
 #
@@ -134,6 +134,10 @@ endef
 # the shared library exports only the public API).
 TEST_SUBSET := tests/test_basic.c tests/test_examples.c tests/test_panic.c
 
+# Tests that run an example's binary (built next to them) as a server.
+$(foreach c,normal asan tsan,$(foreach e,mini_redis http_hello,\
+    $(eval $(B)/t-$(c)/test_$(e): $(B)/t-$(c)/ex_$(e))))
+
 $(eval $(call testcfg,normal,,$(B)/libbraid.a,$(B)/libbraid.a,$(TEST_SRC)))
 # ASan+UBSan: the library instrumented too, to catch braid's own bugs ...
 $(eval $(call testcfg,asan,$(SAN_ASAN),$(B)/libbraid-asan.a,$(B)/libbraid-asan.a,$(TEST_SRC)))
@@ -148,7 +152,7 @@ test: all examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan
 	@tests/run-all.sh $(B)
 
 # ---- examples ------------------------------------------------------------------------
-EXAMPLES := spawn join spawn_join task_failure pipeline fanout
+EXAMPLES := spawn join spawn_join task_failure pipeline fanout echo
 $(B)/ex/%: examples/%.c $(B)/libbraid.a | $(B)/ex
 	$(CC) $(TFLAGS) -O2 $< $(B)/libbraid.a -o $@ -lpthread
 $(B)/ex:

@@ -13,11 +13,17 @@
  */
 #include <braid.h>
 
+#include <fcntl.h>
 #include <inttypes.h>
+#include <spawn.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+extern char **environ;
 
 static atomic_uint_fast64_t counter;
 
@@ -507,6 +513,135 @@ static int prewarm(uint64_t mib)
     return 0;
 }
 
+/* ---- http_hello ---- */
+
+/* The connection handler of examples/http_hello.c. */
+#define HTTP_HELLO_NO_MAIN
+#include "../examples/http_hello.c"
+
+
+static int http_listener;
+
+static void *http_accept_loop(void *arg)
+{
+    (void)arg;
+    int fd;
+    while ((fd = braid_accept(http_listener, NULL, NULL)) >= 0 || fd == -EMFILE ||
+           fd == -ENFILE) {
+        braid_task t;
+        if (fd < 0) {
+            braid_sleep_ms(10); /* out of descriptors: let connections end */
+            continue;
+        }
+        if (braid_spawn(&t, http_hello_conn, (void *)(intptr_t)fd) < 0)
+            braid_close(fd);
+        else
+            braid_detach(t);
+    }
+    return NULL;
+}
+
+/* The value of a wrk latency figure such as "1.20ms", in microseconds. */
+static double wrk_us(const char *s)
+{
+    char *end;
+    double v = strtod(s, &end);
+    if (!strncmp(end, "us", 2))
+        return v;
+    if (!strncmp(end, "ms", 2))
+        return v * 1e3;
+    if (*end == 's')
+        return v * 1e6;
+    return -1;
+}
+
+struct wrk_result {
+    uint64_t requests, errors;
+    double seconds, rps, p50_us, p99_us;
+};
+
+static void parse_wrk(char *text, struct wrk_result *r)
+{
+    for (char *line = strtok(text, "\n"); line; line = strtok(NULL, "\n")) {
+        unsigned long long a, b, c, d;
+        char *p = line + strspn(line, " ");
+        if (!strncmp(p, "50%", 3))
+            r->p50_us = wrk_us(p + 3 + strspn(p + 3, " "));
+        else if (!strncmp(p, "99%", 3))
+            r->p99_us = wrk_us(p + 3 + strspn(p + 3, " "));
+        else if (strstr(p, "requests in"))
+            sscanf(p, "%" SCNu64 " requests in %lfs", &r->requests, &r->seconds);
+        else if (sscanf(p, "Socket errors: connect %llu, read %llu, write %llu, timeout %llu", &a,
+                        &b, &c, &d) == 4)
+            r->errors += a + b + c + d;
+        else if (sscanf(p, "Non-2xx or 3xx responses: %llu", &a) == 1)
+            r->errors += a;
+        else if (!strncmp(p, "Requests/sec:", 13))
+            r->rps = strtod(p + 13, NULL);
+    }
+}
+
+/* Run wrk as a child and read its report through the reactor. */
+static void *http_driver(void *arg)
+{
+    char url[64], *text = calloc(1, 65536);
+    snprintf(url, sizeof url, "http://127.0.0.1:%u/", (unsigned)(uintptr_t)arg);
+    int p[2];
+    if (!text || pipe2(p, O_NONBLOCK | O_CLOEXEC) < 0)
+        return NULL;
+    posix_spawn_file_actions_t fa;
+    posix_spawn_file_actions_init(&fa);
+    posix_spawn_file_actions_adddup2(&fa, p[1], 1);
+    char *argv[] = { "wrk", "-t1", "-c64", "-d5s", "--latency", url, NULL };
+    pid_t pid;
+    int rc = posix_spawnp(&pid, "wrk", &fa, NULL, argv, environ);
+    posix_spawn_file_actions_destroy(&fa);
+    close(p[1]);
+    braid_task acc;
+    check(braid_spawn(&acc, http_accept_loop, NULL), "spawn");
+    size_t len = 0;
+    ssize_t n;
+    while (rc == 0 && len < 65535 && (n = braid_read(p[0], text + len, 65535 - len)) > 0)
+        len += (size_t)n;
+    braid_close(p[0]);
+    int status = 1;
+    if (rc == 0)
+        waitpid(pid, &status, 0);
+    braid_close(http_listener); /* the accept loop ends */
+    braid_join(acc, NULL);
+    if (rc != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        fprintf(stderr, "http_hello: wrk failed (is it installed?)\n%s", text);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
+static int http_hello(uint64_t port)
+{
+    braid_runtime *rt = make_runtime();
+    char addr[32];
+    snprintf(addr, sizeof addr, "127.0.0.1:%" PRIu64, port);
+    http_listener = braid_tcp_listen(addr, 1024);
+    check(http_listener, "listen");
+    void *text;
+    check(braid_block_on(rt, http_driver, (void *)(uintptr_t)port, &text), "block_on");
+    if (!text)
+        return 2;
+    struct wrk_result r = { 0 };
+    parse_wrk(text, &r);
+    free(text);
+    if (r.requests == 0 || r.rps <= 0)
+        fail("http_hello", "wrk completed no requests");
+    char extra[160];
+    snprintf(extra, sizeof extra, "rps=%.0f p50_us=%.0f p99_us=%.0f errors=%" PRIu64 " port=%" PRIu64,
+             r.rps, r.p50_us, r.p99_us, r.errors, port);
+    printf("workload=http_hello n=%" PRIu64 " wall_ms=%.0f ns_per_op=%.1f %s\n", r.requests,
+           r.seconds * 1e3, 1e9 / r.rps, extra);
+    braid_runtime_free(rt);
+    return 0;
+}
+
 struct workload {
     const char *name;
     uint64_t default_n;
@@ -523,6 +658,7 @@ static const struct workload workloads[] = {
     { "fib_spawn", 25, fib_spawn },
     { "sleep_many", 1000000, sleep_many },
     { "idle_memory", 1000000, idle_memory },
+    { "http_hello", 18080, http_hello },
     { "prewarm", 4096, prewarm },
 };
 

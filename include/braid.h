@@ -40,6 +40,9 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/socket.h> /* struct sockaddr, socklen_t */
+#include <sys/types.h>  /* ssize_t, mode_t */
+#include <sys/uio.h>    /* struct iovec */
 
 #ifdef __cplusplus
 extern "C" {
@@ -143,6 +146,12 @@ typedef struct braid_config {
                                     return; 0 waits forever */
     braid_panic_hook panic_hook; /* NULL: the default reporter */
     void *panic_hook_arg;
+    unsigned blocking_threads;   /* most threads of the blocking pool
+                                    (braid_spawn_blocking, files, name
+                                    resolution); 0 means 512.  They are
+                                    created on demand */
+    uint64_t blocking_keepalive_ms; /* an idle pool thread exits after this
+                                    long; 0 means 10000 (10 s) */
 } braid_config;
 
 /* Options for braid_spawn_ex().  Initialise with BRAID_SPAWN_OPTS_INIT. */
@@ -176,7 +185,8 @@ typedef struct braid_local_key {
  * --------------------------------------------------------------------- */
 
 /* Fill cfg with the defaults: workers = 0 (all usable CPUs), stack_size =
- * 256 KiB, isolate_faults = false, shutdown_timeout_ms = 0 (forever). */
+ * 256 KiB, isolate_faults = false, shutdown_timeout_ms = 0 (forever),
+ * blocking_threads = 0 (512), blocking_keepalive_ms = 0 (10 s). */
 BRAID_API void braid_config_init(braid_config *cfg);
 
 /* The whole program in one call, like #[tokio::main]: build a runtime with
@@ -744,6 +754,143 @@ BRAID_API size_t braid_joinset_len(braid_joinset *s);
 BRAID_API int braid_joinset_free(braid_joinset *s);
 
 /* ------------------------------------------------------------------------
+ * Blocking pool and files (Tokio's spawn_blocking and tokio::fs)
+ *
+ * Each runtime has a pool of plain threads for code that blocks: a C
+ * library call that cannot be made non-blocking, a file system call,
+ * getaddrinfo.  A task that hands work to the pool suspends until it is
+ * done; its worker runs other tasks meanwhile.  Threads are created on
+ * demand, up to braid_config.blocking_threads (default 512); work that
+ * finds them all busy waits in a FIFO queue; a thread idle for
+ * blocking_keepalive_ms (default 10 s) exits.  Name resolution may occupy
+ * at most half of the threads (at least one), so that slow DNS cannot
+ * starve file work (with blocking_threads = 1 it can).
+ *
+ * Pool work is never abandoned half-way: once it has started it runs to
+ * the end, and a caller that is cancelled meanwhile waits for that end
+ * (resolution excepted, see braid_resolve()).  Work that has not started
+ * when its caller is cancelled (or, for braid_resolve_until(), when the
+ * deadline passes) is withdrawn and never runs.
+ *
+ * braid_runtime_free() cancels the tasks waiting for queued work (that
+ * work never runs) and waits for running work to finish, as for any task,
+ * then joins the pool's threads.
+ *
+ * When every thread creation fails while the pool has no thread at all,
+ * work fails at once instead of waiting forever: the helpers return
+ * -EAGAIN, and a braid_spawn_blocking() task panics with a message saying
+ * so.
+ * --------------------------------------------------------------------- */
+
+/* Run fn(arg) on a thread of the caller's runtime's blocking pool, and get
+ * a handle for it that braid_join(), braid_join_ex(), braid_join_until(),
+ * braid_detach(), braid_cancel() and braid_is_finished() accept like any
+ * task's.  The handle is that of a small task that waits for the pool, so
+ * fn may block as long as it likes without holding a worker.  fn runs on a
+ * plain thread: braid calls made there behave as on any plain thread
+ * (braid_spawn() is -EPERM; channels and locks block the thread).
+ *
+ * Cancellation follows Tokio: braid_cancel() before fn has started means
+ * it never runs (fate BRAID_CANCELLED, and the arg_drop of _ex runs);
+ * once fn has started it runs to the end, and the join returns its value
+ * with BRAID_OK even if braid_cancel() was called meanwhile.
+ *
+ * braid_panic() (or a failed BRAID_ASSERT) inside fn ends fn like a task's
+ * panic, abandoning its frames (nothing is unwound; braid_defer_push() is
+ * -EPERM there), and the handle's fate is BRAID_PANICKED with the message
+ * and location.  Any other way of leaving fn (pthread_exit, a fault)
+ * takes the process down as it would on any thread.
+ *
+ * Task only.  Not a cancellation point.  Returns 0, -EPERM, -EINVAL (fn
+ * NULL), -ENOMEM. */
+BRAID_API int braid_spawn_blocking(braid_task *out, braid_fn fn, void *arg);
+
+/* braid_spawn_blocking() with options: name and arg_drop as for
+ * braid_spawn_ex() (stack_size is ignored: pool threads have ordinary
+ * thread stacks).  opts may be NULL. */
+BRAID_API int braid_spawn_blocking_ex(braid_task *out, const braid_spawn_opts *opts,
+                                      braid_fn fn, void *arg);
+
+/* braid_spawn_blocking_ex() into a JoinSet; as braid_joinset_spawn(). */
+BRAID_API int braid_joinset_spawn_blocking(braid_joinset *s, const braid_spawn_opts *opts,
+                                           braid_fn fn, void *arg, uint64_t *id);
+
+struct addrinfo; /* <netdb.h> */
+
+/* getaddrinfo(host, port, hints, res), run on the blocking pool; free *res
+ * with freeaddrinfo().  Suspends the calling task like a join; from a plain
+ * thread it calls getaddrinfo directly.  Cancellation point.  A call that
+ * is cancelled or reaches its deadline while getaddrinfo runs returns at
+ * once (-ECANCELED, -ETIMEDOUT): getaddrinfo finishes on its pool thread,
+ * which frees its result.  (braid_runtime_free() waits for such leftovers
+ * when it joins the pool's threads.)  *res is NULL on every error.
+ *
+ * Returns 0 or a negative error; getaddrinfo's EAI_* codes become:
+ *   EAI_NONAME, EAI_SERVICE      -ENOENT  (no such host or service)
+ *   EAI_NODATA, EAI_ADDRFAMILY   -ENODATA (the name has no address of the
+ *                                          requested kind)
+ *   EAI_AGAIN                    -EAGAIN  (temporary failure: try later)
+ *   EAI_FAIL                     -EIO     (non-recoverable name server
+ *                                          failure; also any unknown code)
+ *   EAI_BADFLAGS                 -EINVAL
+ *   EAI_FAMILY                   -EAFNOSUPPORT
+ *   EAI_SOCKTYPE                 -ESOCKTNOSUPPORT
+ *   EAI_MEMORY                   -ENOMEM
+ *   EAI_SYSTEM                   the negated errno
+ * and the call's own: -ECANCELED, -ETIMEDOUT (_until), -EINVAL (res NULL),
+ * -ENOMEM, -EAGAIN (no pool thread could be created).  Any thread. */
+BRAID_API int braid_resolve(const char *host, const char *port, const struct addrinfo *hints,
+                            struct addrinfo **res);
+BRAID_API int braid_resolve_until(const char *host, const char *port,
+                                  const struct addrinfo *hints, struct addrinfo **res,
+                                  uint64_t deadline_ns);
+
+/* File helpers.  Each runs its system calls on the blocking pool and
+ * suspends the calling task until they are done, like a join; from a plain
+ * thread it makes them directly.  Errors are negative errno values (errno
+ * itself is left alone), plus -ECANCELED (the call never started: nothing
+ * happened) and -EAGAIN (no pool thread could be created).  Each is a
+ * cancellation point except braid_file_close(); once started, the
+ * operation completes and its result is returned even if the task was
+ * cancelled meanwhile (the next cancellation point reports it).  Any
+ * thread; concurrent calls on one descriptor are as safe as the system
+ * calls are.  For sockets and pipes use the I/O section instead. */
+
+/* open(path, flags, mode).  Returns the descriptor or a negative error.
+ * Add O_CLOEXEC yourself if wanted. */
+BRAID_API int braid_file_open(const char *path, int flags, mode_t mode);
+
+/* pread(fd, buf, n, off): up to n bytes at offset off (off < 0: at the
+ * current position, with read(2)).  Returns the count (0 at end of file)
+ * or a negative error. */
+BRAID_API ssize_t braid_file_read(int fd, void *buf, size_t n, int64_t off);
+
+/* Write all n bytes at offset off (off < 0: at the current position),
+ * retrying short writes.  Returns 0 or a negative error (then some bytes
+ * may have been written). */
+BRAID_API int braid_file_write(int fd, const void *buf, size_t n, int64_t off);
+
+/* fsync(fd).  Returns 0 or a negative error. */
+BRAID_API int braid_file_fsync(int fd);
+
+/* close(fd).  Not a cancellation point, so that a cancelled task's cleanup
+ * still closes: it always closes fd (also when it reports -EIO; EINTR is
+ * not an error on Linux, where the descriptor is gone anyway).  Returns 0
+ * or a negative error. */
+BRAID_API int braid_file_close(int fd);
+
+/* Read the whole file at path into a malloc'd buffer, NUL-terminated (the
+ * NUL is not counted); free it with free().  *len (may be NULL) receives
+ * the length.  On error *data is NULL.  Returns 0 or a negative error
+ * (-ENOENT, -EACCES, -EISDIR, -ENOMEM, -EFBIG, ...). */
+BRAID_API int braid_file_read_all(const char *path, void **data, size_t *len);
+
+/* Create or truncate path (mode 0644, before the umask) and write the len
+ * bytes of data.  Returns 0 or a negative error (then the file may hold
+ * part of data). */
+BRAID_API int braid_file_write_all(const char *path, const void *data, size_t len);
+
+/* ------------------------------------------------------------------------
  * Task-local storage (Tokio's task_local!)
  * --------------------------------------------------------------------- */
 
@@ -763,6 +910,255 @@ BRAID_API void *braid_local_get(braid_local_key key);
 /* Set the calling task's value for key.  Task only.  Returns 0, -EPERM,
  * -EINVAL (bad key), -ENOMEM. */
 BRAID_API int braid_local_set(braid_local_key key, void *value);
+
+/* ------------------------------------------------------------------------
+ * I/O: descriptors and sockets
+ *
+ * braid works on plain file descriptors.  A task whose read finds no data
+ * suspends; its worker runs other tasks and, once nothing is runnable,
+ * sleeps in epoll until a descriptor, a timer or new work wakes it.  Each
+ * worker has its own epoll instance: a descriptor is registered once
+ * (edge-triggered) with the worker of the first task that has to wait on
+ * it, so its events are handled by the thread that runs that task.
+ *
+ * Rules:
+ *  - Descriptors braid creates are non-blocking and close-on-exec.  Others
+ *    must be non-blocking (O_NONBLOCK) before braid reads or writes them,
+ *    or the call blocks the whole worker.  Regular files are always
+ *    "ready": use the blocking pool's file helpers for them.
+ *  - Close a descriptor braid has waited on with braid_close(): it wakes
+ *    the tasks waiting on it (they get -EBADF) and forgets its
+ *    registration.  One closed with close(2) while a task waits on it
+ *    leaves that task waiting until its deadline or cancellation.
+ *  - Every call that waits is a cancellation point and has an _until form
+ *    (see "Deadlines").  Called from a plain thread, the calls block that
+ *    thread in poll(2) instead of suspending a task.
+ *  - Reading 0 bytes means end of stream; errors are negative errno values
+ *    (-ECONNRESET, -EPIPE, ...).  Writes never raise SIGPIPE on sockets.
+ *  - A call that completes without waiting spends the task's cooperative
+ *    budget, so a task reading a fast stream still lets others run.
+ * --------------------------------------------------------------------- */
+
+/* Readiness bits for braid_wait_fd() (the values of POLLIN, POLLOUT,
+ * POLLERR and POLLHUP). */
+#define BRAID_READABLE 0x001
+#define BRAID_WRITABLE 0x004
+#define BRAID_ERROR    0x008
+#define BRAID_HANGUP   0x010
+
+/* Wait until fd is ready for any of events (BRAID_READABLE, BRAID_WRITABLE)
+ * or has an error or hang-up.  For adapting C libraries that do their own
+ * non-blocking I/O.  Returns the ready bits (> 0, including BRAID_ERROR and
+ * BRAID_HANGUP when they hold), -EBADF (fd invalid, or closed by
+ * braid_close() meanwhile), -EINVAL (no events), -ETIMEDOUT, -ECANCELED,
+ * -ENOMEM. */
+BRAID_API int braid_wait_fd(int fd, unsigned events, uint64_t deadline_ns);
+
+/* Close fd: tasks waiting on it wake up with -EBADF, calls on it in other
+ * tasks finish first, then close(2).  Returns 0 or -EBADF; the descriptor
+ * is released even when close(2) reports an error such as -EIO (returned). */
+BRAID_API int braid_close(int fd);
+
+/* Read up to n bytes, waiting until at least one is there.  Returns the
+ * count, 0 at end of stream (or n == 0), or a negative error. */
+BRAID_API ssize_t braid_read(int fd, void *buf, size_t n);
+BRAID_API ssize_t braid_read_until(int fd, void *buf, size_t n, uint64_t deadline_ns);
+
+/* Read exactly n bytes.  Returns n; 0 if the stream ended before the first
+ * byte; -EPIPE if it ended part-way (the bytes read are in buf); or another
+ * negative error.  On -ETIMEDOUT or -ECANCELED part of buf may be filled. */
+BRAID_API ssize_t braid_read_exact(int fd, void *buf, size_t n);
+BRAID_API ssize_t braid_read_exact_until(int fd, void *buf, size_t n, uint64_t deadline_ns);
+
+/* Scatter read: as braid_read into iovcnt buffers. */
+BRAID_API ssize_t braid_readv(int fd, const struct iovec *iov, int iovcnt);
+BRAID_API ssize_t braid_readv_until(int fd, const struct iovec *iov, int iovcnt,
+                                    uint64_t deadline_ns);
+
+/* Write up to n bytes, waiting until at least one can be written.
+ * Returns the count or a negative error (-EPIPE: the reader is gone). */
+BRAID_API ssize_t braid_write(int fd, const void *buf, size_t n);
+BRAID_API ssize_t braid_write_until(int fd, const void *buf, size_t n, uint64_t deadline_ns);
+
+/* Write all n bytes.  Returns n or a negative error (then an unknown part
+ * was written). */
+BRAID_API ssize_t braid_write_all(int fd, const void *buf, size_t n);
+BRAID_API ssize_t braid_write_all_until(int fd, const void *buf, size_t n, uint64_t deadline_ns);
+
+/* Gather write of everything in iov[0 .. iovcnt) (iov is not modified).
+ * Returns the total or a negative error. */
+BRAID_API ssize_t braid_writev_all(int fd, const struct iovec *iov, int iovcnt);
+BRAID_API ssize_t braid_writev_all_until(int fd, const struct iovec *iov, int iovcnt,
+                                         uint64_t deadline_ns);
+
+/* Datagrams: recvfrom(2) and sendto(2) that wait.  from/fromlen and to may
+ * be NULL (a connected socket). */
+BRAID_API ssize_t braid_recv_from(int fd, void *buf, size_t n, struct sockaddr *from,
+                                  socklen_t *fromlen);
+BRAID_API ssize_t braid_recv_from_until(int fd, void *buf, size_t n, struct sockaddr *from,
+                                        socklen_t *fromlen, uint64_t deadline_ns);
+BRAID_API ssize_t braid_send_to(int fd, const void *buf, size_t n, const struct sockaddr *to,
+                                socklen_t tolen);
+BRAID_API ssize_t braid_send_to_until(int fd, const void *buf, size_t n,
+                                      const struct sockaddr *to, socklen_t tolen,
+                                      uint64_t deadline_ns);
+
+/* ---- addresses ------------------------------------------------------------
+ * An address string is "host:port" with a numeric host ("127.0.0.1:8080",
+ * "[::1]:8080"; an empty host, ":8080", means every IPv4 and IPv6
+ * interface), or "unix:PATH" for a Unix socket ("unix:@name" for Linux's
+ * abstract namespace).  Only braid_connect() and braid_tcp_connect() also
+ * accept host names, resolved on the blocking pool. */
+
+/* Parse a numeric address string.  Returns 0, -EINVAL. */
+BRAID_API int braid_addr_parse(const char *addr, struct sockaddr_storage *out, socklen_t *len);
+
+/* Format sa as an address string into buf (at most n bytes, NUL included;
+ * 64 bytes hold any IP address).  Returns the length, -EINVAL, -ENOSPC. */
+BRAID_API int braid_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t n);
+
+/* fd's own and its peer's address, formatted as braid_addr_format(). */
+BRAID_API int braid_local_addr(int fd, char *buf, size_t n);
+BRAID_API int braid_peer_addr(int fd, char *buf, size_t n);
+
+/* ---- listening and connecting ------------------------------------------ */
+
+#define BRAID_REUSEADDR 0x1 /* SO_REUSEADDR (what TCP servers want) */
+#define BRAID_REUSEPORT 0x2 /* SO_REUSEPORT: several listeners share a port */
+#define BRAID_V6ONLY    0x4 /* an IPv6 socket that takes no IPv4 connections */
+
+/* A socket of type (SOCK_STREAM or SOCK_DGRAM) bound to addr, listening if
+ * it is a stream (backlog <= 0: SOMAXCONN).  A Unix socket's path is
+ * unlinked first if a socket file is there.  Returns the descriptor or a
+ * negative error (-EADDRINUSE, -EACCES, -EINVAL, -EMFILE, ...). */
+BRAID_API int braid_listen(const char *addr, int type, int backlog, unsigned flags);
+BRAID_API int braid_listen_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
+                                    int backlog, unsigned flags);
+
+/* braid_listen(addr, SOCK_STREAM, backlog, BRAID_REUSEADDR). */
+BRAID_API int braid_tcp_listen(const char *addr, int backlog);
+
+/* braid_listen(addr, SOCK_DGRAM, 0, 0). */
+BRAID_API int braid_udp_bind(const char *addr);
+
+/* Accept a connection, waiting for one.  peer/len may be NULL.  Returns
+ * the new descriptor, or -EMFILE/-ENFILE (out of descriptors: back off,
+ * the listener stays usable), -ECANCELED, -ETIMEDOUT, -EBADF, ...
+ * Connections that fail before being accepted are skipped. */
+BRAID_API int braid_accept(int fd, struct sockaddr *peer, socklen_t *len);
+BRAID_API int braid_accept_until(int fd, struct sockaddr *peer, socklen_t *len,
+                                 uint64_t deadline_ns);
+
+/* Connect a new socket of type to addr (a host name is resolved on the
+ * blocking pool and each of its addresses tried in turn).  Returns the
+ * descriptor or a negative error (-ECONNREFUSED, -ETIMEDOUT, -ENOENT: no
+ * such host, ...). */
+BRAID_API int braid_connect(const char *addr, int type);
+BRAID_API int braid_connect_until(const char *addr, int type, uint64_t deadline_ns);
+BRAID_API int braid_connect_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
+                                     uint64_t deadline_ns);
+
+/* braid_connect(addr, SOCK_STREAM) with TCP_NODELAY set. */
+BRAID_API int braid_tcp_connect(const char *addr);
+BRAID_API int braid_tcp_connect_until(const char *addr, uint64_t deadline_ns);
+
+/* Set TCP_NODELAY (on: send small writes at once).  Returns 0 or -errno. */
+BRAID_API int braid_tcp_nodelay(int fd, bool on);
+
+/* shutdown(2) returning a negative errno value. */
+BRAID_API int braid_shutdown(int fd, int how);
+
+/* ---- buffered reading ------------------------------------------------------
+ * A braid_reader puts a buffer in front of braid_read() on one descriptor,
+ * for line- and frame-oriented protocols (Tokio's BufReader).  Reads are
+ * served from the buffer first; only an empty buffer costs a braid_read(),
+ * and one at a time.  Every reading call is a cancellation point (also
+ * when the buffer could serve it), has an _until form whose deadline, when
+ * it passes, leaves everything read so far in the buffer (but see
+ * braid_reader_read_exact()), and passes errors of braid_read() through.
+ * Like braid_read(), it suspends a task and blocks a plain thread.  A
+ * reader is not thread-safe: one task (or thread) at a time uses it, like
+ * the descriptor it reads. */
+
+typedef struct braid_reader braid_reader;
+
+/* A reader of fd with a buffer of capacity bytes (0: 8192), which is also
+ * the longest line braid_reader_slice() can return.  Returns 0, -EINVAL,
+ * -ENOMEM.  Any thread. */
+BRAID_API int braid_reader_new(braid_reader **out, int fd, size_t capacity);
+
+/* Free r and the bytes still buffered.  Does not close the descriptor.
+ * NULL is ignored. */
+BRAID_API void braid_reader_free(braid_reader *r);
+
+/* Read up to n bytes: buffered ones if there are any (without waiting),
+ * else as one braid_read() (straight into buf when n is at least the
+ * capacity).  Returns the count, 0 at end of stream (or n == 0), or a
+ * negative error (-ETIMEDOUT, -ECANCELED, -EINVAL, or braid_read's). */
+BRAID_API ssize_t braid_reader_read(braid_reader *r, void *buf, size_t n);
+BRAID_API ssize_t braid_reader_read_until(braid_reader *r, void *buf, size_t n,
+                                          uint64_t deadline_ns);
+
+/* Read exactly n bytes, as braid_read_exact(): returns n; 0 if the stream
+ * ended before the first byte; -EPIPE if it ended part-way (the bytes
+ * there were are in buf); or another negative error.  When n is at most
+ * the capacity, a deadline or cancellation consumes nothing: the bytes
+ * read so far stay buffered.  A larger n may have filled part of buf. */
+BRAID_API ssize_t braid_reader_read_exact(braid_reader *r, void *buf, size_t n);
+BRAID_API ssize_t braid_reader_read_exact_until(braid_reader *r, void *buf, size_t n,
+                                                uint64_t deadline_ns);
+
+/* Read up to and including the next byte delim (0..255; a negative char
+ * is taken as unsigned char), without copying: *data points at the line
+ * inside r's buffer, valid until the next call on r (the line is not NUL-
+ * terminated).  Returns the line's length, delim included.  At the end of
+ * the stream, a last piece without delim is returned as a line (length >
+ * 0, no delim), then 0.  Errors: -EMSGSIZE when a line does not fit in
+ * the capacity: that whole line is discarded (the part buffered at once,
+ * the rest up to and including its delim by the next call on r, whichever
+ * it is) and the reader goes on after it; -ETIMEDOUT (a partial line stays
+ * buffered, nothing is lost), -ECANCELED, -EINVAL, and braid_read's.  On
+ * any error or 0, *data is NULL. */
+BRAID_API ssize_t braid_reader_slice(braid_reader *r, int delim, const char **data);
+BRAID_API ssize_t braid_reader_slice_until(braid_reader *r, int delim, const char **data,
+                                           uint64_t deadline_ns);
+
+/* braid_reader_slice(r, '\n', data). */
+BRAID_API ssize_t braid_reader_line(braid_reader *r, const char **data);
+BRAID_API ssize_t braid_reader_line_until(braid_reader *r, const char **data,
+                                          uint64_t deadline_ns);
+
+/* How many bytes r holds that no call has returned yet (0 for NULL). */
+BRAID_API size_t braid_reader_buffered(const braid_reader *r);
+
+/* ---- signals ----------------------------------------------------------------
+ * A task waits for a signal the way it waits for a socket, e.g. to shut a
+ * server down gracefully on SIGINT or SIGTERM.  braid's handler (installed
+ * with SA_RESTART) only counts the delivery and writes a byte to a
+ * process-wide self-pipe (non-blocking, close-on-exec, created once and
+ * kept for the life of the process) on which waiters wait with
+ * braid_wait_fd().  Dispositions are process-wide: catching a signal
+ * affects every thread and runtime, and stays in effect for good (a later
+ * sigaction() by the program replaces it).  Deliveries of one signal
+ * coalesce: several arriving before a waiter looks count as one. */
+
+/* Catch signo from now on: its default action (or the program's handler)
+ * no longer happens; deliveries are kept for braid_signal_wait().
+ * Idempotent.  Returns 0, -EINVAL (out of range, glibc's internal
+ * signals, or SIGKILL, SIGSTOP, and SIGSEGV, SIGBUS, SIGILL, SIGFPE, which
+ * braid's fault handling uses), -EMFILE/-ENFILE (the pipe could not be
+ * created).  Not a cancellation point.  Any thread. */
+BRAID_API int braid_signal_catch(int signo);
+
+/* Catch signo if not yet (as braid_signal_catch()), then wait for a
+ * delivery.  A delivery wakes every task and thread waiting for signo at
+ * the time; one arriving while nobody waits is remembered (at most one per
+ * signal) and makes the next wait return at once.  Suspends a task;
+ * blocks a plain thread.  Cancellation point.  Returns signo, -ETIMEDOUT
+ * (the _until form), -ECANCELED, -EINVAL (as braid_signal_catch()),
+ * -EMFILE/-ENFILE, -ENOMEM.  Any thread, any runtime. */
+BRAID_API int braid_signal_wait(int signo);
+BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
 
 /* ------------------------------------------------------------------------
  * Errors

@@ -32,9 +32,18 @@ const char *braid_strerror(int code)
     case -ENOMEM:
         return "out of memory or address space";
     case -EAGAIN:
-        return "resource temporarily unavailable (no thread or key could be created)";
+        return "resource temporarily unavailable (no thread or key could be created, or a "
+               "temporary failure of name resolution)";
     case -EBUSY:
         return "busy (another join of this handle, or a block_on, is in progress)";
+    case -ENOENT:
+        return "not found (no such file, host or service; or a JoinSet with no task left)";
+    case -ENODATA:
+        return "no data (the host name has no address of the requested kind)";
+    case -EIO:
+        return "input/output error (or a non-recoverable failure of name resolution)";
+    case -EMSGSIZE:
+        return "message too long (or a line longer than a braid_reader's buffer)";
     default:
         break;
     }

@@ -180,8 +180,10 @@ void braid__joinset_finished(braid_joinset *s, uint64_t handle)
 
 /* ---- spawning and joining ------------------------------------------------- */
 
-int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts, braid_fn fn, void *arg,
-                        uint64_t *id)
+typedef int (*spawn_fn)(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg);
+
+static int joinset_spawn_with(braid_joinset *s, spawn_fn spawn, const braid_spawn_opts *opts,
+                              braid_fn fn, void *arg, uint64_t *id)
 {
     if (!set_ok(s) || !fn)
         return -EINVAL;
@@ -190,7 +192,7 @@ int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts, braid_fn
     if (!reserve(s))
         return -ENOMEM;
     braid_task h;
-    int rc = braid_spawn_ex(&h, opts, fn, arg);
+    int rc = spawn(&h, opts, fn, arg);
     if (rc) {
         unreserve(s);
         return rc;
@@ -210,6 +212,18 @@ int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts, braid_fn
     if (id)
         *id = braid_task_id(h);
     return 0;
+}
+
+int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts, braid_fn fn, void *arg,
+                        uint64_t *id)
+{
+    return joinset_spawn_with(s, braid_spawn_ex, opts, fn, arg, id);
+}
+
+int braid_joinset_spawn_blocking(braid_joinset *s, const braid_spawn_opts *opts, braid_fn fn,
+                                 void *arg, uint64_t *id)
+{
+    return joinset_spawn_with(s, braid_spawn_blocking_ex, opts, fn, arg, id);
 }
 
 static int join_next(braid_joinset *s, braid_outcome *out, uint64_t *id, uint64_t deadline_ns,

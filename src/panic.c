@@ -1,4 +1,5 @@
 #include "panic.h"
+#include "blocking.h"
 #include "sched.h"
 #include "util.h"
 
@@ -101,6 +102,14 @@ void braid_panic_at(const char *file, int line, const char *fmt, ...)
 {
     va_list ap;
     braid__task *t = braid__task_current();
+    if (!t && braid__blocking_in_job()) {
+        /* fn of braid_spawn_blocking: the panic ends the job, whose task
+         * then ends as panicked with this report. */
+        va_start(ap, fmt);
+        braid__panic_info *info = braid__panic_info_new(file, line, fmt, ap);
+        va_end(ap);
+        braid__blocking_panic(info);
+    }
     if (!t) {
         char msg[512];
         int n = snprintf(msg, sizeof msg, "braid: panic outside a task at %s:%d: ",

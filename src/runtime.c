@@ -16,6 +16,7 @@
  * bump a futex word each time they go idle during shutdown, so the waiting
  * thread re-checks exactly when something may have changed.
  */
+#include "blocking.h"
 #include "panic.h"
 #include "sched.h"
 #include "util.h"
@@ -66,6 +67,8 @@ static void *worker_main(void *p)
 
 static void destroy(braid_runtime *rt)
 {
+    /* First: a pool thread may still be waking a task of some worker. */
+    braid__bpool_free(rt->blocking);
     for (unsigned i = 0; i < rt->nworkers; i++) {
         if (rt->workers[i]) {
             braid__worker_destroy(rt->workers[i]);
@@ -143,6 +146,9 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         rt->workers[i] = w;
         rc = braid__worker_init(w, rt, i);
     }
+    if (rc == 0)
+        rc = braid__bpool_new(&rt->blocking, rt->cfg.blocking_threads,
+                              rt->cfg.blocking_keepalive_ms);
     /* With one worker the runtime is driven by block_on's thread. */
     for (unsigned i = 0; i < rt->nworkers && rc == 0 && rt->nworkers > 1; i++) {
         braid__worker *w = rt->workers[i];

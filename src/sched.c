@@ -1,5 +1,6 @@
 #include "sched.h"
 #include "panic.h"
+#include "io.h"
 #include "util.h"
 
 #include <limits.h>
@@ -101,9 +102,16 @@ void braid__sched_unpark(braid__worker *w)
 {
     /* NOTIFIED survives until the worker's next park, so a wake that arrives
      * while it is still running is not lost. */
-    if (atomic_exchange_explicit(&w->park, BRAID_PARK_NOTIFIED, memory_order_seq_cst) ==
-        BRAID_PARK_PARKED)
+    uint32_t was = atomic_exchange_explicit(&w->park, BRAID_PARK_NOTIFIED, memory_order_seq_cst);
+    if (was == BRAID_PARK_PARKED)
         braid__futex_wake(&w->park, 1);
+    else if (was == BRAID_PARK_POLLING)
+        braid__io_wake(w);
+}
+
+static inline bool is_parked(uint32_t park)
+{
+    return park == BRAID_PARK_PARKED || park == BRAID_PARK_POLLING;
 }
 
 void braid__sched_enqueue_remote(braid__task *t)
@@ -117,7 +125,7 @@ void braid__sched_enqueue_remote(braid__task *t)
     /* t may already be running and gone: only home is touched from here.
      * Sequentially consistent with the worker's "publish PARKED, then look at
      * the inbox": one of the two sides sees the other. */
-    if (atomic_load_explicit(&home->park, memory_order_seq_cst) == BRAID_PARK_PARKED)
+    if (is_parked(atomic_load_explicit(&home->park, memory_order_seq_cst)))
         braid__sched_unpark(home);
 }
 
@@ -352,6 +360,8 @@ static void maintenance(braid__worker *w)
         braid__task_cancel_all(w);
     }
     poll_timers(w);
+    if (w->has_io)
+        braid__io_poll(w, false, 0);
     drain_inbox(w);
     release_yielders(w);
 }
@@ -521,8 +531,8 @@ static bool has_work(braid__worker *w, bool look_everywhere)
 static void park(braid__worker *w)
 {
     braid_runtime *rt = w->rt;
-    if (atomic_exchange_explicit(&w->park, BRAID_PARK_PARKED, memory_order_seq_cst) ==
-        BRAID_PARK_NOTIFIED) {
+    uint32_t parked = w->has_io ? BRAID_PARK_POLLING : BRAID_PARK_PARKED;
+    if (atomic_exchange_explicit(&w->park, parked, memory_order_seq_cst) == BRAID_PARK_NOTIFIED) {
         atomic_store_explicit(&w->park, BRAID_PARK_RUNNING, memory_order_relaxed);
         return; /* a wake-up arrived while we were running */
     }
@@ -537,8 +547,13 @@ static void park(braid__worker *w)
         uint64_t deadline = braid__wheel_next_ns(&w->wheel);
         if (rt->park_deadline && (!deadline || rt->park_deadline < deadline))
             deadline = rt->park_deadline;
-        while (atomic_load_explicit(&w->park, memory_order_acquire) == BRAID_PARK_PARKED) {
-            braid__futex_wait(&w->park, BRAID_PARK_PARKED, deadline);
+        while (atomic_load_explicit(&w->park, memory_order_acquire) == parked) {
+            if (parked == BRAID_PARK_POLLING) {
+                if (braid__io_poll(w, true, deadline) > 0)
+                    break; /* it woke tasks: run them */
+            } else {
+                braid__futex_wait(&w->park, BRAID_PARK_PARKED, deadline);
+            }
             if (deadline && braid__now_ns() >= deadline)
                 break;
         }
@@ -604,7 +619,14 @@ int braid__worker_init(braid__worker *w, braid_runtime *rt, unsigned index)
     atomic_init(&w->park, BRAID_PARK_RUNNING);
     atomic_init(&w->spawned, 0);
     atomic_init(&w->finished, 0);
-    return braid__panic_worker_init(w);
+    w->epfd = w->evfd = -1;
+    int rc = braid__io_worker_init(w);
+    if (rc < 0)
+        return rc;
+    rc = braid__panic_worker_init(w);
+    if (rc < 0)
+        braid__io_worker_destroy(w);
+    return rc;
 }
 
 void braid__worker_destroy(braid__worker *w)
@@ -612,4 +634,5 @@ void braid__worker_destroy(braid__worker *w)
     braid__rec_cache_flush(&w->rt->recs, &w->recs);
     braid__stack_cache_flush(&w->rt->stacks, &w->stacks);
     braid__panic_worker_destroy(w);
+    braid__io_worker_destroy(w);
 }

@@ -57,9 +57,9 @@
  * notification is sent at the next scheduling decision if the task is still
  * waiting by then, and at once when a second one joins it.
  *
- * Parking is one function (park in sched.c) waiting on the worker's futex
- * word with the next timer deadline as timeout; a later reactor replaces the
- * futex wait with epoll_wait there.
+ * Parking is one function (park in sched.c) waiting, with the next timer
+ * deadline as timeout, on the worker's futex word, or in epoll_wait once
+ * the worker has descriptors registered (io.h).
  */
 #ifndef BRAID_SCHED_H
 #define BRAID_SCHED_H
@@ -79,7 +79,13 @@
 #define BRAID_LIFO_CAP 3
 #define BRAID_COLOURS 16 /* cache lines of stagger between task records */
 
-enum { BRAID_PARK_RUNNING = 0, BRAID_PARK_PARKED = 1, BRAID_PARK_NOTIFIED = 2 };
+/* POLLING: parked in epoll_wait (io.h), woken through the eventfd. */
+enum {
+    BRAID_PARK_RUNNING = 0,
+    BRAID_PARK_PARKED = 1,
+    BRAID_PARK_NOTIFIED = 2,
+    BRAID_PARK_POLLING = 3
+};
 
 struct braid__worker {
     /* Owner-only state. */
@@ -101,6 +107,8 @@ struct braid__worker {
     unsigned colour;                /* of the next task started (task.c) */
     int *errno_loc;                 /* the worker thread's errno */
     braid__wheel wheel;
+    int epfd, evfd;                 /* the reactor (io.h) */
+    bool has_io;                    /* some descriptor is registered with epfd */
     braid__rec_cache recs;
     braid__stack_cache stacks;
     /* Fault handling (panic.c). */
@@ -144,6 +152,7 @@ struct braid_runtime {
     pthread_t driver;               /* current-thread: the one thread that drives it */
     bool has_driver;
     uint64_t park_deadline;         /* current-thread shutdown: latest wake-up */
+    struct braid__bpool *blocking;  /* the blocking pool (blocking.h) */
 };
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds

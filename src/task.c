@@ -130,6 +130,9 @@ static void rec_finish(braid_runtime *rt, braid__worker *w, braid__rec *r, uint3
         return;
     }
     r->b = value; /* nobody reads b while the task runs */
+    bool final = fate == BRAID__FATE_OK_FINAL;
+    if (final)
+        fate = BRAID_OK;
     unsigned spins = 0;
     int f;
     for (;;) {
@@ -138,7 +141,7 @@ static void rec_finish(braid_runtime *rt, braid__worker *w, braid__rec *r, uint3
             s = atomic_load_explicit(&r->state, memory_order_acquire);
             continue;
         }
-        f = fate == BRAID_OK && (s & BRAID_REC_CANCEL) ? BRAID_CANCELLED : fate;
+        f = fate == BRAID_OK && (s & BRAID_REC_CANCEL) && !final ? BRAID_CANCELLED : fate;
         if (s & BRAID_REC_DETACHED) {
             ns = 0; /* FREE, generation 0 */
         } else {

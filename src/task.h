@@ -63,6 +63,8 @@ enum braid__wait_reason {
     BRAID_WAIT_TOKEN,
     BRAID_WAIT_JOINSET,
     BRAID_WAIT_WATCH,
+    BRAID_WAIT_IO,
+    BRAID_WAIT_BLOCKING,
 };
 
 #define BRAID_NAME_MAX 32
@@ -156,6 +158,10 @@ void braid__task_yield_now(braid__task *t);
 
 /* Mark t cancelled and wake it.  The caller guarantees t stays alive. */
 void braid__task_cancel_running(braid__task *t);
+
+/* A fate for braid__task_exit only: BRAID_OK even if a cancel was requested
+ * meanwhile (a blocking-pool proxy whose job ran: its value is real). */
+#define BRAID__FATE_OK_FINAL 3
 
 /* End the running task with the given fate; never returns. */
 BRAID_NORETURN void braid__task_exit(braid__task *t, int fate, void *value);

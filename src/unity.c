@@ -6,17 +6,22 @@
  * fiber.c is compiled on its own because it must never be instrumented by
  * the sanitizers (see fiber.h).
  */
+#include "blocking.c"
 #include "broadcast.c"
 #include "chan.c"
 #include "error.c"
 #include "handle.c"
+#include "io.c"
 #include "joinall.c"
 #include "joinset.c"
 #include "local.c"
+#include "net.c"
 #include "panic.c"
 #include "queue.c"
+#include "reader.c"
 #include "runtime.c"
 #include "sched.c"
+#include "signal.c"
 #include "sleep.c"
 #include "stack.c"
 #include "sync.c"

@@ -20,6 +20,19 @@ uint64_t braid__now_ns(void)
 void braid__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns)
 {
     int saved = errno;
+#ifdef BRAID_TSAN
+    /* TSan runs a signal handler on a thread blocked in a system call only
+     * if it intercepts that call, and it does not intercept syscall(): a
+     * signal caught by braid_signal_catch() that lands on a thread parked
+     * here, such as SIGINT on the main thread inside braid_run(), would
+     * wait until the thread wakes for another reason.  So under TSan a
+     * park lasts at most 10 ms and ends with an intercepted blocking call,
+     * usleep(0), which runs pending handlers (callers take the return as
+     * spurious). */
+    uint64_t slice_end = braid__now_ns() + 10000000u;
+    if (!deadline_ns || deadline_ns > slice_end)
+        deadline_ns = slice_end;
+#endif
     struct timespec ts, *tsp = NULL;
     if (deadline_ns) {
         ts.tv_sec = (time_t)(deadline_ns / 1000000000u);
@@ -30,6 +43,9 @@ void braid__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadl
      * retried wait never stretches the timeout. */
     syscall(SYS_futex, (uint32_t *)word, FUTEX_WAIT_BITSET | FUTEX_PRIVATE_FLAG, expected, tsp,
             NULL, FUTEX_BITSET_MATCH_ANY);
+#ifdef BRAID_TSAN
+    usleep(0);
+#endif
     errno = saved;
 }
 

@@ -8,6 +8,7 @@
 
 #include <libgen.h>
 #include <limits.h>
+#include <signal.h>
 #include <sys/wait.h>
 
 static char out[8192];
@@ -124,4 +125,112 @@ TEST(example_fanout)
     int d = line_index("Deadline passed, 2 lookups given up");
     CHECK(a >= 0 && b > a && c > b && d > c);
     CHECK(ms < 1000);
+}
+
+TEST(example_echo)
+{
+    run_example("echo");
+    CHECK(strncmp(out, "Echo server listening on 127.0.0.1:", 35) == 0);
+    CHECK(line_index("8 clients: 800 of 800 messages echoed intact (806720 bytes)") == 1);
+    CHECK(line_index("Server stopped after 8 connections") == 2);
+}
+
+/* "echo serve ADDR GRACE_MS" as a child process: its pid, and the read end
+ * of its stdout once it has printed its address (into addr). */
+static pid_t start_echo_server(const char *grace_ms, int *out_fd, char *addr, size_t n)
+{
+    char self[PATH_MAX];
+    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
+    CHECK(len > 0);
+    self[len] = 0;
+    char path[PATH_MAX + 16];
+    snprintf(path, sizeof path, "%s/ex_echo", dirname(self));
+    int p[2];
+    CHECK_EQ(pipe(p), 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        dup2(p[1], 1);
+        close(p[0]);
+        close(p[1]);
+        execl(path, path, "serve", "127.0.0.1:0", grace_ms, (char *)NULL);
+        _exit(127);
+    }
+    close(p[1]);
+    /* The first line, "Listening on ADDR" (read byte by byte: nothing of
+     * what follows is consumed). */
+    char line[128];
+    size_t k = 0;
+    while (k < sizeof line - 1 && read(p[0], &line[k], 1) == 1 && line[k] != '\n')
+        k++;
+    line[k] = 0;
+    if (strncmp(line, "Listening on ", 13) != 0)
+        TEST_FAIL("echo serve printed \"%s\"", line);
+    snprintf(addr, n, "%s", line + 13);
+    *out_fd = p[0];
+    return pid;
+}
+
+/* The rest of the server's output, and its exit status once it is gone. */
+static int finish_echo_server(pid_t pid, int fd)
+{
+    size_t len = 0;
+    ssize_t got;
+    while (len < sizeof out - 1 && (got = read(fd, out + len, sizeof out - 1 - len)) > 0)
+        len += (size_t)got;
+    out[len] = 0;
+    close(fd);
+    int status;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    return status;
+}
+
+static int echo_connect(const char *addr)
+{
+    int fd = braid_connect(addr, SOCK_STREAM); /* a plain thread: blocks in poll */
+    if (fd < 0)
+        TEST_FAIL("connect to %s: %s", addr, braid_strerror(fd));
+    return fd;
+}
+
+TEST(example_echo_serve_stops_on_sigterm)
+{
+    int fd;
+    char addr[64];
+    pid_t pid = start_echo_server("60000", &fd, addr, sizeof addr);
+    int c = echo_connect(addr);
+    char buf[16];
+    CHECK_EQ(braid_write_all(c, "hello\n", 6), 6);
+    CHECK_EQ(braid_read_exact(c, buf, 6), 6);
+    CHECK(memcmp(buf, "hello\n", 6) == 0);
+    CHECK_EQ(braid_close(c), 0);
+    CHECK_EQ(kill(pid, SIGTERM), 0);
+    int status = finish_echo_server(pid, fd);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TEST_FAIL("echo serve: status %d; output:\n%s", status, out);
+    CHECK(line_index("Shutting down on SIGTERM") == 0);
+    CHECK(line_index("Served 1 connections") == 1);
+}
+
+/* SIGINT with a connection still open: the server stops accepting, gives
+ * the connection its grace period, then cancels it (the client sees the
+ * end of the stream). */
+TEST(example_echo_serve_cancels_open_connections)
+{
+    int fd;
+    char addr[64];
+    pid_t pid = start_echo_server("200", &fd, addr, sizeof addr);
+    int c = echo_connect(addr);
+    char buf[16];
+    CHECK_EQ(braid_write_all(c, "x", 1), 1);
+    CHECK_EQ(braid_read_exact(c, buf, 1), 1); /* accepted and served */
+    CHECK_EQ(kill(pid, SIGINT), 0);
+    CHECK_EQ(braid_read_until(c, buf, sizeof buf, braid_deadline_ms(60000)), 0);
+    int status = finish_echo_server(pid, fd);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TEST_FAIL("echo serve: status %d; output:\n%s", status, out);
+    CHECK(line_index("Shutting down on SIGINT") == 0);
+    CHECK(line_index("Cancelling 1 connections still open") == 1);
+    CHECK(line_index("Served 1 connections") == 2);
+    CHECK_EQ(braid_close(c), 0);
 }
