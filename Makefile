@@ -179,6 +179,12 @@ $(B)/wake-placement: bench/wake_placement.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -Wall -Wextra $< -o $@ -lpthread
 
+# http_hello side by side with Tokio and Go (bench/compare/run.sh; first run
+# bench/compare/setup as root).  ROUNDS=5 by default, QUICK=1 for one round.
+.PHONY: compare-http
+compare-http:
+	@bench/compare/run.sh
+
 # ---- install ---------------------------------------------------------------------------
 install: all
 	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig

@@ -1,0 +1,3 @@
+module braid/bench/compare/go
+
+go 1.19
