@@ -9,6 +9,8 @@
 #include <poll.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
@@ -160,6 +162,22 @@ void braid__io_wake(braid__worker *w)
     errno = saved;
 }
 
+/* Whether a read from fd that returns less than asked means that fd has
+ * nothing more buffered: true of stream sockets and pipes, not of datagram
+ * sockets (one message per read) or terminals (one line). */
+static bool is_stream(int fd)
+{
+    struct stat st;
+    int type = 0;
+    socklen_t len = sizeof type;
+    if (fstat(fd, &st) < 0)
+        return false;
+    if (S_ISFIFO(st.st_mode))
+        return true;
+    return S_ISSOCK(st.st_mode) && getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &len) == 0 &&
+           type == SOCK_STREAM;
+}
+
 /* Register io (descriptor fd, life gen) with w's epoll; io's lock held. */
 static int io_register(braid__io *io, int fd, uint32_t gen, braid__worker *w)
 {
@@ -179,6 +197,7 @@ static int io_register(braid__io *io, int fd, uint32_t gen, braid__worker *w)
     }
     io->owner = w;
     w->has_io = true;
+    atomic_store_explicit(&io->stream, is_stream(fd), memory_order_relaxed);
     return 0;
 }
 
@@ -228,6 +247,8 @@ static int io_event(int fd, uint32_t gen, uint32_t events)
         return 0;
     braid__spin_lock(&io->lock);
     if (atomic_load_explicit(&io->gen, memory_order_relaxed) == gen) {
+        if (events & (EPOLLRDHUP | EPOLLHUP | EPOLLERR)) /* before seq: see braid__io_do */
+            atomic_store_explicit(&io->ended, true, memory_order_relaxed);
         atomic_fetch_add_explicit(&io->seq, 1, memory_order_release);
         if (events & READ_EVENTS)
             io_claim_all(&io->readers, 0, &chain, &woken);
@@ -259,6 +280,9 @@ static void io_new_life(braid__io *io, int fd, braid__wnode **chain)
 {
     int woken = 0;
     atomic_fetch_add_explicit(&io->gen, 1, memory_order_seq_cst);
+    atomic_store_explicit(&io->drained, 0, memory_order_relaxed);
+    atomic_store_explicit(&io->stream, false, memory_order_relaxed);
+    atomic_store_explicit(&io->ended, false, memory_order_relaxed);
     io_claim_all(&io->readers, -EBADF, chain, &woken);
     io_claim_all(&io->writers, -EBADF, chain, &woken);
     io_claim_all(&io->both, -EBADF, chain, &woken);
@@ -284,7 +308,7 @@ void braid__io_fresh(int fd)
  * want, unless one arrived since seq was s0.  0: try again; 1: try again,
  * but the descriptor cannot be polled; or -EBADF (closed), -ETIMEDOUT,
  * -ECANCELED, or an epoll_ctl error. */
-static int io_wait(braid__task *t, braid__io *io, int fd, uint32_t gen, unsigned want, uint32_t s0,
+static int io_wait(braid__task *t, braid__io *io, int fd, uint32_t gen, unsigned want, uint64_t s0,
                    uint64_t deadline_ns)
 {
     braid__wq *q = want == BRAID_READABLE ? &io->readers
@@ -343,7 +367,8 @@ static ssize_t thread_do(int fd, unsigned want, uint64_t deadline_ns, braid__io_
     }
 }
 
-ssize_t braid__io_do(int fd, unsigned want, uint64_t deadline_ns, braid__io_fn fn, void *ctx)
+ssize_t braid__io_do(int fd, unsigned want, uint64_t deadline_ns, braid__io_fn fn, void *ctx,
+                     size_t stream_len)
 {
     braid__task *t = braid__tls_task;
     if (!t)
@@ -358,10 +383,31 @@ ssize_t braid__io_do(int fd, unsigned want, uint64_t deadline_ns, braid__io_fn f
     if (r < 0)
         return r;
     for (;;) {
-        uint32_t s0 = atomic_load_explicit(&io->seq, memory_order_acquire);
-        r = fn(fd, ctx);
-        if (r != -EAGAIN)
+        uint64_t s0 = atomic_load_explicit(&io->seq, memory_order_acquire);
+        /* The last read came up short and no event has been handled since:
+         * the read would find nothing, so wait for the next event at once
+         * (as Tokio does), saving a system call per message.  Data that
+         * arrived meanwhile has its event queued in epoll: no wake-up is
+         * lost, the worker handles it when it next polls.  Not once the
+         * peer has hung up: a short read may have taken the last bytes
+         * before an end of stream whose event was handled before s0 was
+         * read, and no event will come again (the flag is set before seq
+         * moves, so seeing s0 means seeing the flag).  Nor when the
+         * deadline has passed: such a call must still take what is there.
+         * (A later deadline cannot fire before the event is handled: the
+         * worker polls epoll before it fires due timers, see sched.c.) */
+        if (stream_len && atomic_load_explicit(&io->drained, memory_order_relaxed) == s0 + 1 &&
+            !atomic_load_explicit(&io->ended, memory_order_relaxed) &&
+            (deadline_ns == BRAID_FOREVER || deadline_ns > braid__now_ns()))
+            r = -EAGAIN;
+        else
+            r = fn(fd, ctx);
+        if (r != -EAGAIN) {
+            if (r > 0 && (size_t)r < stream_len &&
+                atomic_load_explicit(&io->stream, memory_order_relaxed))
+                atomic_store_explicit(&io->drained, s0 + 1, memory_order_relaxed);
             break;
+        }
         r = io_wait(t, io, fd, gen, want, s0, deadline_ns);
         if (r < 0)
             break;
@@ -399,7 +445,7 @@ int braid_wait_fd(int fd, unsigned events, uint64_t deadline_ns)
     unsigned want = events & BRAID_READABLE ? BRAID_READABLE : BRAID_WRITABLE;
     if (events == (BRAID_READABLE | BRAID_WRITABLE))
         want = BRAID_READABLE | BRAID_WRITABLE;
-    return (int)braid__io_do(fd, want, deadline_ns, poll_now, &events);
+    return (int)braid__io_do(fd, want, deadline_ns, poll_now, &events, 0);
 }
 
 int braid_close(int fd)

@@ -30,7 +30,10 @@
 typedef struct braid__io {
     braid__spin lock;
     _Atomic uint32_t gen;           /* bumped by braid_close(): a new life */
-    _Atomic uint32_t seq;           /* bumped by every event */
+    _Atomic uint64_t seq;           /* bumped by every event */
+    _Atomic uint64_t drained;       /* seq + 1 before a short stream read; 0: none */
+    _Atomic bool stream;            /* a stream socket or a pipe (see io_register) */
+    _Atomic bool ended;             /* an event reported hang-up or error: sticky */
     _Atomic uint32_t refs;          /* calls in progress on the descriptor */
     _Atomic bool closing;           /* braid_close() is between its steps */
     bool nopoll;                    /* epoll refused it: always ready */
@@ -59,8 +62,11 @@ void braid__io_fresh(int fd);
 
 /* The loop under every call that may wait on fd: fn(fd, ctx) is tried,
  * and while it returns -EAGAIN the caller waits for fd to become ready in
- * direction dir (BRAID_READABLE or BRAID_WRITABLE) and tries again. */
+ * direction want (BRAID_READABLE or BRAID_WRITABLE) and tries again.
+ * stream_len: for a read of that many bytes from a stream, where a shorter
+ * result means the kernel's buffer is empty (0 for anything else). */
 typedef ssize_t (*braid__io_fn)(int fd, void *ctx);
-ssize_t braid__io_do(int fd, unsigned dir, uint64_t deadline_ns, braid__io_fn fn, void *ctx);
+ssize_t braid__io_do(int fd, unsigned want, uint64_t deadline_ns, braid__io_fn fn, void *ctx,
+                     size_t stream_len);
 
 #endif

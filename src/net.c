@@ -107,7 +107,7 @@ static ssize_t do_sendto(int fd, void *ctx)
 static ssize_t io_call(int fd, unsigned want, uint64_t deadline_ns, braid__io_fn fn, rw_args *a)
 {
     int saved = errno;
-    ssize_t r = braid__io_do(fd, want, deadline_ns, fn, a);
+    ssize_t r = braid__io_do(fd, want, deadline_ns, fn, a, fn == do_read ? a->n : 0);
     errno = saved;
     return r;
 }
@@ -538,7 +538,7 @@ int braid_connect_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
     if (fd >= 0) {
         int rc = connect(fd, sa, len) == 0 ? 0 : -errno;
         if (rc == -EINPROGRESS || rc == -EINTR)
-            rc = (int)braid__io_do(fd, BRAID_WRITABLE, deadline_ns, connect_done, NULL);
+            rc = (int)braid__io_do(fd, BRAID_WRITABLE, deadline_ns, connect_done, NULL, 0);
         if (rc < 0) {
             braid_close(fd);
             fd = rc;

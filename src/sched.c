@@ -346,8 +346,18 @@ static void fire_timer(braid__timer *tm)
 
 static void poll_timers(braid__worker *w)
 {
-    if (w->wheel.count)
-        braid__wheel_advance(&w->wheel, braid__now_ns(), fire_timer);
+    if (!w->wheel.count)
+        return;
+    uint64_t now = braid__now_ns();
+    /* Descriptors first when a timer is due: an I/O call whose data came
+     * before its deadline must not time out while the event still sits in
+     * epoll (braid__io_do may wait without trying its system call). */
+    if (w->has_io) {
+        uint64_t next = braid__wheel_next_ns(&w->wheel);
+        if (next && next <= now)
+            braid__io_poll(w, false, 0);
+    }
+    braid__wheel_advance(&w->wheel, now, fire_timer);
 }
 
 /* ---- choosing the next task ---------------------------------------------- */
@@ -359,9 +369,9 @@ static void maintenance(braid__worker *w)
         w->shutdown_seen = true;
         braid__task_cancel_all(w);
     }
-    poll_timers(w);
     if (w->has_io)
         braid__io_poll(w, false, 0);
+    poll_timers(w);
     drain_inbox(w);
     release_yielders(w);
 }

@@ -561,3 +561,47 @@ TEST(reuseport_addresses_connect_deadline_connected_udp)
 {
     test_run(2, options_root, NULL);
 }
+
+/* ---- end of stream right after a short read ------------------------------------------
+ * A read that comes up short lets the next one wait for an event without
+ * trying; but when the writer's hang-up was already handled before that
+ * short read took the last bytes, no event will come: the next read must
+ * still see the end of the stream.  A writer thread that pauses between
+ * messages and then closes makes that order likely. */
+
+static int eof_pipe[2];
+
+static void *paced_writer(void *arg)
+{
+    (void)arg;
+    for (int i = 0; i < 5; i++) {
+        usleep(20000); /* pacing, not synchronization */
+        CHECK_EQ(write(eof_pipe[1], "hello\n", 6), 6);
+    }
+    close(eof_pipe[1]);
+    return NULL;
+}
+
+static void *eof_root(void *arg)
+{
+    (void)arg;
+    pthread_t th;
+    char buf[100];
+    ssize_t n, total = 0;
+    CHECK_EQ(pthread_create(&th, NULL, paced_writer, NULL), 0);
+    while ((n = braid_read_until(eof_pipe[0], buf, sizeof buf, braid_deadline_ms(20000))) > 0)
+        total += n;
+    CHECK_EQ(n, 0);
+    CHECK_EQ(total, 30);
+    pthread_join(th, NULL);
+    braid_close(eof_pipe[0]);
+    return NULL;
+}
+
+TEST(end_of_stream_after_short_reads)
+{
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(pipe2(eof_pipe, O_NONBLOCK | O_CLOEXEC), 0);
+        test_run(2, eof_root, NULL);
+    }
+}
