@@ -115,8 +115,8 @@ void braid_panic_at(const char *file, int line, const char *fmt, ...)
         int n = snprintf(msg, sizeof msg, "braid: panic outside a task at %s:%d: ",
                          file ? file : "?", line);
         va_start(ap, fmt);
-        if (n > 0 && (size_t)n < sizeof msg)
-            vsnprintf(msg + n, sizeof msg - (size_t)n, fmt ? fmt : "", ap);
+        if (fmt && n > 0 && (size_t)n < sizeof msg)
+            vsnprintf(msg + n, sizeof msg - (size_t)n, fmt, ap);
         va_end(ap);
         braid__write_stderr(msg);
         braid__write_stderr("\n");
