@@ -5,6 +5,8 @@
 #                         Valgrind; ends with "N passed, N failed"
 #   make demo             build and run the self-contained examples (EXAMPLES)
 #   make bench            build bench/braid-bench (run it: bench/README)
+#   make compare          braid vs Tokio, Go and pthreads side by side, and
+#                         mini_redis vs redis-server (bench/compare/README.md)
 #   make install PREFIX=/usr/local
 #
 # Objects are compiled once with -fPIC and serve both libraries.  After
@@ -179,11 +181,16 @@ $(B)/wake-placement: bench/wake_placement.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -Wall -Wextra $< -o $@ -lpthread
 
-# http_hello side by side with Tokio and Go (bench/compare/run.sh; first run
-# bench/compare/setup as root).  ROUNDS=5 by default, QUICK=1 for one round.
-.PHONY: compare-http
-compare-http:
+# Every workload side by side with Tokio, Go and plain pthreads, plus
+# mini_redis against redis-server (bench/compare/run.sh; first run
+# bench/compare/setup as root).  Writes bench/results/latest.md and
+# latest.svg.  ROUNDS=5 by default, QUICK=1 for one round; more knobs in
+# bench/compare/README.md.  compare-http: http_hello alone.
+.PHONY: compare compare-http
+compare:
 	@bench/compare/run.sh
+compare-http:
+	@ONLY=http_hello OUT=bench/results/latest-http.md SVG= bench/compare/run.sh
 
 # ---- install ---------------------------------------------------------------------------
 install: all
