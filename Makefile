@@ -3,6 +3,7 @@
 #   make                  libbraid.a, libbraid.so, libbraid-tsan.a, braid.pc
 #   make test             unit and integration tests: normal, ASan+UBSan, TSan,
 #                         Valgrind; ends with "N passed, N failed"
+#   make test-aarch64     the normal tests cross-built for aarch64, under qemu-user
 #   make demo             build and run the self-contained examples (EXAMPLES)
 #   make bench            build bench/braid-bench (run it: bench/README)
 #   make compare          braid vs Tokio, Go and pthreads side by side, and
@@ -61,7 +62,7 @@ RENAME   := --rename-section .text=braid_text,alloc,load,readonly,code,contents 
             --rename-section .text.startup=braid_text,alloc,load,readonly,code,contents \
             --rename-section .text.exit=braid_text,alloc,load,readonly,code,contents
 
-.PHONY: all test demo bench install clean check-tools examples
+.PHONY: all test test-aarch64 demo bench install clean check-tools examples
 
 all: $(B)/libbraid.a $(B)/libbraid.so $(B)/libbraid-tsan.a $(B)/braid.pc
 
@@ -153,6 +154,18 @@ $(eval $(call testcfg,shared,,$(B)/libbraid.so,$$(SHARED_LINK),$(TEST_SUBSET)))
 test: all examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan) $(TESTS_shared)
 	@tests/run-all.sh $(B)
 
+# ---- aarch64, under qemu-user ------------------------------------------------------------
+# The plain configuration built with Debian's cross compiler and run under
+# qemu-aarch64 (apt-get install gcc-aarch64-linux-gnu qemu-user
+# libc6-arm64-cross).  Tests that start other programs skip: qemu-user does
+# not run the children of an emulated program unless binfmt_misc is set up.
+AARCH64_PREFIX ?= aarch64-linux-gnu-
+test-aarch64:
+	$(MAKE) CC=$(AARCH64_PREFIX)gcc OBJCOPY=$(AARCH64_PREFIX)objcopy AR=$(AARCH64_PREFIX)ar \
+	    B=build-aarch64 $(patsubst tests/%.c,build-aarch64/t-normal/%,$(TEST_SRC))
+	@BRAID_TEST_CONFIGS=normal BRAID_TEST_NO_EXEC=1 BRAID_TEST_EMULATED=1 \
+	    BRAID_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" tests/run-all.sh build-aarch64
+
 # ---- examples ------------------------------------------------------------------------
 EXAMPLES := spawn join spawn_join task_failure pipeline fanout echo
 $(B)/ex/%: examples/%.c $(B)/libbraid.a | $(B)/ex
@@ -203,4 +216,4 @@ install: all
 	$(PC_SUBST) braid.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/braid.pc
 
 clean:
-	rm -rf $(B)
+	rm -rf $(B) build-aarch64

@@ -8,7 +8,9 @@
 # (the TSan library), shared (libbraid.so), valgrind (the normal binaries
 # under memcheck, leaks are errors).  BRAID_TEST_JOBS runs tests in
 # parallel; BRAID_TEST_FILTER keeps only tests whose "config/binary/test"
-# matches the given regular expression.
+# matches the given regular expression; BRAID_TEST_CONFIGS lists the
+# configurations to run; BRAID_TEST_RUNNER is a command every test binary
+# runs under (an emulator: make test-aarch64).
 set -u
 B=${1:-build}
 JOBS=${BRAID_TEST_JOBS:-2}
@@ -19,7 +21,9 @@ trap 'rm -rf "$log"' EXIT
 jobs="$log/jobs"
 : >"$jobs"
 
-for cfg in normal asan asanplain tsan shared valgrind; do
+read -r -a runner <<<"${BRAID_TEST_RUNNER:-}"
+export BRAID_TEST_RUNNER
+for cfg in ${BRAID_TEST_CONFIGS:-normal asan asanplain tsan shared valgrind}; do
     dir="$B/t-$cfg"
     if [ "$cfg" = valgrind ]; then
         dir="$B/t-normal"
@@ -37,7 +41,7 @@ for cfg in normal asan asanplain tsan shared valgrind; do
         case "$cfg" in
             asanplain|shared) case $name in test_basic|test_examples|test_panic) ;; *) continue ;; esac ;;
         esac
-        for t in $("$bin" --list); do
+        for t in $("${runner[@]}" "$bin" --list); do
             if [[ "$cfg/$name/$t" =~ $FILTER ]]; then
                 printf '%s\t%s\t%s\n' "$cfg" "$bin" "$t" >>"$jobs"
             fi

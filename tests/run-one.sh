@@ -5,7 +5,7 @@
 set -u
 cfg=$1 bin=$2 t=$3 log=${BRAID_TEST_LOG:-/tmp}
 TIMEOUT=${BRAID_TEST_TIMEOUT:-300}
-prefix=()
+read -r -a prefix <<<"${BRAID_TEST_RUNNER:-}"
 if [ "$cfg" = valgrind ]; then
     prefix=(valgrind -q --error-exitcode=9 --leak-check=full
             --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect)

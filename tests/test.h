@@ -83,6 +83,24 @@ static inline void test_register(const char *name, test_fn fn)
         _exit(77);                                                                 \
     } while (0)
 
+/* Whether the test may start other programs (the example binaries, or
+ * itself): not when every program runs under an emulator that the kernel
+ * does not start by itself (make test-aarch64 sets BRAID_TEST_NO_EXEC). */
+static inline void test_need_exec(void)
+{
+    const char *v = getenv("BRAID_TEST_NO_EXEC");
+    if (v && *v == '1')
+        SKIP("starts another program, which the emulator would not run");
+}
+
+/* Whether the program runs under qemu-user (make test-aarch64), which
+ * does not apply RLIMIT_AS to the emulated program's mappings. */
+static inline int test_emulated(void)
+{
+    const char *v = getenv("BRAID_TEST_EMULATED");
+    return v && *v == '1';
+}
+
 /* Which tools the test runs under. */
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_ASAN 1

@@ -16,6 +16,7 @@ static char out[8192];
 /* Run examples/NAME.c's binary; returns its wall time in ms and fills out. */
 static uint64_t run_example(const char *name)
 {
+    test_need_exec();
     char self[PATH_MAX];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     CHECK(n > 0);
@@ -139,6 +140,7 @@ TEST(example_echo)
  * of its stdout once it has printed its address (into addr). */
 static pid_t start_echo_server(const char *grace_ms, int *out_fd, char *addr, size_t n)
 {
+    test_need_exec();
     char self[PATH_MAX];
     ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
     CHECK(len > 0);

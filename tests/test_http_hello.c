@@ -19,6 +19,7 @@ static char addr[64];
 /* Start ex_http_hello on a free port and read its "listening on" line. */
 static void start_server(void)
 {
+    test_need_exec();
     char self[PATH_MAX], bin[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     CHECK(n > 0);

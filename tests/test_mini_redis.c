@@ -81,6 +81,7 @@ static int read_line(int fd, char *buf, size_t cap, uint64_t ms)
 /* extra: more command-line arguments, NULL-terminated. */
 static void server_start(struct server *s, ...)
 {
+    test_need_exec();
     char self[PATH_MAX], bin[PATH_MAX + 32];
     ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
     CHECK(n > 0);

@@ -91,6 +91,7 @@ __attribute__((constructor)) static void child_main(void)
  * child_client); its pidfd (readable when it exits), PIDFD_NONE if the kernel (or valgrind) has none, or -1. */
 static int spawn_clients(long n, bool hold, const char *addr, pid_t *pid)
 {
+    test_need_exec();
     char spec[96], *argv[] = { "test_net_robust", "--list", NULL };
     snprintf(spec, sizeof spec, "BRAID_TEST_CLIENTS=%ld %d %s", n, hold, addr);
     char *env[] = { spec, NULL };

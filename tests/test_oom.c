@@ -89,6 +89,8 @@ TEST(spawn_reports_enomem_and_runtime_survives)
 {
     if (test_instrumented())
         SKIP("sanitizers and Valgrind need the address space");
+    if (test_emulated())
+        SKIP("qemu-user does not apply RLIMIT_AS to the emulated program");
     braid_task *h = malloc(sizeof *h * MAX);
     CHECK(h != NULL);
     memset(h, 0, sizeof *h * MAX); /* touch it now, not under the limit */
@@ -145,5 +147,7 @@ TEST(huge_stacks_fail_cleanly)
 {
     if (test_instrumented())
         SKIP("sanitizers and Valgrind need the address space");
+    if (test_emulated())
+        SKIP("qemu-user does not apply RLIMIT_AS to the emulated program");
     run_limited(1, (size_t)3 << 30, stack_oom_root, NULL);
 }

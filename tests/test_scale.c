@@ -34,6 +34,18 @@ static void *overflow(void *arg)
     return (void *)(intptr_t)recurse(0);
 }
 
+/* The kernel's limit on mappings (vm.max_map_count). */
+static long max_map_count(void)
+{
+    FILE *f = fopen("/proc/sys/vm/max_map_count", "r");
+    long n = 65530;
+    if (f && fscanf(f, "%ld", &n) != 1)
+        n = 65530;
+    if (f)
+        fclose(f);
+    return n;
+}
+
 static long count_maps(void)
 {
     FILE *f = fopen("/proc/self/maps", "r");
@@ -61,7 +73,13 @@ static void *million_root(void *arg)
            "VmRSS %ld kB, VmPTE %ld kB\n",
            target, (unsigned long long)(spawned - t0), (unsigned long long)(all - t0), maps,
            test_status_kb("VmRSS"), test_status_kb("VmPTE"));
-    CHECK(maps < 10000);
+    /* Guard regions cost no mapping where the kernel has
+     * MADV_GUARD_INSTALL: a few dozen mappings in all.  Elsewhere (older
+     * kernels, qemu-user) they are mprotect()ed regions, at most 3/8 of the
+     * kernel's limit, each splitting its arena's mapping: up to 3/4 of the
+     * limit (docs/design.md). */
+    if (maps >= max_map_count() * 3 / 4 + 1000)
+        TEST_FAIL("%ld mappings, limit %ld", maps, max_map_count());
     /* The newest stacks still have guards. */
     braid_task t;
     CHECK_EQ(braid_spawn(&t, overflow, NULL), 0);
@@ -75,6 +93,8 @@ TEST(million_concurrent_tasks)
 {
     if (test_instrumented())
         SKIP("a million stacks: only in the plain build");
+    if (test_emulated()) /* 100,000 tasks there took all of 24 GiB */
+        SKIP("under qemu-user task stacks become resident");
     target = 1000000;
     CHECK_EQ(braid_run(million_root, NULL, NULL), BRAID_OK);
     CHECK_EQ(atomic_load(&ended), target);
