@@ -87,6 +87,9 @@ endef
 $(eval $(call flavour,obj,))
 $(eval $(call flavour,asan,$(SAN_ASAN)))
 $(eval $(call flavour,tsan,$(SAN_TSAN)))
+# Fault injection (tests/test_faultinj.c): ASan+UBSan, so that LSan sees
+# what a failed allocation, mapping or thread leaks.
+$(eval $(call flavour,faultinj,$(SAN_ASAN) -DBRAID_FAULT_INJECTION))
 
 $(B)/libbraid.a: $(call OBJS,obj)
 	rm -f $@ && $(AR) rcs $@ $^
@@ -103,6 +106,9 @@ $(B)/libbraid-tsan.a: $(call OBJS,tsan)
 $(B)/libbraid-asan.a: $(call OBJS,asan)
 	rm -f $@ && $(AR) rcs $@ $^
 
+$(B)/libbraid-faultinj.a: $(call OBJS,faultinj)
+	rm -f $@ && $(AR) rcs $@ $^
+
 PC_SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCDIR@|$(INCDIR)|g' \
 	    -e 's|@VERSION@|$(VERSION)|g'
 
@@ -110,7 +116,9 @@ $(B)/braid.pc: braid.pc.in Makefile
 	$(PC_SUBST) $< > $@
 
 # ---- tests -------------------------------------------------------------------------
-TEST_SRC  := $(wildcard tests/test_*.c)
+# test_faultinj.c needs the fault-injection library: it has its own
+# configuration, faultinj (ASan+UBSan), and only that one.
+TEST_SRC  := $(filter-out tests/test_faultinj.c,$(wildcard tests/test_*.c))
 TEST_HDR  := tests/test.h
 EX_SRC    := $(wildcard examples/*.c)
 TFLAGS    := -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Wall -Wextra
@@ -148,11 +156,27 @@ $(eval $(call testcfg,asan,$(SAN_ASAN),$(B)/libbraid-asan.a,$(B)/libbraid-asan.a
 # on its own (sanitizers are detected at run time).
 $(eval $(call testcfg,asanplain,-fsanitize=address,$(B)/libbraid.a,$(B)/libbraid.a,$(TEST_SUBSET)))
 $(eval $(call testcfg,tsan,$(SAN_TSAN),$(B)/libbraid-tsan.a,$(B)/libbraid-tsan.a,$(TEST_SRC)))
+$(eval $(call testcfg,faultinj,$(SAN_ASAN) -DBRAID_FAULT_INJECTION,$(B)/libbraid-faultinj.a,$(B)/libbraid-faultinj.a,tests/test_faultinj.c))
+TESTS_faultinj := $(B)/t-faultinj/test_faultinj
 SHARED_LINK := -L$(B) -Wl,-rpath,$(abspath $(B)) -lbraid
 $(eval $(call testcfg,shared,,$(B)/libbraid.so,$$(SHARED_LINK),$(TEST_SUBSET)))
 
-test: all examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan) $(TESTS_shared)
+test: all examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan) $(TESTS_shared) \
+      $(TESTS_faultinj)
 	@tests/run-all.sh $(B)
+
+# The multi-threaded randomized stress test (tests/test_stress_mt.c) for
+# longer: SOAK_SECONDS (default 60) per worker count (2, 4, 8), plain and
+# TSan builds, so about 6 minutes.  Each run prints its base seed.
+SOAK_SECONDS ?= 60
+.PHONY: soak
+soak: $(B)/t-normal/test_stress_mt $(B)/t-tsan/test_stress_mt
+	@set -e; for bin in $^; do for t in $$($$bin --list); do \
+	    echo "== $$bin $$t ($(SOAK_SECONDS) s)"; \
+	    BRAID_STRESS_SECONDS=$(SOAK_SECONDS) \
+	    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 \
+	    timeout -k 10 $$(( $(SOAK_SECONDS) * 3 + 120 )) $$bin $$t; \
+	done; done
 
 # ---- aarch64, under qemu-user ------------------------------------------------------------
 # The plain configuration built with Debian's cross compiler and run under

@@ -414,8 +414,8 @@ BRAID_API int braid_chan_new(braid_chan **out, size_t item_size, size_t capacity
  * 0, until a receiver takes it).  A waiting receiver gets the value
  * directly, and if it is a task of the same worker it runs next.
  * Cancellation point.  Returns 0, -EPIPE (closed, or no receiver left),
- * -ECANCELED, -ETIMEDOUT (the _until form), -ENOMEM (an unbounded channel
- * could not grow), -EINVAL. */
+ * -ECANCELED, -ETIMEDOUT (the _until form), -ENOMEM (the buffer, which
+ * grows as items arrive, up to the capacity, could not grow), -EINVAL. */
 BRAID_API int braid_chan_send(braid_chan *ch, const void *item);
 BRAID_API int braid_chan_send_until(braid_chan *ch, const void *item, uint64_t deadline_ns);
 

@@ -308,7 +308,7 @@ static int bp_spawn_thread(braid__bpool *p, bjob *j)
     bp_reap(p);
     if (atomic_load_explicit(&braid__bpool_fail_create, memory_order_relaxed))
         return -EAGAIN;
-    bthread *t = calloc(1, sizeof *t);
+    bthread *t = braid__calloc(1, sizeof *t);
     if (!t)
         return -EAGAIN;
     pthread_condattr_t ca;
@@ -318,7 +318,7 @@ static int bp_spawn_thread(braid__bpool *p, bjob *j)
     pthread_condattr_destroy(&ca);
     t->pool = p;
     t->job = j;
-    if (pthread_create(&t->tid, NULL, bp_thread_main, t) != 0) {
+    if (braid__pthread_create(&t->tid, NULL, bp_thread_main, t) != 0) {
         bp_thread_free(t);
         return -EAGAIN;
     }
@@ -359,7 +359,7 @@ static int bp_submit(braid__bpool *p, bjob *j)
 
 int braid__bpool_new(braid__bpool **out, unsigned max_threads, uint64_t keepalive_ms)
 {
-    braid__bpool *p = calloc(1, sizeof *p);
+    braid__bpool *p = braid__calloc(1, sizeof *p);
     *out = p;
     if (!p)
         return -ENOMEM;
@@ -519,7 +519,7 @@ int braid_spawn_blocking_ex(braid_task *out, const braid_spawn_opts *opts, braid
     if (!fn || (opts && opts->size && opts->size < sizeof(braid_spawn_opts)))
         return -EINVAL;
     int saved = errno;
-    struct bcall *c = malloc(sizeof *c);
+    struct bcall *c = braid__malloc(sizeof *c);
     errno = saved;
     if (!c)
         return -ENOMEM;
@@ -609,7 +609,7 @@ static struct resolve_job *resolve_job_new(const char *host, const char *port,
                                            const struct addrinfo *hints)
 {
     size_t hl = host ? strlen(host) + 1 : 0, pl = port ? strlen(port) + 1 : 0;
-    struct resolve_job *r = calloc(1, sizeof *r + hl + pl);
+    struct resolve_job *r = braid__calloc(1, sizeof *r + hl + pl);
     if (!r)
         return NULL;
     char *s = (char *)(r + 1);
@@ -724,10 +724,10 @@ static ssize_t file_slurp(int fd, void **data)
             return -EFBIG;
         cap = (size_t)st.st_size + 1;
     }
-    char *buf = malloc(cap);
+    char *buf = braid__malloc(cap);
     for (;;) {
         if (buf && len + 1 == cap) {
-            char *nb = cap < SIZE_MAX / 2 ? realloc(buf, cap * 2) : NULL;
+            char *nb = cap < SIZE_MAX / 2 ? braid__realloc(buf, cap * 2) : NULL;
             if (!nb)
                 free(buf);
             buf = nb;

@@ -5,6 +5,7 @@
  * that gives up (deadline, cancellation) has simply not read yet.
  */
 #include "task.h"
+#include "util.h"
 #include "wait.h"
 
 #include <stdlib.h>
@@ -78,8 +79,8 @@ int braid_bcast_new(braid_bcast **out, size_t item_size, size_t capacity)
     if (!out || item_size == 0 || item_size > FANOUT_ITEM_MAX || capacity == 0 ||
         capacity > BCAST_CAP_MAX)
         return -EINVAL;
-    braid_bcast *b = calloc(1, sizeof *b);
-    char *slots = malloc(item_size * capacity);
+    braid_bcast *b = braid__calloc(1, sizeof *b);
+    char *slots = braid__malloc(item_size * capacity);
     if (!b || !slots) {
         free(b);
         free(slots);
@@ -115,7 +116,7 @@ int braid_bcast_subscribe(braid_bcast *b, braid_bcast_rx **out)
 {
     if (!bcast_ok(b) || !out)
         return -EINVAL;
-    braid_bcast_rx *rx = malloc(sizeof *rx);
+    braid_bcast_rx *rx = braid__malloc(sizeof *rx);
     if (!rx)
         return -ENOMEM;
     braid__spin_lock(&b->lock);
@@ -238,7 +239,7 @@ int braid_watch_new(braid_watch **out, size_t item_size, const void *initial)
 {
     if (!out || !initial || item_size == 0 || item_size > FANOUT_ITEM_MAX)
         return -EINVAL;
-    braid_watch *w = calloc(1, sizeof *w + item_size);
+    braid_watch *w = braid__calloc(1, sizeof *w + item_size);
     if (!w)
         return -ENOMEM;
     w->magic = WATCH_MAGIC;

@@ -26,11 +26,13 @@ static bool chan_ok(const braid_chan *ch)
     return ch && ch->magic == CHAN_MAGIC;
 }
 
+static bool ring_reserve(braid_chan *ch);
+
 int braid__chan_create(braid_chan **out, size_t item_size, size_t capacity, bool oneshot)
 {
     if (!out || item_size == 0 || item_size > CHAN_ITEM_MAX)
         return -EINVAL;
-    braid_chan *ch = calloc(1, sizeof *ch);
+    braid_chan *ch = braid__calloc(1, sizeof *ch);
     if (!ch)
         return -ENOMEM;
     ch->magic = CHAN_MAGIC;
@@ -39,6 +41,11 @@ int braid__chan_create(braid_chan **out, size_t item_size, size_t capacity, bool
     ch->oneshot = oneshot;
     ch->senders = 1;
     ch->receivers = 1;
+    /* A oneshot's one slot now, so that sending it never fails. */
+    if (oneshot && !ring_reserve(ch)) {
+        free(ch);
+        return -ENOMEM;
+    }
     *out = ch;
     return 0;
 }
@@ -71,7 +78,7 @@ static bool ring_reserve(braid_chan *ch)
     size_t want = ch->slots ? ch->slots * 2 : CHAN_MIN_SLOTS;
     if (want == 0 || want > SIZE_MAX / ch->item_size)
         return false;
-    char *nb = malloc(want * ch->item_size);
+    char *nb = braid__malloc(want * ch->item_size);
     if (!nb)
         return false;
     for (size_t i = 0; i < ch->len; i++)

@@ -45,7 +45,7 @@ static braid__rec *map_chunk(void)
 {
     /* Over-map by 2 MiB and trim, to get a 2 MiB-aligned chunk. */
     size_t len = CHUNK_BYTES * 2;
-    char *p = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    char *p = braid__mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
     uintptr_t start = ((uintptr_t)p + CHUNK_BYTES - 1) & ~(uintptr_t)(CHUNK_BYTES - 1);
@@ -125,7 +125,7 @@ static bool grow_locked(braid__rec_pool *p)
 {
     if (p->nchunks == p->chunks_cap) {
         uint32_t ncap = p->chunks_cap ? p->chunks_cap * 2 : 8;
-        uint32_t *n = realloc(p->chunks, ncap * sizeof *n);
+        uint32_t *n = braid__realloc(p->chunks, ncap * sizeof *n);
         if (!n)
             return false;
         p->chunks = n;
@@ -321,7 +321,7 @@ braid__rec_cache *braid__rec_thread_cache(braid__rec_pool *p)
     int saved = errno;
     if (!c) {
         pthread_once(&cache_key_once, make_cache_key);
-        c = calloc(1, sizeof *c);
+        c = braid__calloc(1, sizeof *c);
         if (!c || pthread_setspecific(cache_key, c) != 0) {
             free(c);
             errno = saved;

@@ -44,7 +44,7 @@ static braid__io *io_lookup(int fd, bool create)
     _Atomic(braid__io *) *slot = &io_chunks[(unsigned)fd / BRAID_IO_CHUNK];
     braid__io *chunk = atomic_load_explicit(slot, memory_order_acquire);
     if (!chunk && create) {
-        braid__io *fresh = calloc(BRAID_IO_CHUNK, sizeof *fresh);
+        braid__io *fresh = braid__calloc(BRAID_IO_CHUNK, sizeof *fresh);
         if (!fresh)
             return NULL;
         if (atomic_compare_exchange_strong_explicit(slot, &chunk, fresh, memory_order_acq_rel,
@@ -104,10 +104,20 @@ static void io_claim_all(braid__wq *q, int rc, braid__wnode **chain, int *count)
 
 int braid__io_worker_init(braid__worker *w)
 {
-    w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (BRAID_FAULT(POLL)) {
+        w->epfd = -1;
+        errno = EMFILE;
+    } else {
+        w->epfd = epoll_create1(EPOLL_CLOEXEC);
+    }
     if (w->epfd < 0)
         return -errno;
-    w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    if (BRAID_FAULT(POLL)) {
+        w->evfd = -1;
+        errno = EMFILE;
+    } else {
+        w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    }
     struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u64 = WAKER_TOKEN };
     if (w->evfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev) < 0) {
         int rc = -errno;

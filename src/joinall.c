@@ -7,6 +7,7 @@
  * participant lives on one worker, the group's bookkeeping needs no atomics.
  */
 #include "panic.h"
+#include "util.h"
 #include "sched.h"
 
 #include <stdlib.h>
@@ -69,7 +70,7 @@ int braid_join_all(braid_call *calls, size_t n)
     braid__worker *w = self->home;
     braid__stack_pool *pool = &w->rt->stacks;
     braid__group g = { .caller = self, .calls = calls, .n = n, .pending = n };
-    g.tasks = malloc(n * sizeof *g.tasks);
+    g.tasks = braid__malloc(n * sizeof *g.tasks);
     if (!g.tasks)
         return -ENOMEM;
     for (size_t i = 0; i < n; i++) {

@@ -13,6 +13,7 @@
  * then the set's; the set's lock is never held while touching a record.
  */
 #include "handle.h"
+#include "util.h"
 #include "task.h"
 #include "wait.h"
 
@@ -42,7 +43,7 @@ int braid_joinset_new(braid_joinset **out)
 {
     if (!out)
         return -EINVAL;
-    braid_joinset *s = calloc(1, sizeof *s);
+    braid_joinset *s = braid__calloc(1, sizeof *s);
     if (!s)
         return -ENOMEM;
     s->magic = JOINSET_MAGIC;
@@ -117,8 +118,8 @@ static bool grow(braid_joinset *s, size_t need_m, size_t need_d)
     size_t mcap = 16;
     while (mcap < need_m)
         mcap *= 2;
-    uint64_t *nm = need_m ? calloc(mcap, sizeof *nm) : NULL;
-    uint64_t *nd = need_d ? malloc(need_d * sizeof *nd) : NULL;
+    uint64_t *nm = need_m ? braid__calloc(mcap, sizeof *nm) : NULL;
+    uint64_t *nd = need_d ? braid__malloc(need_d * sizeof *nd) : NULL;
     if ((need_m && !nm) || (need_d && !nd)) {
         free(nm);
         free(nd);
@@ -280,29 +281,47 @@ int braid_joinset_join_next(braid_joinset *s, braid_outcome *out, uint64_t *id)
     return braid_joinset_join_next_until(s, out, id, BRAID_FOREVER);
 }
 
-/* Cancel every member; members whose handle went stale (their runtime was
- * freed) are dropped from the set.  Returns 0 or -ENOMEM. */
+/* Cancel h, a member; if its handle went stale (its runtime was freed),
+ * drop it from the set. */
+static void cancel_member(braid_joinset *s, uint64_t h)
+{
+    braid_task t = { h };
+    if (braid_cancel(t) < 0) {
+        braid__spin_lock(&s->lock);
+        members_del(s, h);
+        braid__spin_unlock(&s->lock);
+    }
+}
+
+/* Cancel every member; members whose handle went stale are dropped from
+ * the set.  Returns 0: without memory for a snapshot of the members, they
+ * are cancelled one at a time, walking the table (deletion leaves a
+ * tombstone, so nothing moves; only a member added meanwhile, which may
+ * rehash the table, might be missed, as it would be by the snapshot). */
 static int cancel_members(braid_joinset *s)
 {
     braid__spin_lock(&s->lock);
     size_t n = 0, cap = s->mcount;
-    uint64_t *hs = cap ? malloc(cap * sizeof *hs) : NULL;
+    uint64_t *hs = cap ? braid__malloc(cap * sizeof *hs) : NULL;
     if (cap && !hs) {
         braid__spin_unlock(&s->lock);
-        return -ENOMEM;
+        for (size_t i = 0;; i++) {
+            braid__spin_lock(&s->lock);
+            while (i < s->mcap && s->members[i] <= 1)
+                i++;
+            uint64_t h = i < s->mcap ? s->members[i] : 0;
+            braid__spin_unlock(&s->lock);
+            if (!h)
+                return 0;
+            cancel_member(s, h);
+        }
     }
     for (size_t i = 0; i < s->mcap && n < cap; i++)
         if (s->members[i] > 1)
             hs[n++] = s->members[i];
     braid__spin_unlock(&s->lock);
-    for (size_t i = 0; i < n; i++) {
-        braid_task h = { hs[i] };
-        if (braid_cancel(h) < 0) {
-            braid__spin_lock(&s->lock);
-            members_del(s, hs[i]);
-            braid__spin_unlock(&s->lock);
-        }
-    }
+    for (size_t i = 0; i < n; i++)
+        cancel_member(s, hs[i]);
     free(hs);
     return 0;
 }

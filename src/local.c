@@ -1,4 +1,5 @@
 #include "local.h"
+#include "util.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -75,7 +76,7 @@ int braid_local_set(braid_local_key key, void *value)
     uint32_t i = key.id & KEY_INDEX_MASK;
     if (i >= t->nlocals) {
         uint32_t n = (i + 8) & ~7u;
-        braid__local_slot *s = realloc(t->locals, n * sizeof *s);
+        braid__local_slot *s = braid__realloc(t->locals, n * sizeof *s);
         if (!s)
             return -ENOMEM;
         memset(s + t->nlocals, 0, (n - t->nlocals) * sizeof *s);

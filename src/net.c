@@ -5,6 +5,7 @@
  * sets errno: every public entry saves and restores it.
  */
 #include "io.h"
+#include "util.h"
 
 #include <arpa/inet.h>
 #include <limits.h>
@@ -484,7 +485,13 @@ static ssize_t do_accept(int fd, void *ctx)
 {
     rw_args *a = ctx;
     for (;;) {
-        int c = accept4(fd, a->addr, a->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        int c;
+        if (BRAID_FAULT(ACCEPT)) {
+            errno = EMFILE;
+            c = -1;
+        } else {
+            c = accept4(fd, a->addr, a->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
+        }
         if (c >= 0) {
             braid__io_fresh(c);
             return c;

@@ -22,7 +22,7 @@ static braid__panic_info oom_info = {
 
 braid__panic_info *braid__panic_info_new(const char *file, int line, const char *fmt, va_list ap)
 {
-    braid__panic_info *info = malloc(sizeof *info);
+    braid__panic_info *info = braid__malloc(sizeof *info);
     if (!info)
         return &oom_info;
     info->is_static = false;
@@ -355,7 +355,7 @@ static void fault_trampoline(void)
         braid__panic_info_free(info);
     /* Run the defers on a fresh stack: the faulting one may be exhausted,
      * and this rescue stack must be free for the worker's next fault. */
-    struct braid__extra_stack *e = malloc(sizeof *e);
+    struct braid__extra_stack *e = braid__malloc(sizeof *e);
     void *slot = e ? braid__stack_get(&rt->stacks, &w->stacks, rt->stacks.default_cls) : NULL;
     if (!slot) {
         free(e);
@@ -438,8 +438,8 @@ int braid__panic_worker_init(braid__worker *w)
      * handler itself. */
     w->altstack_size = (sz > 0 ? (size_t)sz : (size_t)SIGSTKSZ) + 32 * 1024;
     w->rescue_size = RESCUE_SIZE;
-    w->altstack = malloc(w->altstack_size);
-    w->rescue = malloc(w->rescue_size);
+    w->altstack = braid__malloc(w->altstack_size);
+    w->rescue = braid__malloc(w->rescue_size);
     if (!w->altstack || !w->rescue) {
         braid__panic_worker_destroy(w);
         return -ENOMEM;

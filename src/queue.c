@@ -233,7 +233,7 @@ bool braid__inject_push(braid__inject *q, const uint64_t *h, size_t n, bool spaw
         braid__inject_block *b = q->spare;
         if (b)
             q->spare = NULL;
-        else if (!(b = malloc(sizeof *b))) {
+        else if (!(b = braid__malloc(sizeof *b))) {
             while (fresh) {
                 braid__inject_block *x = fresh->next;
                 free(fresh);

@@ -11,6 +11,7 @@
  * already looked, so that a line arriving byte by byte costs linear time.
  */
 #include "internal.h"
+#include "util.h"
 #include "task.h"
 
 #include <stdlib.h>
@@ -46,10 +47,10 @@ int braid_reader_new(braid_reader **out, int fd, size_t capacity)
         return -EINVAL;
     if (capacity == 0)
         capacity = BRAID_READER_DEFAULT;
-    braid_reader *r = calloc(1, sizeof *r);
+    braid_reader *r = braid__calloc(1, sizeof *r);
     if (!r)
         return -ENOMEM;
-    r->buf = malloc(capacity);
+    r->buf = braid__malloc(capacity);
     if (!r->buf) {
         free(r);
         return -ENOMEM;

@@ -69,7 +69,7 @@ static void destroy(braid_runtime *rt)
 {
     /* First: a pool thread may still be waking a task of some worker. */
     braid__bpool_free(rt->blocking);
-    for (unsigned i = 0; i < rt->nworkers; i++) {
+    for (unsigned i = 0; rt->workers && i < rt->nworkers; i++) {
         if (rt->workers[i]) {
             braid__worker_destroy(rt->workers[i]);
             free(rt->workers[i]);
@@ -86,11 +86,14 @@ static void destroy(braid_runtime *rt)
 
 static void stop_threads(braid_runtime *rt)
 {
+    /* After a failed braid_runtime_new, the workers past the one that
+     * failed were never allocated. */
     atomic_store_explicit(&rt->stop, 1, memory_order_release);
     for (unsigned i = 0; i < rt->nworkers; i++)
-        braid__sched_unpark(rt->workers[i]);
+        if (rt->workers[i])
+            braid__sched_unpark(rt->workers[i]);
     for (unsigned i = 0; i < rt->nworkers; i++) {
-        if (rt->workers[i]->has_thread) {
+        if (rt->workers[i] && rt->workers[i]->has_thread) {
             pthread_join(rt->workers[i]->thread, NULL);
             rt->workers[i]->has_thread = false;
         }
@@ -106,8 +109,8 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         return -EPERM;
     int saved = errno;
     braid__fiber_detect();
-    braid_runtime *rt = aligned_alloc(BRAID_CACHELINE, (sizeof *rt + BRAID_CACHELINE - 1) &
-                                                           ~(size_t)(BRAID_CACHELINE - 1));
+    braid_runtime *rt = braid__aligned_alloc(
+        BRAID_CACHELINE, (sizeof *rt + BRAID_CACHELINE - 1) & ~(size_t)(BRAID_CACHELINE - 1));
     if (!rt) {
         errno = saved;
         return -ENOMEM;
@@ -133,12 +136,12 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
     }
     rt->nworkers = rt->cfg.workers ? rt->cfg.workers : braid__usable_cpus();
     rt->idle_words = (rt->nworkers + 63) / 64;
-    rt->workers = calloc(rt->nworkers, sizeof *rt->workers);
-    rt->idle = calloc(rt->idle_words, sizeof *rt->idle);
+    rt->workers = braid__calloc(rt->nworkers, sizeof *rt->workers);
+    rt->idle = braid__calloc(rt->idle_words, sizeof *rt->idle);
     rc = rt->workers && rt->idle ? 0 : -ENOMEM;
     for (unsigned i = 0; i < rt->nworkers && rc == 0; i++) {
         size_t wsize = (sizeof(braid__worker) + BRAID_CACHELINE - 1) & ~(size_t)(BRAID_CACHELINE - 1);
-        braid__worker *w = aligned_alloc(BRAID_CACHELINE, wsize);
+        braid__worker *w = braid__aligned_alloc(BRAID_CACHELINE, wsize);
         if (!w) {
             rc = -ENOMEM;
             break;
@@ -152,7 +155,7 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
     /* With one worker the runtime is driven by block_on's thread. */
     for (unsigned i = 0; i < rt->nworkers && rc == 0 && rt->nworkers > 1; i++) {
         braid__worker *w = rt->workers[i];
-        int e = pthread_create(&w->thread, NULL, worker_main, w);
+        int e = braid__pthread_create(&w->thread, NULL, worker_main, w);
         if (e) {
             rc = e == ENOMEM ? -ENOMEM : -EAGAIN;
             break;

@@ -141,7 +141,7 @@ static bool push_slot(void ***arr, size_t *n, size_t *cap, void *slot)
 {
     if (*n == *cap) {
         size_t ncap = *cap ? *cap * 2 : 64;
-        void **na = realloc(*arr, ncap * sizeof *na);
+        void **na = braid__realloc(*arr, ncap * sizeof *na);
         if (!na)
             return false;
         *arr = na;
@@ -158,11 +158,11 @@ static braid__arena *new_arena(braid__stack_pool *p, braid__stack_class *c)
     size_t max_slots = BRAID_MAX(ARENA_MAX_BYTES / c->stride, (size_t)1);
     if (nslots > max_slots)
         nslots = max_slots;
-    braid__arena *a = malloc(sizeof *a);
+    braid__arena *a = braid__malloc(sizeof *a);
     if (!a)
         return NULL;
     for (;;) {
-        a->base = mmap(NULL, nslots * c->stride, PROT_READ | PROT_WRITE,
+        a->base = braid__mmap(NULL, nslots * c->stride, PROT_READ | PROT_WRITE,
                        MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
         if (a->base != MAP_FAILED)
             break;

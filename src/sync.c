@@ -13,6 +13,7 @@
  * layout here, with the sizes checked at compile time.
  */
 #include "task.h"
+#include "util.h"
 #include "wait.h"
 
 #include <stdlib.h>
@@ -786,7 +787,7 @@ int braid_notify_new(braid_notify **out)
 {
     if (!out)
         return -EINVAL;
-    braid_notify *n = calloc(1, sizeof *n);
+    braid_notify *n = braid__calloc(1, sizeof *n);
     if (!n)
         return -ENOMEM;
     *out = n;

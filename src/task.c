@@ -417,7 +417,7 @@ static int make_ext(braid_runtime *rt, const braid_spawn_opts *o, void *arg,
         return cls;
     if (!o->name && !o->arg_drop && cls == rt->stacks.default_cls)
         return 0;
-    braid__spawn_ext *ext = malloc(sizeof *ext);
+    braid__spawn_ext *ext = braid__malloc(sizeof *ext);
     if (!ext)
         return -ENOMEM;
     ext->arg = arg;

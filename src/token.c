@@ -7,6 +7,7 @@
  * whole subtree.
  */
 #include "chan.h"
+#include "util.h"
 #include "task.h"
 
 #include <pthread.h>
@@ -41,7 +42,7 @@ int braid_token_new(braid_token **out, braid_token *parent)
 {
     if (!out || (parent && !token_ok(parent)))
         return -EINVAL;
-    braid_token *t = calloc(1, sizeof *t);
+    braid_token *t = braid__calloc(1, sizeof *t);
     if (!t)
         return -ENOMEM;
     int rc = braid_chan_new(&t->done, 1, 0);

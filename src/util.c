@@ -198,3 +198,41 @@ void braid__waiter_signal(braid__waiter *w)
     if (atomic_exchange_explicit(&w->done, 1, memory_order_acq_rel) == 2)
         braid__futex_wake(&w->done, 1);
 }
+
+#ifdef BRAID_FAULT_INJECTION
+/* Counts since the last arm, per site; the armed site and call number. */
+static _Atomic unsigned long fault_calls[BRAID__FAULT_NSITES];
+static _Atomic int fault_site = -1;
+static _Atomic unsigned long fault_nth;
+static atomic_bool fault_has_fired;
+
+bool braid__fault(enum braid__fault_site site)
+{
+    unsigned long n = atomic_fetch_add(&fault_calls[site], 1) + 1;
+    if ((int)site == atomic_load(&fault_site) && n == atomic_load(&fault_nth)) {
+        atomic_store(&fault_has_fired, true);
+        return true;
+    }
+    return false;
+}
+
+void braid__fault_arm(enum braid__fault_site site, unsigned long n)
+{
+    atomic_store(&fault_site, -1);
+    for (int i = 0; i < BRAID__FAULT_NSITES; i++)
+        atomic_store(&fault_calls[i], 0);
+    atomic_store(&fault_has_fired, false);
+    atomic_store(&fault_nth, n);
+    atomic_store(&fault_site, n ? (int)site : -1);
+}
+
+unsigned long braid__fault_calls(enum braid__fault_site site)
+{
+    return atomic_load(&fault_calls[site]);
+}
+
+bool braid__fault_fired(void)
+{
+    return atomic_load(&fault_has_fired);
+}
+#endif

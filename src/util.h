@@ -8,7 +8,11 @@
 
 #include "internal.h"
 
+#include <errno.h>
 #include <pthread.h>
+#include <stdlib.h>
+#include <sys/mman.h>
+#include <sys/types.h>
 
 uint64_t braid__now_ns(void);
 
@@ -32,5 +36,91 @@ size_t braid__page_size(void);
  * the injection queue's lock, this took spawn_many_remote from 103-106 to
  * 79-82 ns per task (BENCHMARKS.md). */
 void braid__mutex_init(pthread_mutex_t *m);
+
+/* ---- fault injection ------------------------------------------------------
+ * Built with -DBRAID_FAULT_INJECTION (the build/faultinj flavour, for
+ * tests/test_faultinj.c), every call braid makes that can fail for want of
+ * resources goes through BRAID_FAULT(site) first; a test arms "fail the Nth
+ * call of site S" and checks that every public function returns a clean
+ * error.  In every other build BRAID_FAULT(site) is the constant false. */
+enum braid__fault_site {
+    BRAID__FAULT_ALLOC,  /* malloc, calloc, realloc, aligned_alloc */
+    BRAID__FAULT_MMAP,   /* mmap (stacks, task records) */
+    BRAID__FAULT_THREAD, /* pthread_create (workers, the blocking pool) */
+    BRAID__FAULT_POLL,   /* epoll_create1, eventfd */
+    BRAID__FAULT_ACCEPT, /* accept4 */
+    BRAID__FAULT_NSITES
+};
+
+#ifdef BRAID_FAULT_INJECTION
+/* Whether this call at site should fail (counts the call). */
+bool braid__fault(enum braid__fault_site site);
+/* Test-only: reset every count, and arm the nth call (from 1) of site to
+ * fail (n == 0: none).  Not thread-safe against calls in progress. */
+void braid__fault_arm(enum braid__fault_site site, unsigned long n);
+/* Test-only: the calls site has seen since the last arm, and whether the
+ * armed failure happened. */
+unsigned long braid__fault_calls(enum braid__fault_site site);
+bool braid__fault_fired(void);
+#define BRAID_FAULT(site) braid__fault(BRAID__FAULT_##site)
+#else
+#define BRAID_FAULT(site) false
+#endif
+
+/* malloc and friends, through the ALLOC fault site. */
+static inline void *braid__malloc(size_t n)
+{
+    if (BRAID_FAULT(ALLOC)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return malloc(n);
+}
+
+static inline void *braid__calloc(size_t n, size_t size)
+{
+    if (BRAID_FAULT(ALLOC)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return calloc(n, size);
+}
+
+static inline void *braid__realloc(void *p, size_t n)
+{
+    if (BRAID_FAULT(ALLOC)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return realloc(p, n);
+}
+
+static inline void *braid__aligned_alloc(size_t align, size_t n)
+{
+    if (BRAID_FAULT(ALLOC)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return aligned_alloc(align, n);
+}
+
+/* mmap through the MMAP fault site. */
+static inline void *braid__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
+{
+    if (BRAID_FAULT(MMAP)) {
+        errno = ENOMEM;
+        return MAP_FAILED;
+    }
+    return mmap(addr, len, prot, flags, fd, off);
+}
+
+/* pthread_create through the THREAD fault site (returns an error number). */
+static inline int braid__pthread_create(pthread_t *t, const pthread_attr_t *attr,
+                                        void *(*fn)(void *), void *arg)
+{
+    if (BRAID_FAULT(THREAD))
+        return EAGAIN;
+    return pthread_create(t, attr, fn, arg);
+}
 
 #endif

@@ -5,7 +5,8 @@
 #
 # Configurations: normal (the plain library), asan (library and tests with
 # ASan+UBSan), asanplain (the plain library inside an ASan program), tsan
-# (the TSan library), shared (libbraid.so), valgrind (the normal binaries
+# (the TSan library), faultinj (the fault-injection sweep, ASan+UBSan),
+# shared (libbraid.so), valgrind (the normal binaries
 # under memcheck, leaks are errors).  BRAID_TEST_JOBS runs tests in
 # parallel; BRAID_TEST_FILTER keeps only tests whose "config/binary/test"
 # matches the given regular expression; BRAID_TEST_CONFIGS lists the
@@ -23,7 +24,7 @@ jobs="$log/jobs"
 
 read -r -a runner <<<"${BRAID_TEST_RUNNER:-}"
 export BRAID_TEST_RUNNER
-for cfg in ${BRAID_TEST_CONFIGS:-normal asan asanplain tsan shared valgrind}; do
+for cfg in ${BRAID_TEST_CONFIGS:-normal asan asanplain faultinj tsan shared valgrind}; do
     dir="$B/t-$cfg"
     if [ "$cfg" = valgrind ]; then
         dir="$B/t-normal"

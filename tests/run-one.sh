@@ -14,7 +14,7 @@ fi
 case $cfg in
     # detect_stack_use_after_return exercises the fake-stack handling of
     # braid's fiber switches.
-    asan*) export ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on_error=0:allocator_may_return_null=1 ;;
+    asan*|faultinj) export ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on_error=0:allocator_may_return_null=1 ;;
     tsan) export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 ;;
 esac
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1

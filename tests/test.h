@@ -179,6 +179,19 @@ static inline void test_await(atomic_int *counter, int want)
     }
 }
 
+/* From a task: spawn fn((void *)(i + 1)) for i < n (at most 64) and join
+ * them all, checking that each returned normally. */
+static inline void test_spawn_join_n(long n, braid_fn fn)
+{
+    braid_task h[64];
+    if (n > 64)
+        TEST_FAIL("test_spawn_join_n: %ld tasks, at most 64", n);
+    for (long i = 0; i < n; i++)
+        CHECK_EQ(braid_spawn(&h[i], fn, (void *)(uintptr_t)(i + 1)), 0);
+    for (long i = 0; i < n; i++)
+        CHECK_EQ(braid_join(h[i], NULL), BRAID_OK);
+}
+
 /* Run fn(arg) as the root task of a fresh runtime with the given number of
  * workers (0: default) and free it; checks that everything succeeded and
  * returns the root's result. */

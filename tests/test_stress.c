@@ -197,12 +197,7 @@ static void quiet_hook(uint64_t id, const char *name, const braid_outcome *o, vo
 
 static void *root(void *arg)
 {
-    long actors = (long)(intptr_t)arg;
-    braid_task h[64];
-    for (long i = 0; i < actors; i++)
-        CHECK_EQ(braid_spawn(&h[i], actor, (void *)(uintptr_t)(i + 1)), 0);
-    for (long i = 0; i < actors; i++)
-        CHECK_EQ(braid_join(h[i], NULL), BRAID_OK);
+    test_spawn_join_n((long)(intptr_t)arg, actor);
     return NULL;
 }
 
