@@ -450,12 +450,9 @@ int braid_wait_fd(int fd, unsigned events, uint64_t deadline_ns)
     events &= BRAID_READABLE | BRAID_WRITABLE;
     if (!events)
         return -EINVAL;
-    /* Readiness is only known by asking: edge-triggered events say that
-     * something changed, not what holds now. */
-    unsigned want = events & BRAID_READABLE ? BRAID_READABLE : BRAID_WRITABLE;
-    if (events == (BRAID_READABLE | BRAID_WRITABLE))
-        want = BRAID_READABLE | BRAID_WRITABLE;
-    return (int)braid__io_do(fd, want, deadline_ns, poll_now, &events, 0);
+    /* Readiness is only known by asking (poll_now): edge-triggered events
+     * say that something changed, not what holds now. */
+    return (int)braid__io_do(fd, events, deadline_ns, poll_now, &events, 0);
 }
 
 int braid_close(int fd)

@@ -23,7 +23,6 @@
  * waiter takes over the pipe.
  */
 #include "internal.h"
-#include "io.h"
 #include "task.h"
 
 #include <fcntl.h>
@@ -161,24 +160,6 @@ static void sig_drain(int fd)
     errno = saved;
 }
 
-/* Wait until the pipe is readable.  The wait goes through a duplicate of
- * the read end, closed with braid_close() right after: the pipe outlives
- * runtimes, while a registration with the reactor belongs to the worker of
- * the task that waited, so none is left behind. */
-static int sig_wait_pipe(int fd, uint64_t deadline_ns)
-{
-    int saved = errno;
-    int dup_fd = fcntl(fd, F_DUPFD_CLOEXEC, 0);
-    int rc = dup_fd < 0 ? -errno : 0;
-    errno = saved;
-    if (rc < 0)
-        return rc;
-    braid__io_fresh(dup_fd); /* forget an earlier descriptor of that number */
-    rc = braid_wait_fd(dup_fd, BRAID_READABLE, deadline_ns);
-    braid_close(dup_fd);
-    return rc;
-}
-
 int braid_signal_wait_until(int signo, uint64_t deadline_ns)
 {
     int rc = braid_signal_catch(signo);
@@ -213,7 +194,7 @@ int braid_signal_wait_until(int signo, uint64_t deadline_ns)
             int w = 0;
             if (sig_gen[signo] == gen) {
                 sig_unlock();
-                w = sig_wait_pipe(fd, deadline_ns);
+                w = braid_wait_fd(fd, BRAID_READABLE, deadline_ns);
                 sig_lock();
                 sig_collect();
             }

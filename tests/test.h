@@ -14,7 +14,12 @@
 #include <braid.h>
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
+#include <libgen.h>
+#include <limits.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <stdatomic.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -91,6 +96,43 @@ static inline void test_need_exec(void)
     const char *v = getenv("BRAID_TEST_NO_EXEC");
     if (v && *v == '1')
         SKIP("starts another program, which the emulator would not run");
+}
+
+/* The path of the program name built next to this test binary (the
+ * examples are built there as ex_NAME, with the same flags).  Under
+ * Valgrind /proc/self/exe names the program, not Valgrind. */
+static inline void test_sibling(const char *name, char *out, size_t n)
+{
+    char self[PATH_MAX];
+    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
+    if (k <= 0)
+        TEST_FAIL("readlink /proc/self/exe failed");
+    self[k] = 0;
+    snprintf(out, n, "%s/%s", dirname(self), name);
+}
+
+/* Start argv[0] (searched in PATH if it has no '/') with its stdout on a
+ * pipe; returns the pipe's read end (close-on-exec) and sets *pid.  The
+ * child is killed if the test process dies first. */
+static inline int test_spawn_piped(char *const argv[], pid_t *pid)
+{
+    int p[2];
+    if (pipe2(p, O_CLOEXEC) != 0)
+        TEST_FAIL("pipe2 failed");
+    fflush(stdout);
+    fflush(stderr);
+    *pid = fork();
+    if (*pid < 0)
+        TEST_FAIL("fork failed");
+    if (*pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        dup2(p[1], 1);
+        execvp(argv[0], argv);
+        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        _exit(127);
+    }
+    close(p[1]);
+    return p[0];
 }
 
 /* Whether the program runs under qemu-user (make test-aarch64), which

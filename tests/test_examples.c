@@ -17,12 +17,9 @@ static char out[8192];
 static uint64_t run_example(const char *name)
 {
     test_need_exec();
-    char self[PATH_MAX];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(n > 0);
-    self[n] = 0;
-    char cmd[PATH_MAX + 64];
-    snprintf(cmd, sizeof cmd, "%s/ex_%s", dirname(self), name);
+    char cmd[PATH_MAX + 64], bin[32];
+    snprintf(bin, sizeof bin, "ex_%s", name);
+    test_sibling(bin, cmd, sizeof cmd);
     uint64_t t0 = test_now_ms();
     FILE *p = popen(cmd, "r");
     CHECK(p != NULL);
@@ -141,35 +138,22 @@ TEST(example_echo)
 static pid_t start_echo_server(const char *grace_ms, int *out_fd, char *addr, size_t n)
 {
     test_need_exec();
-    char self[PATH_MAX];
-    ssize_t len = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(len > 0);
-    self[len] = 0;
     char path[PATH_MAX + 16];
-    snprintf(path, sizeof path, "%s/ex_echo", dirname(self));
-    int p[2];
-    CHECK_EQ(pipe(p), 0);
-    pid_t pid = fork();
-    CHECK(pid >= 0);
-    if (pid == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        close(p[1]);
-        execl(path, path, "serve", "127.0.0.1:0", grace_ms, (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
+    test_sibling("ex_echo", path, sizeof path);
+    char *argv[] = { path, "serve", "127.0.0.1:0", (char *)grace_ms, NULL };
+    pid_t pid;
+    int rd = test_spawn_piped(argv, &pid);
     /* The first line, "Listening on ADDR" (read byte by byte: nothing of
      * what follows is consumed). */
     char line[128];
     size_t k = 0;
-    while (k < sizeof line - 1 && read(p[0], &line[k], 1) == 1 && line[k] != '\n')
+    while (k < sizeof line - 1 && read(rd, &line[k], 1) == 1 && line[k] != '\n')
         k++;
     line[k] = 0;
     if (strncmp(line, "Listening on ", 13) != 0)
         TEST_FAIL("echo serve printed \"%s\"", line);
     snprintf(addr, n, "%s", line + 13);
-    *out_fd = p[0];
+    *out_fd = rd;
     return pid;
 }
 

@@ -20,23 +20,10 @@ static char addr[64];
 static void start_server(void)
 {
     test_need_exec();
-    char self[PATH_MAX], bin[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(n > 0);
-    self[n] = 0;
-    snprintf(bin, sizeof bin, "%s/ex_http_hello", dirname(self));
-    int p[2];
-    CHECK_EQ(pipe(p), 0);
-    server = fork();
-    CHECK(server >= 0);
-    if (server == 0) {
-        dup2(p[1], 1);
-        close(p[0]);
-        execl(bin, bin, "127.0.0.1:0", (char *)NULL);
-        _exit(127);
-    }
-    close(p[1]);
-    FILE *f = fdopen(p[0], "r");
+    char bin[PATH_MAX + 32];
+    test_sibling("ex_http_hello", bin, sizeof bin);
+    char *argv[] = { bin, "127.0.0.1:0", NULL };
+    FILE *f = fdopen(test_spawn_piped(argv, &server), "r");
     char line[128] = "";
     CHECK(fgets(line, sizeof line, f) != NULL);
     fclose(f);

@@ -35,27 +35,6 @@ static uint64_t slow(uint64_t ms)
     return test_under_valgrind() ? ms * 10 : ms;
 }
 
-/* Start a child running argv with its stdout on a pipe; returns the read
- * end (close-on-exec) and sets *pid. */
-static int spawn_piped(char *const argv[], pid_t *pid)
-{
-    int p[2];
-    CHECK_EQ(pipe2(p, O_CLOEXEC), 0);
-    fflush(stdout);
-    fflush(stderr);
-    *pid = fork();
-    CHECK(*pid >= 0);
-    if (*pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGKILL); /* a failing test leaves nothing behind */
-        dup2(p[1], 1);
-        execvp(argv[0], argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
-        _exit(127);
-    }
-    close(p[1]);
-    return p[0];
-}
-
 /* Read one line from fd into buf (without the newline), waiting up to ms.
  * Returns its length, or -1 on timeout or end of file. */
 static int read_line(int fd, char *buf, size_t cap, uint64_t ms)
@@ -82,11 +61,8 @@ static int read_line(int fd, char *buf, size_t cap, uint64_t ms)
 static void server_start(struct server *s, ...)
 {
     test_need_exec();
-    char self[PATH_MAX], bin[PATH_MAX + 32];
-    ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
-    CHECK(n > 0);
-    self[n] = 0;
-    snprintf(bin, sizeof bin, "%s/ex_mini_redis", dirname(self));
+    char bin[PATH_MAX + 32];
+    test_sibling("ex_mini_redis", bin, sizeof bin);
     if (access(bin, X_OK) != 0)
         TEST_FAIL("%s is not built", bin);
     char *argv[32];
@@ -110,7 +86,7 @@ static void server_start(struct server *s, ...)
         argv[argc++] = a;
     va_end(ap);
     argv[argc] = NULL;
-    int fd = spawn_piped(argv, &s->pid);
+    int fd = test_spawn_piped(argv, &s->pid);
     char line[256];
     if (read_line(fd, line, sizeof line, slow(20000)) < 0)
         TEST_FAIL("the server did not say where it listens");
@@ -385,7 +361,7 @@ TEST(redis_cli_pubsub)
     snprintf(port, sizeof port, "%d", s.port);
     char *argv[] = { "redis-cli", "-p", port, "SUBSCRIBE", "news", "weather", NULL };
     pid_t sub;
-    int fd = spawn_piped(argv, &sub);
+    int fd = test_spawn_piped(argv, &sub);
     /* The subscription is in place once PUBLISH reaches one subscriber. */
     uint64_t t0 = test_now_ms();
     while (strcmp(CLI(&s, "PUBLISH news 'first edition'"), "1") != 0) {

@@ -95,12 +95,8 @@ static int spawn_clients(long n, bool hold, const char *addr, pid_t *pid)
     char spec[96], *argv[] = { "test_net_robust", "--list", NULL };
     snprintf(spec, sizeof spec, "BRAID_TEST_CLIENTS=%ld %d %s", n, hold, addr);
     char *env[] = { spec, NULL };
-    /* The program's own path (under valgrind /proc/self/exe is valgrind's). */
-    char self[4096];
-    ssize_t k = readlink("/proc/self/exe", self, sizeof self - 1);
-    if (k <= 0)
-        return -1;
-    self[k] = '\0';
+    char self[PATH_MAX + 32];
+    test_sibling("test_net_robust", self, sizeof self);
     *pid = fork();
     if (*pid == 0) {
         execve(self, argv, env);
