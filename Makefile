@@ -149,6 +149,12 @@ TEST_SUBSET := tests/test_basic.c tests/test_examples.c tests/test_panic.c
 $(foreach c,normal asan tsan,$(foreach e,mini_redis http_hello,\
     $(eval $(B)/t-$(c)/test_$(e): $(B)/t-$(c)/ex_$(e))))
 
+# tests/test_guide.c checks docs/guide/ against examples/ in this source
+# tree, and runs the examples whose output the guide shows.
+$(B)/%/test_guide: TFLAGS_WB += -DBRAID_SOURCE_DIR='"$(CURDIR)"'
+$(foreach c,normal asan tsan,\
+    $(eval $(B)/t-$(c)/test_guide: $(patsubst examples/%.c,$(B)/t-$(c)/ex_%,$(EX_SRC))))
+
 $(eval $(call testcfg,normal,,$(B)/libbraid.a,$(B)/libbraid.a,$(TEST_SRC)))
 # ASan+UBSan: the library instrumented too, to catch braid's own bugs ...
 $(eval $(call testcfg,asan,$(SAN_ASAN),$(B)/libbraid-asan.a,$(B)/libbraid-asan.a,$(TEST_SRC)))
@@ -191,7 +197,8 @@ test-aarch64:
 	    BRAID_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" tests/run-all.sh build-aarch64
 
 # ---- examples ------------------------------------------------------------------------
-EXAMPLES := spawn join spawn_join task_failure pipeline fanout echo
+EXAMPLES := spawn join spawn_join task_failure pipeline fanout echo cancel actor shared_state \
+            select blocking debug
 $(B)/ex/%: examples/%.c $(B)/libbraid.a | $(B)/ex
 	$(CC) $(TFLAGS) -O2 $< $(B)/libbraid.a -o $@ -lpthread
 $(B)/ex:

@@ -27,6 +27,7 @@ enum { CLIENTS = 8, MESSAGES = 100 };
 
 /* ---- the server ---- */
 
+/* guide:begin connection */
 static void *connection(void *arg)
 {
     int fd = (int)(intptr_t)arg;
@@ -39,7 +40,9 @@ static void *connection(void *arg)
     braid_close(fd);
     return NULL;
 }
+/* guide:end connection */
 
+/* guide:begin accept_loop */
 struct server {
     int listener;
     uint64_t grace_ms;  /* how long open connections may go on at shutdown */
@@ -80,9 +83,11 @@ static void *accept_loop(void *arg)
     braid_joinset_free(conns);
     return NULL;
 }
+/* guide:end accept_loop */
 
 /* ---- the clients ---- */
 
+/* guide:begin client */
 struct client {
     const char *addr;
     int id;
@@ -126,6 +131,7 @@ static void *client(void *arg)
     braid_close(fd);
     return NULL;
 }
+/* guide:end client */
 
 static void *demo(void *arg)
 {
@@ -166,6 +172,7 @@ static void *demo(void *arg)
 
 /* ---- serve mode ---- */
 
+/* guide:begin serve */
 static braid_notify *stop;
 static _Atomic int stop_signal;
 
@@ -223,6 +230,7 @@ static void *serve(void *arg)
     a->exit_code = 0;
     return NULL;
 }
+/* guide:end serve */
 
 int main(int argc, char **argv)
 {

@@ -220,3 +220,82 @@ TEST(example_echo_serve_cancels_open_connections)
     CHECK(line_index("Served 1 connections") == 2);
     CHECK_EQ(braid_close(c), 0);
 }
+
+/* ---- the guide's examples (docs/guide/) ---- */
+
+TEST(example_cancel)
+{
+    run_example("cancel");
+    CHECK_STR(out, "ticker: log closed\n"
+                   "ticker: cancelled after 3 ticks\n"
+                   "panicky: table freed\n"
+                   "panicky: panicked: assertion failed: table[0] == 1\n"
+                   "commit: cancel requested\n"
+                   "commit: step 1 written\n"
+                   "commit: step 2 written\n"
+                   "commit: cancellation seen after the commit\n"
+                   "commit: cancelled\n"
+                   "job: dropped without running\n"
+                   "job: cancelled\n");
+}
+
+TEST(example_actor)
+{
+    run_example("actor");
+    /* 3 clients x 100 additions spread over 4 counters */
+    CHECK_STR(out, "counter 0: 75\ncounter 1: 75\ncounter 2: 75\ncounter 3: 75\n");
+}
+
+TEST(example_shared_state)
+{
+    run_example("shared_state");
+    CHECK_STR(out, "8 downloads, 36000 bytes\nnever more than 2 at once: yes\n");
+}
+
+TEST(example_select)
+{
+    uint64_t ms = run_example("select");
+    CHECK_STR(out, "server: job 1\nserver: job 2\nserver: job 3\n"
+                   "server: idle for 50 ms\nserver: stopping\n"
+                   "receive: timed out\nreceive: 42\n");
+    CHECK(ms >= 60); /* the idle deadline, then the receive's */
+}
+
+TEST(example_blocking)
+{
+    run_example("blocking");
+    CHECK_STR(out, "tick 1 while the read blocks\n"
+                   "tick 2 while the read blocks\n"
+                   "tick 3 while the read blocks\n"
+                   "the blocking read returned 6 bytes\n"
+                   "read back 29 bytes: written on the blocking pool\n");
+}
+
+TEST(example_debug)
+{
+    run_example("debug");
+    CHECK(strstr(out, "checker panicked at examples/debug.c:") == out);
+    CHECK(strstr(out, ": assertion failed: *answer == 42\n"
+                      "detached task cleaner panicked at examples/debug.c:") != NULL);
+    CHECK(strstr(out, ": disk /var is full\n") != NULL);
+}
+
+/* "debug faults": the overflow and the null write become panics. */
+TEST(example_debug_faults)
+{
+    if (test_instrumented())
+        SKIP("ASan, TSan and Valgrind own SIGSEGV: no fault isolation");
+    test_need_exec();
+    char cmd[PATH_MAX + 64];
+    test_sibling("ex_debug", cmd, sizeof cmd);
+    strcat(cmd, " faults 2>/dev/null");
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t len = fread(out, 1, sizeof out - 1, p);
+    out[len] = 0;
+    int status = pclose(p);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(strncmp(out, "panicked: stack overflow in task ", 33) == 0);
+    CHECK(strstr(out, "\npanicked: SIGSEGV at address (nil) ") != NULL);
+    CHECK(strstr(out, "\nruntime tainted: yes\n") != NULL);
+}

@@ -1,0 +1,418 @@
+/*
+ * The guide (the .md files of docs/guide/) cannot drift from the code: every C code
+ * block in it must be preceded by a marker naming the example it shows,
+ *
+ *     <!-- example: examples/NAME.c -->        the whole file, byte for byte
+ *     <!-- example: examples/NAME.c#PART -->   the lines between the lines
+ *                                              holding "guide:begin PART" and
+ *                                              "guide:end PART" in that file
+ *
+ * and every named example must be one the tests build (ex_NAME next to this
+ * binary) and run (TEST(example_NAME) in tests/test_examples.c, or another
+ * test that starts ex_NAME).  A text
+ * block preceded by "<!-- output: examples/NAME.c -->" must be exactly what
+ * that example prints on stdout.  Any other block must be shell commands
+ * (```sh), so that no code escapes the check.  Relative links must lead to
+ * files that exist.  The source tree's location comes from the Makefile
+ * (BRAID_SOURCE_DIR), so the test reads the sources it was built from.
+ */
+#include "test.h"
+
+#include <dirent.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+
+#ifndef BRAID_SOURCE_DIR
+#error "build with -DBRAID_SOURCE_DIR=\"...\" (the Makefile does)"
+#endif
+
+/* A file of the source tree, malloc'd and NUL-terminated; NULL if absent. */
+static char *slurp(const char *rel)
+{
+    char path[PATH_MAX];
+    snprintf(path, sizeof path, "%s/%s", BRAID_SOURCE_DIR, rel);
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 4096, len = 0, n;
+    char *buf = malloc(cap);
+    CHECK(buf != NULL);
+    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (cap - len - 1 == 0) {
+            cap *= 2;
+            buf = realloc(buf, cap);
+            CHECK(buf != NULL);
+        }
+    }
+    fclose(f);
+    buf[len] = 0;
+    return buf;
+}
+
+/* The guide's pages, "docs/guide/NAME.md", sorted; returns how many. */
+static int guide_pages(char pages[][PATH_MAX], int max)
+{
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/docs/guide", BRAID_SOURCE_DIR);
+    DIR *d = opendir(dir);
+    if (!d)
+        TEST_FAIL("cannot open %s", dir);
+    int n = 0;
+    struct dirent *e;
+    while ((e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (len > 3 && strcmp(e->d_name + len - 3, ".md") == 0) {
+            CHECK(n < max);
+            snprintf(pages[n++], PATH_MAX, "docs/guide/%s", e->d_name);
+        }
+    }
+    closedir(d);
+    qsort(pages, (size_t)n, PATH_MAX, (int (*)(const void *, const void *))strcmp);
+    return n;
+}
+
+/* The excerpt of src between its "guide:begin part" and "guide:end part"
+ * lines (malloc'd), or NULL with *why set. */
+static char *excerpt(const char *src, const char *part, const char **why)
+{
+    char begin[192], end[192];
+    snprintf(begin, sizeof begin, "guide:begin %s ", part);
+    snprintf(end, sizeof end, "guide:end %s ", part);
+    const char *b = strstr(src, begin);
+    if (!b || strstr(b + 1, begin)) {
+        *why = b ? "guide:begin appears twice" : "no guide:begin line";
+        return NULL;
+    }
+    const char *e = strstr(b, end);
+    if (!e || strstr(src, end) != e) {
+        *why = "no guide:end line after guide:begin";
+        return NULL;
+    }
+    const char *start = strchr(b, '\n');
+    while (e > src && e[-1] != '\n')
+        e--; /* the excerpt ends before the guide:end line */
+    if (!start || start + 1 > e) {
+        *why = "empty excerpt";
+        return NULL;
+    }
+    start++;
+    return strndup(start, (size_t)(e - start));
+}
+
+/* Whether ex_name was built next to this binary. */
+static bool example_built(const char *name)
+{
+    char bin[160], path[PATH_MAX + 160];
+    snprintf(bin, sizeof bin, "ex_%s", name);
+    test_sibling(bin, path, sizeof path);
+    return access(path, X_OK) == 0;
+}
+
+/* Whether a test runs example name: tests/test_examples.c has a
+ * TEST(example_name), other tests start "ex_name". */
+static bool example_run_by_a_test(const char *name)
+{
+    char call[192], bin[192];
+    snprintf(call, sizeof call, "TEST(example_%s)", name);
+    snprintf(bin, sizeof bin, "\"ex_%s\"", name);
+    char dir[PATH_MAX];
+    snprintf(dir, sizeof dir, "%s/tests", BRAID_SOURCE_DIR);
+    DIR *d = opendir(dir);
+    CHECK(d != NULL);
+    bool found = false;
+    struct dirent *e;
+    while (!found && (e = readdir(d))) {
+        size_t len = strlen(e->d_name);
+        if (strncmp(e->d_name, "test_", 5) != 0 || len < 3 || strcmp(e->d_name + len - 2, ".c"))
+            continue;
+        char rel[PATH_MAX];
+        snprintf(rel, sizeof rel, "tests/%s", e->d_name);
+        char *src = slurp(rel);
+        CHECK(src != NULL);
+        found = strstr(src, call) || strstr(src, bin);
+        free(src);
+    }
+    closedir(d);
+    return found;
+}
+
+/* What ex_name prints on stdout (malloc'd); fails the test unless it
+ * exits 0. */
+static char *example_output(const char *name)
+{
+    test_need_exec();
+    char bin[160], path[PATH_MAX + 160];
+    snprintf(bin, sizeof bin, "ex_%s", name);
+    test_sibling(bin, path, sizeof path);
+    char *argv[] = { path, NULL };
+    pid_t pid;
+    int fd = test_spawn_piped(argv, &pid);
+    size_t cap = 65536, len = 0;
+    char *out = malloc(cap);
+    CHECK(out != NULL);
+    ssize_t n;
+    while (len < cap - 1 && (n = read(fd, out + len, cap - 1 - len)) > 0)
+        len += (size_t)n;
+    out[len] = 0;
+    close(fd);
+    int status;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0)
+        TEST_FAIL("%s exited with status %d", bin, status);
+    return out;
+}
+
+/* A marker line "<!-- KIND: examples/NAME.c[#PART] -->": fills name and
+ * part ("" if none); false if line is not a marker of that kind. */
+static bool parse_marker(const char *line, size_t len, const char *kind, char *name,
+                         char *part)
+{
+    char prefix[32];
+    int k = snprintf(prefix, sizeof prefix, "<!-- %s: examples/", kind);
+    const char *tail = " -->";
+    if (len < (size_t)k + 6 || strncmp(line, prefix, (size_t)k) != 0 ||
+        strncmp(line + len - 4, tail, 4) != 0)
+        return false;
+    char ref[128];
+    size_t rlen = len - (size_t)k - 4;
+    if (rlen >= sizeof ref)
+        TEST_FAIL("marker too long: %.*s", (int)len, line);
+    memcpy(ref, line + k, rlen);
+    ref[rlen] = 0;
+    char *hash = strchr(ref, '#');
+    snprintf(part, 128, "%s", hash ? hash + 1 : "");
+    if (hash)
+        *hash = 0;
+    size_t nlen = strlen(ref);
+    if (nlen < 3 || strcmp(ref + nlen - 2, ".c") != 0 || strchr(ref, '/'))
+        TEST_FAIL("marker does not name examples/NAME.c: %.*s", (int)len, line);
+    ref[nlen - 2] = 0;
+    snprintf(name, 128, "%s", ref);
+    return true;
+}
+
+/* What one page holds, for the checks. */
+struct block {
+    int line;            /* of the opening fence */
+    char info[16];       /* the fence's info string */
+    const char *text;    /* the content, up to the closing fence */
+    size_t len;
+    char marker[PATH_MAX]; /* the line before the fence (blank lines skipped) */
+};
+
+/* The fenced blocks of page (at most max); fails on an unclosed fence. */
+static int page_blocks(const char *page, const char *md, struct block *blocks, int max)
+{
+    int n = 0, lineno = 0;
+    const char *prev = NULL;
+    size_t prevlen = 0;
+    for (const char *p = md; *p;) {
+        const char *eol = strchr(p, '\n');
+        size_t len = eol ? (size_t)(eol - p) : strlen(p);
+        lineno++;
+        if (len >= 3 && strncmp(p, "```", 3) == 0) {
+            CHECK(n < max);
+            struct block *b = &blocks[n++];
+            b->line = lineno;
+            snprintf(b->info, sizeof b->info, "%.*s", (int)(len - 3), p + 3);
+            snprintf(b->marker, sizeof b->marker, "%.*s", prev ? (int)prevlen : 0,
+                     prev ? prev : "");
+            b->text = eol ? eol + 1 : p + len;
+            const char *q = b->text;
+            for (;;) {
+                if (!*q)
+                    TEST_FAIL("%s:%d: code block never closed", page, b->line);
+                const char *qe = strchr(q, '\n');
+                if (strncmp(q, "```", 3) == 0 && (qe ? qe - q : (long)strlen(q)) == 3)
+                    break;
+                lineno++;
+                q = qe ? qe + 1 : q + strlen(q);
+            }
+            b->len = (size_t)(q - b->text);
+            lineno++;
+            const char *qe = strchr(q, '\n');
+            p = qe ? qe + 1 : q + strlen(q);
+            prev = NULL;
+            continue;
+        }
+        if (len > 0) {
+            prev = p;
+            prevlen = len;
+        }
+        p = eol ? eol + 1 : p + len;
+    }
+    return n;
+}
+
+/* Report the first line where a block and its example differ. */
+static void block_differs(const char *page, const struct block *b, const char *want,
+                          const char *what)
+{
+    size_t i = 0, start = 0, line = 1;
+    while (i < b->len && want[i] && b->text[i] == want[i]) {
+        if (want[i] == '\n') {
+            line++;
+            start = i + 1;
+        }
+        i++;
+    }
+    int glen = (int)strcspn(b->text + start, "\n"), wlen = (int)strcspn(want + start, "\n");
+    if ((size_t)glen > b->len - start)
+        glen = (int)(b->len - start);
+    TEST_FAIL("%s:%d: the block differs from %s at its line %zu:\n  guide:   \"%.*s\"\n"
+              "  example: \"%.*s\"",
+              page, b->line, what, line, glen, b->text + start, wlen, want + start);
+}
+
+enum { MAX_BLOCKS = 128, MAX_PAGES = 32 };
+
+/* Check one page's code blocks; returns how many were C blocks. */
+static int check_page_code(const char *page)
+{
+    char *md = slurp(page);
+    CHECK(md != NULL);
+    static struct block blocks[MAX_BLOCKS];
+    int n = page_blocks(page, md, blocks, MAX_BLOCKS), c_blocks = 0;
+    for (int i = 0; i < n; i++) {
+        struct block *b = &blocks[i];
+        char name[128], part[128];
+        bool marked = parse_marker(b->marker, strlen(b->marker), "example", name, part);
+        if (strcmp(b->info, "c") != 0) {
+            char oname[128], opart[128];
+            bool output = parse_marker(b->marker, strlen(b->marker), "output", oname, opart);
+            if (marked || (strcmp(b->info, "text") == 0) != output ||
+                (!output && strcmp(b->info, "sh") != 0))
+                TEST_FAIL("%s:%d: a ```%s block: code is ```c after an example marker, "
+                          "output ```text after an output marker, commands ```sh",
+                          page, b->line, b->info);
+            continue;
+        }
+        c_blocks++;
+        if (!marked)
+            TEST_FAIL("%s:%d: a C block without an <!-- example: examples/NAME.c --> marker",
+                      page, b->line);
+        char rel[PATH_MAX];
+        snprintf(rel, sizeof rel, "examples/%s.c", name);
+        char *src = slurp(rel);
+        if (!src)
+            TEST_FAIL("%s:%d: %s does not exist", page, b->line, rel);
+        if (!example_built(name))
+            TEST_FAIL("%s:%d: ex_%s was not built next to this test", page, b->line, name);
+        if (!example_run_by_a_test(name))
+            TEST_FAIL("%s:%d: no test runs %s (TEST(example_%s) in tests/test_examples.c)",
+                      page, b->line, rel, name);
+        char *want = src;
+        if (part[0]) {
+            const char *why = "";
+            want = excerpt(src, part, &why);
+            if (!want)
+                TEST_FAIL("%s:%d: %s#%s: %s", page, b->line, rel, part, why);
+        }
+        if (strlen(want) != b->len || memcmp(want, b->text, b->len) != 0)
+            block_differs(page, b, want, rel);
+        if (want != src)
+            free(want);
+        free(src);
+    }
+    free(md);
+    return c_blocks;
+}
+
+TEST(guide_code_blocks_are_the_examples)
+{
+    static char pages[MAX_PAGES][PATH_MAX];
+    int n = guide_pages(pages, MAX_PAGES), total = 0;
+    CHECK(n >= 3);
+    for (int i = 0; i < n; i++)
+        total += check_page_code(pages[i]);
+    CHECK(total >= 10); /* the check saw the guide's code, not an empty tree */
+}
+
+TEST(guide_outputs_are_what_the_examples_print)
+{
+    static char pages[MAX_PAGES][PATH_MAX];
+    static struct block blocks[MAX_BLOCKS];
+    int n = guide_pages(pages, MAX_PAGES), outputs = 0;
+    for (int i = 0; i < n; i++) {
+        char *md = slurp(pages[i]);
+        CHECK(md != NULL);
+        int nb = page_blocks(pages[i], md, blocks, MAX_BLOCKS);
+        for (int k = 0; k < nb; k++) {
+            struct block *b = &blocks[k];
+            char name[128], part[128];
+            if (!parse_marker(b->marker, strlen(b->marker), "output", name, part))
+                continue;
+            if (part[0] || strcmp(b->info, "text") != 0)
+                TEST_FAIL("%s:%d: an output marker must precede a ```text block and name "
+                          "a whole example", pages[i], b->line);
+            char *out = example_output(name);
+            if (strlen(out) != b->len || memcmp(out, b->text, b->len) != 0) {
+                char what[192];
+                snprintf(what, sizeof what, "what ex_%s prints", name);
+                block_differs(pages[i], b, out, what);
+            }
+            free(out);
+            outputs++;
+        }
+        free(md);
+    }
+    CHECK(outputs >= 3);
+}
+
+/* Whether a link target is relative to the page (not a URL or an anchor). */
+static bool relative_link(const char *target, size_t len)
+{
+    return len > 0 && target[0] != '#' && !memmem(target, len, "://", 3) &&
+           strncmp(target, "mailto:", 7) != 0;
+}
+
+TEST(guide_links_lead_somewhere)
+{
+    static char pages[MAX_PAGES][PATH_MAX];
+    int n = guide_pages(pages, MAX_PAGES), links = 0;
+    for (int i = 0; i < n; i++) {
+        char *md = slurp(pages[i]);
+        CHECK(md != NULL);
+        for (const char *p = md; (p = strstr(p, "](")); p += 2) {
+            const char *t = p + 2, *close = strchr(t, ')');
+            CHECK(close != NULL);
+            size_t len = strcspn(t, "#)");
+            if (!relative_link(t, (size_t)(close - t)))
+                continue;
+            char rel[PATH_MAX], full[PATH_MAX * 2];
+            snprintf(rel, sizeof rel, "docs/guide/%.*s", (int)len, t);
+            snprintf(full, sizeof full, "%s/%s", BRAID_SOURCE_DIR, rel);
+            struct stat st;
+            if (stat(full, &st) != 0)
+                TEST_FAIL("%s: the link to %.*s leads nowhere", pages[i], (int)len, t);
+            links++;
+        }
+        free(md);
+    }
+    CHECK(links >= 10);
+}
+
+/* The guide is reachable: the README links its index, and the index links
+ * every page. */
+TEST(guide_index_lists_every_page)
+{
+    char *readme = slurp("README.md");
+    CHECK(readme != NULL);
+    CHECK(strstr(readme, "](docs/guide/README.md)") != NULL);
+    free(readme);
+    char *index = slurp("docs/guide/README.md");
+    CHECK(index != NULL);
+    static char pages[MAX_PAGES][PATH_MAX];
+    int n = guide_pages(pages, MAX_PAGES);
+    for (int i = 0; i < n; i++) {
+        const char *file = pages[i] + strlen("docs/guide/");
+        if (strcmp(file, "README.md") == 0)
+            continue;
+        char link[PATH_MAX];
+        snprintf(link, sizeof link, "](%s)", file);
+        if (!strstr(index, link))
+            TEST_FAIL("docs/guide/README.md does not link %s", file);
+    }
+    free(index);
+}
