@@ -50,6 +50,11 @@ static char *slurp(const char *rel)
     return buf;
 }
 
+static int compare_paths(const void *a, const void *b)
+{
+    return strcmp(a, b);
+}
+
 /* The guide's pages, "docs/guide/NAME.md", sorted; returns how many. */
 static int guide_pages(char pages[][PATH_MAX], int max)
 {
@@ -68,7 +73,7 @@ static int guide_pages(char pages[][PATH_MAX], int max)
         }
     }
     closedir(d);
-    qsort(pages, (size_t)n, PATH_MAX, (int (*)(const void *, const void *))strcmp);
+    qsort(pages, (size_t)n, PATH_MAX, compare_paths);
     return n;
 }
 
