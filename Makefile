@@ -119,7 +119,7 @@ $(B)/braid.pc: braid.pc.in Makefile
 # test_faultinj.c needs the fault-injection library: it has its own
 # configuration, faultinj (ASan+UBSan), and only that one.
 TEST_SRC  := $(filter-out tests/test_faultinj.c,$(wildcard tests/test_*.c))
-TEST_HDR  := tests/test.h
+TEST_HDR  := tests/test.h tests/scenario.h
 EX_SRC    := $(wildcard examples/*.c)
 TFLAGS    := -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Wall -Wextra
 # Tests may peek at internals (white-box tests of the wheel, the queues).

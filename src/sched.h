@@ -100,6 +100,7 @@ struct braid__worker {
     braid__task *dead;              /* ended task whose stack is still in use */
     uint32_t tick;
     braid__rec *watch;              /* current-thread: block_on's root record */
+    braid__det *det;                /* deterministic mode (det.h), else NULL */
     bool searching;
     bool notify_pending;
     bool shutdown_seen;
@@ -153,6 +154,7 @@ struct braid_runtime {
     bool has_driver;
     uint64_t park_deadline;         /* current-thread shutdown: latest wake-up */
     struct braid__bpool *blocking;  /* the blocking pool (blocking.h) */
+    braid__det *det;                /* deterministic mode (det.h), else NULL */
 };
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds
