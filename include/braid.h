@@ -364,7 +364,8 @@ BRAID_API int braid_sleep_ms(uint64_t ms);
 /* Suspend until braid_now_ns() >= deadline_ns.  As braid_sleep_ms(). */
 BRAID_API int braid_sleep_until(uint64_t deadline_ns);
 
-/* Monotonic time in nanoseconds (CLOCK_MONOTONIC).  Any thread. */
+/* Monotonic time in nanoseconds (CLOCK_MONOTONIC).  Any thread.  Inside a
+ * deterministic runtime (see "Deterministic mode") its virtual time. */
 BRAID_API uint64_t braid_now_ns(void);
 
 /* Panic: end the calling task with fate BRAID_PANICKED.  Its pushed defers

@@ -126,10 +126,12 @@ int braid__det_from_env(braid_config *cfg)
     const char *v = getenv("BRAID_SEED");
     if (!v || !*v)
         return 0;
+    if (*v < '0' || *v > '9')
+        return -EINVAL; /* strtoull would take blanks and a sign */
     char *end;
     errno = 0;
     unsigned long long seed = strtoull(v, &end, 0);
-    if (errno || *end || *v == '-')
+    if (errno || *end)
         return -EINVAL;
     cfg->deterministic = true;
     cfg->seed = seed;

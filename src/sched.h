@@ -57,6 +57,9 @@
  * notification is sent at the next scheduling decision if the task is still
  * waiting by then, and at once when a second one joins it.
  *
+ * In deterministic mode (det.h) steps 2-6 become one draw, by a seeded
+ * PRNG, among all the runnable tasks (yielders only when nothing else is).
+ *
  * Parking is one function (park in sched.c) waiting, with the next timer
  * deadline as timeout, on the worker's futex word, or in epoll_wait once
  * the worker has descriptors registered (io.h).

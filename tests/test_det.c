@@ -290,7 +290,7 @@ TEST(det_seed_from_environment)
     CHECK_EQ(braid_runtime_free(rt), 0);
     setenv("BRAID_SEED", "12x", 1);
     CHECK_EQ(braid_run(report_seed, &seed, NULL), -EINVAL);
-    setenv("BRAID_SEED", "-1", 1);
+    setenv("BRAID_SEED", " -1", 1);
     CHECK_EQ(braid_runtime_new(NULL, &rt), -EINVAL);
     unsetenv("BRAID_SEED");
     CHECK_EQ(braid_run(report_seed, &seed, NULL), BRAID_OK);

@@ -26,6 +26,8 @@ static uint64_t default_seeds(void)
 {
     if (test_under_valgrind())
         return 250;
+    if (test_emulated())
+        return 300;
 #if defined(TEST_TSAN)
     return 100;
 #elif defined(TEST_ASAN)
