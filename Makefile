@@ -5,6 +5,9 @@
 #                         Valgrind; ends with "N passed, N failed"
 #   make test-aarch64     the normal tests cross-built for aarch64, under qemu-user
 #   make demo             build and run the self-contained examples (EXAMPLES)
+#   make soak             the randomized tests for longer (RELIABILITY.md)
+#   make fuzz             libFuzzer on the scenario generator and mini_redis's
+#                         parser, FUZZ_SECONDS each (clang; RELIABILITY.md)
 #   make bench            build bench/braid-bench (run it: bench/README)
 #   make compare          braid vs Tokio, Go and pthreads side by side, and
 #                         mini_redis vs redis-server (bench/compare/README.md)
@@ -119,7 +122,7 @@ $(B)/braid.pc: braid.pc.in Makefile
 # test_faultinj.c needs the fault-injection library: it has its own
 # configuration, faultinj (ASan+UBSan), and only that one.
 TEST_SRC  := $(filter-out tests/test_faultinj.c,$(wildcard tests/test_*.c))
-TEST_HDR  := tests/test.h
+TEST_HDR  := tests/test.h tests/scenario.h fuzz/resp_check.h examples/mini_redis.c
 EX_SRC    := $(wildcard examples/*.c)
 TFLAGS    := -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Wall -Wextra
 # Tests may peek at internals (white-box tests of the wheel, the queues).
@@ -173,16 +176,59 @@ test: all examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan
 
 # The multi-threaded randomized stress test (tests/test_stress_mt.c) for
 # longer: SOAK_SECONDS (default 60) per worker count (2, 4, 8), plain and
-# TSan builds, so about 6 minutes.  Each run prints its base seed.
+# TSan builds, so about 6 minutes.  Each run prints its base seed.  Then
+# the deterministic scenarios (tests/test_scenario.c): SOAK_SCENARIO_SEEDS
+# (default 200000, about 2 minutes) plain, a quarter of them under
+# ASan+UBSan (LSan checks leaks at exit).
 SOAK_SECONDS ?= 60
+SOAK_SCENARIO_SEEDS ?= 200000
 .PHONY: soak
-soak: $(B)/t-normal/test_stress_mt $(B)/t-tsan/test_stress_mt
-	@set -e; for bin in $^; do for t in $$($$bin --list); do \
+soak: $(B)/t-normal/test_stress_mt $(B)/t-tsan/test_stress_mt $(B)/t-normal/test_scenario \
+      $(B)/t-asan/test_scenario
+	@set -e; for bin in $(filter %/test_stress_mt,$^); do for t in $$($$bin --list); do \
 	    echo "== $$bin $$t ($(SOAK_SECONDS) s)"; \
 	    BRAID_STRESS_SECONDS=$(SOAK_SECONDS) \
 	    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 \
 	    timeout -k 10 $$(( $(SOAK_SECONDS) * 3 + 120 )) $$bin $$t; \
 	done; done
+	@echo "== $(B)/t-normal/test_scenario ($(SOAK_SCENARIO_SEEDS) seeds)"
+	@BRAID_SCENARIO_SEEDS=$(SOAK_SCENARIO_SEEDS) $(B)/t-normal/test_scenario scenario_seeds
+	@echo "== $(B)/t-asan/test_scenario ($$(( $(SOAK_SCENARIO_SEEDS) / 4 )) seeds)"
+	@BRAID_SCENARIO_SEEDS=$$(( $(SOAK_SCENARIO_SEEDS) / 4 )) \
+	    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+	    $(B)/t-asan/test_scenario scenario_seeds
+
+# ---- fuzzing, with clang's libFuzzer ------------------------------------------------------
+# fuzz/fuzz_scenario.c drives the scenario generator (tests/scenario.h) from
+# the fuzzer's bytes, in deterministic mode, under ASan+UBSan.  The library
+# is built with clang, sanitizers and coverage into $(FUZZ_B), by a nested
+# make.  New inputs go to $(FUZZ_B)/corpus-scenario; the seed corpus in
+# fuzz/corpus/scenario is only read (tests/test_fuzz_corpus.c replays it
+# in make test).  FUZZ_SECONDS (default 60) bounds the run.
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= scenario resp
+FUZZ_CC  ?= clang
+FUZZ_B   := $(B)/fuzz
+.PHONY: fuzz fuzz-build
+fuzz-build:
+	$(MAKE) CC=$(FUZZ_CC) B=$(FUZZ_B) EXTRA_CFLAGS=-fsanitize=fuzzer-no-link $(FUZZ_B)/libbraid-asan.a
+	for t in $(FUZZ_TARGETS); do \
+	    $(FUZZ_CC) $(TFLAGS) -iquote tests $(SAN_ASAN) -fsanitize=fuzzer fuzz/fuzz_$$t.c \
+	        $(FUZZ_B)/libbraid-asan.a -o $(FUZZ_B)/fuzz_$$t -lpthread || exit 1; \
+	done
+# Each target for FUZZ_SECONDS; libFuzzer's last lines give the executions
+# and coverage (cov: edges, ft: features).
+fuzz: fuzz-build
+	@set -e; for t in $(FUZZ_TARGETS); do \
+	    mkdir -p $(FUZZ_B)/corpus-$$t; \
+	    echo "== fuzz_$$t ($(FUZZ_SECONDS) s)"; \
+	    if ! $(FUZZ_B)/fuzz_$$t -max_total_time=$(FUZZ_SECONDS) -timeout=30 -print_final_stats=1 \
+	        $(FUZZ_B)/corpus-$$t fuzz/corpus/$$t >$(FUZZ_B)/fuzz_$$t.log 2>&1; then \
+	        tail -n 60 $(FUZZ_B)/fuzz_$$t.log; exit 1; \
+	    fi; \
+	    grep -E '(INITED|DONE) |^stat::(number_of_executed_units|average_exec_per_sec|new_units_added)' \
+	        $(FUZZ_B)/fuzz_$$t.log; \
+	done
 
 # ---- aarch64, under qemu-user ------------------------------------------------------------
 # The plain configuration built with Debian's cross compiler and run under

@@ -152,6 +152,10 @@ typedef struct braid_config {
                                     created on demand */
     uint64_t blocking_keepalive_ms; /* an idle pool thread exits after this
                                     long; 0 means 10000 (10 s) */
+    bool deterministic;          /* deterministic mode: replay a schedule
+                                    exactly from seed (see "Deterministic
+                                    mode" below); workers must be 0 or 1 */
+    uint64_t seed;               /* the deterministic mode's seed */
 } braid_config;
 
 /* Options for braid_spawn_ex().  Initialise with BRAID_SPAWN_OPTS_INIT. */
@@ -186,7 +190,9 @@ typedef struct braid_local_key {
 
 /* Fill cfg with the defaults: workers = 0 (all usable CPUs), stack_size =
  * 256 KiB, isolate_faults = false, shutdown_timeout_ms = 0 (forever),
- * blocking_threads = 0 (512), blocking_keepalive_ms = 0 (10 s). */
+ * blocking_threads = 0 (512), blocking_keepalive_ms = 0 (10 s),
+ * deterministic = false, seed = 0.  (BRAID_SEED is not read here: it only
+ * applies to runtimes created with a NULL configuration.) */
 BRAID_API void braid_config_init(braid_config *cfg);
 
 /* The whole program in one call, like #[tokio::main]: build a runtime with
@@ -236,6 +242,36 @@ BRAID_API int braid_runtime_free(braid_runtime *rt);
 /* Whether a fault was converted into a panic in rt (isolate_faults): the
  * program survived it, but memory the faulting task shared may be corrupt. */
 BRAID_API bool braid_runtime_tainted(const braid_runtime *rt);
+
+/* Deterministic mode.
+ *
+ * A runtime created with braid_config.deterministic set (or with a NULL
+ * configuration, braid_run() included, while the environment variable
+ * BRAID_SEED holds a number, decimal or 0x-hex) runs its tasks on one
+ * thread, as workers = 1 does, and draws every scheduling choice from a
+ * PRNG seeded with braid_config.seed: which runnable task runs next (tasks
+ * woken together, by the same timer tick included, run in a random order;
+ * tasks that called braid_yield() still wait until nothing else is
+ * runnable), and which ready case an unbiased braid_select() takes.  Time
+ * is virtual: inside the runtime, braid_now_ns(), braid_deadline_ms(),
+ * sleeps and every deadline read a clock that starts at 1 s, stands still
+ * while tasks run, and jumps to the next timer as soon as no task is
+ * runnable (a 10-minute sleep takes no real time; as Tokio's paused
+ * clock).  So the same seed gives the same interleaving and the same
+ * output, bit for bit, as long as the tasks only interact with each other.
+ * What stays outside the seed's control: I/O readiness, wakes, spawns and
+ * cancellations coming from plain threads, and what blocking-pool jobs do.
+ * A blocking job (braid_spawn_blocking, the file helpers, braid_resolve)
+ * runs on a pool thread while the runtime's thread waits for it: no task
+ * runs and no virtual time passes meanwhile, and its deadline and
+ * cancellation are only checked before it starts.  Choosing among n
+ * runnable tasks costs O(n): the mode is for tests, not for speed.
+ * braid_runtime_new() returns -EINVAL if deterministic is set with workers
+ * greater than 1, or if BRAID_SEED is not a number. */
+
+/* Whether rt runs in deterministic mode; if so and seed is not NULL, *seed
+ * is its seed (print it when a test fails, to replay with BRAID_SEED). */
+BRAID_API bool braid_runtime_deterministic(const braid_runtime *rt, uint64_t *seed);
 
 /* The runtime of the calling task, or NULL on a plain thread. */
 BRAID_API braid_runtime *braid_current_runtime(void);
@@ -328,7 +364,8 @@ BRAID_API int braid_sleep_ms(uint64_t ms);
 /* Suspend until braid_now_ns() >= deadline_ns.  As braid_sleep_ms(). */
 BRAID_API int braid_sleep_until(uint64_t deadline_ns);
 
-/* Monotonic time in nanoseconds (CLOCK_MONOTONIC).  Any thread. */
+/* Monotonic time in nanoseconds (CLOCK_MONOTONIC).  Any thread.  Inside a
+ * deterministic runtime (see "Deterministic mode") its virtual time. */
 BRAID_API uint64_t braid_now_ns(void);
 
 /* Panic: end the calling task with fate BRAID_PANICKED.  Its pushed defers

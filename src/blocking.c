@@ -34,6 +34,7 @@
  * and user jobs go past them in the queue.
  */
 #include "blocking.h"
+#include "det.h"
 #include "panic.h"
 #include "sched.h"
 #include "task.h"
@@ -437,16 +438,20 @@ static int bj_await(braid__task *t, bjob *j, uint64_t deadline_ns, unsigned flag
 {
     braid__bpool *p = t->home->rt->blocking;
     bool cancellable = flags & BJ_CANCELLABLE;
+    /* Deterministic mode (det.h): the worker thread itself waits for the
+     * job, so no task runs meanwhile and the job takes no virtual time (a
+     * deadline that has not passed cannot pass during it). */
+    bool det = BRAID_UNLIKELY(t->home->det != NULL);
     int rc = 0;
     if (cancellable && braid__task_should_cancel(t))
         rc = -ECANCELED;
-    else if (deadline_ns != BRAID_FOREVER && braid__now_ns() >= deadline_ns)
+    else if (deadline_ns != BRAID_FOREVER && braid__worker_now(t->home) >= deadline_ns)
         rc = -ETIMEDOUT;
     if (rc == 0) {
         j->state = BJ_QUEUED;
         j->abandoned = false;
         j->panic = NULL;
-        braid__wait_init(&j->wait, t, BRAID_WAIT_JOIN);
+        braid__wait_init(&j->wait, det ? NULL : t, BRAID_WAIT_JOIN);
         braid__wnode_init(&j->node, &j->wait, 0, NULL, 0);
         rc = bp_submit(p, j);
     }
@@ -455,7 +460,7 @@ static int bj_await(braid__task *t, bjob *j, uint64_t deadline_ns, unsigned flag
             j->orphan(j);
         return rc;
     }
-    rc = braid__wait_block(&j->wait, deadline_ns, cancellable);
+    rc = braid__wait_block(&j->wait, det ? BRAID_FOREVER : deadline_ns, cancellable);
     return rc >= 0 ? 0 : bj_give_up(p, j, rc, flags);
 }
 

@@ -11,6 +11,7 @@
  * large bound, costs only what it holds).
  */
 #include "chan.h"
+#include "det.h"
 #include "task.h"
 #include "util.h"
 
@@ -392,6 +393,8 @@ static BRAID_TLS uint64_t select_rng;
 
 static uint32_t select_random(void)
 {
+    if (braid__det_thread())
+        return (uint32_t)(braid__det_rand(braid__tls_worker->det) >> 32);
     if (!select_rng)
         select_rng = braid__now_ns() | 1;
     select_rng ^= select_rng << 13;

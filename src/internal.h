@@ -60,6 +60,7 @@ extern _Atomic uint64_t braid__fence_word;
 typedef struct braid__task braid__task;
 typedef struct braid__worker braid__worker;
 typedef struct braid__rec braid__rec;
+typedef struct braid__det braid__det;
 
 /* A CPU hint for spin loops. */
 static inline void braid__cpu_relax(void)

@@ -3,6 +3,7 @@
  * wait-retry loop under every I/O call, braid_wait_fd() and braid_close().
  */
 #include "io.h"
+#include "det.h"
 #include "sched.h"
 #include "util.h"
 
@@ -408,7 +409,7 @@ ssize_t braid__io_do(int fd, unsigned want, uint64_t deadline_ns, braid__io_fn f
          * worker polls epoll before it fires due timers, see sched.c.) */
         if (stream_len && atomic_load_explicit(&io->drained, memory_order_relaxed) == s0 + 1 &&
             !atomic_load_explicit(&io->ended, memory_order_relaxed) &&
-            (deadline_ns == BRAID_FOREVER || deadline_ns > braid__now_ns()))
+            (deadline_ns == BRAID_FOREVER || deadline_ns > braid__worker_now(t->home)))
             r = -EAGAIN;
         else
             r = fn(fd, ctx);

@@ -17,6 +17,7 @@
  * thread re-checks exactly when something may have changed.
  */
 #include "blocking.h"
+#include "det.h"
 #include "panic.h"
 #include "sched.h"
 #include "util.h"
@@ -47,9 +48,20 @@ static int read_config(const braid_config *in, braid_config *out)
         return -EINVAL;
     memcpy(out, in, BRAID_MIN(size, sizeof *out));
     out->size = sizeof *out;
-    if (out->workers > 4096)
+    if (out->workers > 4096 || (out->deterministic && out->workers > 1))
         return -EINVAL;
     return 0;
+}
+
+/* The configuration of a new runtime: cfg, or the defaults with BRAID_SEED. */
+static int configure(const braid_config *cfg, braid_config *out)
+{
+    int rc = read_config(cfg, out);
+    if (rc == 0 && !cfg)
+        rc = braid__det_from_env(out);
+    if (out->deterministic)
+        out->workers = 1;
+    return rc;
 }
 
 static void *worker_main(void *p)
@@ -81,6 +93,7 @@ static void destroy(braid_runtime *rt)
     braid__rec_pool_destroy(&rt->recs);
     braid__stack_pool_destroy(&rt->stacks);
     braid__faults_release();
+    braid__det_free(rt->det);
     free(rt);
 }
 
@@ -116,7 +129,9 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         return -ENOMEM;
     }
     memset(rt, 0, sizeof *rt);
-    int rc = read_config(cfg, &rt->cfg);
+    int rc = configure(cfg, &rt->cfg);
+    if (rc == 0 && rt->cfg.deterministic)
+        rc = braid__det_new(&rt->det, rt->cfg.seed);
     if (rc < 0) {
         free(rt);
         errno = saved;
@@ -130,6 +145,7 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         braid__inject_destroy(&rt->inject);
         braid__rec_pool_destroy(&rt->recs);
         braid__faults_release();
+        braid__det_free(rt->det);
         free(rt);
         errno = saved;
         return rc;
@@ -343,6 +359,15 @@ int braid_run(braid_fn fn, void *arg, void **result)
 bool braid_runtime_tainted(const braid_runtime *rt)
 {
     return rt && atomic_load_explicit(&((braid_runtime *)rt)->tainted, memory_order_relaxed);
+}
+
+bool braid_runtime_deterministic(const braid_runtime *rt, uint64_t *seed)
+{
+    if (!rt || !rt->det)
+        return false;
+    if (seed)
+        *seed = rt->det->seed;
+    return true;
 }
 
 braid_runtime *braid_current_runtime(void)

@@ -1,4 +1,5 @@
 #include "sched.h"
+#include "det.h"
 #include "panic.h"
 #include "io.h"
 #include "util.h"
@@ -348,7 +349,7 @@ static void poll_timers(braid__worker *w)
 {
     if (!w->wheel.count)
         return;
-    uint64_t now = braid__now_ns();
+    uint64_t now = braid__worker_now(w);
     /* Descriptors first when a timer is due: an I/O call whose data came
      * before its deadline must not time out while the event still sits in
      * epoll (braid__io_do may wait without trying its system call). */
@@ -383,9 +384,13 @@ static void maintenance(braid__worker *w)
  * the rest (injection queue, timers, stealing, parking) happens on the
  * worker's own stack, in sched_next, which also runs every
  * BRAID_EVENT_INTERVAL decisions so that yielders cannot starve it. */
+static braid__task *det_pick(braid__worker *w);
+
 static braid__task *pick_local(braid__worker *w)
 {
     braid__task *t;
+    if (BRAID_UNLIKELY(w->det != NULL))
+        return det_pick(w);
     if ((t = w->lifo)) {
         w->lifo = NULL;
         if (w->lifo_streak < BRAID_LIFO_CAP) {
@@ -406,6 +411,23 @@ static braid__task *pick_local(braid__worker *w)
         return ready_pop(w);
     }
     return NULL;
+}
+
+/* Deterministic mode (det.h): the same queues, but the next task is drawn
+ * from all the runnable ones by the seeded PRNG; yielders still come last. */
+static braid__task *det_pick(braid__worker *w)
+{
+    if (w->lifo) {
+        list_push(&w->ready_head, &w->ready_tail, w->lifo);
+        w->lifo = NULL;
+    }
+    drain_inbox(w);
+    braid__task *t = braid__det_choose(w);
+    if (!t && w->yield_head) {
+        release_yielders(w);
+        t = braid__det_choose(w);
+    }
+    return t;
 }
 
 static void notify_pending_slow(braid__worker *w);
@@ -606,6 +628,8 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
             atomic_fetch_add_explicit(&rt->quiesce, 1, memory_order_release);
             braid__futex_wake(&rt->quiesce, INT_MAX);
         }
+        if (BRAID_UNLIKELY(w->det != NULL) && braid__det_advance(w))
+            continue; /* virtual time jumped to the next timer */
         if (braid__stack_trim(&rt->stacks, 64))
             continue; /* trimming took time: look for work again */
         park(w);
@@ -623,7 +647,8 @@ int braid__worker_init(braid__worker *w, braid_runtime *rt, unsigned index)
     w->index = index;
     w->rng = UINT64_C(0x9e3779b97f4a7c15) * (index + 1);
     w->tick = BRAID_EVENT_INTERVAL;
-    braid__wheel_init(&w->wheel, braid__now_ns());
+    w->det = rt->det;
+    braid__wheel_init(&w->wheel, braid__worker_now(w));
     braid__ring_init(&w->ring);
     atomic_init(&w->inbox, NULL);
     atomic_init(&w->park, BRAID_PARK_RUNNING);

@@ -57,6 +57,9 @@
  * notification is sent at the next scheduling decision if the task is still
  * waiting by then, and at once when a second one joins it.
  *
+ * In deterministic mode (det.h) steps 2-6 become one draw, by a seeded
+ * PRNG, among all the runnable tasks (yielders only when nothing else is).
+ *
  * Parking is one function (park in sched.c) waiting, with the next timer
  * deadline as timeout, on the worker's futex word, or in epoll_wait once
  * the worker has descriptors registered (io.h).
@@ -100,6 +103,7 @@ struct braid__worker {
     braid__task *dead;              /* ended task whose stack is still in use */
     uint32_t tick;
     braid__rec *watch;              /* current-thread: block_on's root record */
+    braid__det *det;                /* deterministic mode (det.h), else NULL */
     bool searching;
     bool notify_pending;
     bool shutdown_seen;
@@ -153,6 +157,7 @@ struct braid_runtime {
     bool has_driver;
     uint64_t park_deadline;         /* current-thread shutdown: latest wake-up */
     struct braid__bpool *blocking;  /* the blocking pool (blocking.h) */
+    braid__det *det;                /* deterministic mode (det.h), else NULL */
 };
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds

@@ -2,12 +2,13 @@
  * Time: yielding and sleeping.  A sleeping task's timer entry is part of its
  * own task record and sits in its home worker's wheel (timer.h).
  */
+#include "det.h"
 #include "sched.h"
 #include "util.h"
 
 uint64_t braid_now_ns(void)
 {
-    return braid__now_ns();
+    return braid__clock_now();
 }
 
 int braid_yield(void)
@@ -47,7 +48,7 @@ int braid_sleep_until(uint64_t deadline_ns)
 
 uint64_t braid_deadline_ms(uint64_t ms)
 {
-    uint64_t now = braid__now_ns();
+    uint64_t now = braid__clock_now();
     return ms > (BRAID_FOREVER - now) / 1000000u ? BRAID_FOREVER : now + ms * 1000000u;
 }
 

@@ -9,6 +9,7 @@
 #include "blocking.c"
 #include "broadcast.c"
 #include "chan.c"
+#include "det.c"
 #include "error.c"
 #include "handle.c"
 #include "io.c"
