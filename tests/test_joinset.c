@@ -59,6 +59,20 @@ TEST(join_until_from_a_plain_thread)
 
 /* ---- JoinSet ---- */
 
+/* A task that ends with value once released (the permit is stored if the
+ * release comes first). */
+struct gate {
+    braid_notify *go;
+    uintptr_t value;
+};
+
+static void *wait_gate(void *arg)
+{
+    struct gate *g = arg;
+    CHECK_EQ(braid_notify_wait(g->go), 0);
+    return (void *)g->value;
+}
+
 static void *joinset_root(void *arg)
 {
     (void)arg;
@@ -67,19 +81,26 @@ static void *joinset_root(void *arg)
     braid_outcome out = BRAID_OUTCOME_INIT;
     uint64_t id;
     CHECK_EQ(braid_joinset_join_next(s, &out, &id), -ENOENT);
-    /* Spawned in one order, finished in another: joined in finish order. */
+    /* Spawned in one order, finished in another (the root releases them
+     * one by one, so the order does not depend on timing): joined in
+     * finish order. */
     uint64_t ids[3];
-    uintptr_t ms[3] = { 60, 20, 40 };
-    for (int i = 0; i < 3; i++)
-        CHECK_EQ(braid_joinset_spawn(s, NULL, sleep_then_return, (void *)ms[i], &ids[i]), 0);
-    CHECK_EQ(braid_joinset_len(s), 3);
-    uintptr_t expect[3] = { 20, 40, 60 };
-    int expect_idx[3] = { 1, 2, 0 };
+    struct gate gates[3];
     for (int i = 0; i < 3; i++) {
-        CHECK_EQ(braid_joinset_join_next(s, &out, &id), BRAID_OK);
-        CHECK_EQ((uintptr_t)out.value, expect[i]);
-        CHECK_EQ(id, ids[expect_idx[i]]);
+        gates[i].value = (uintptr_t)(i + 1);
+        CHECK_EQ(braid_notify_new(&gates[i].go), 0);
+        CHECK_EQ(braid_joinset_spawn(s, NULL, wait_gate, &gates[i], &ids[i]), 0);
     }
+    CHECK_EQ(braid_joinset_len(s), 3);
+    int order[3] = { 1, 2, 0 };
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(braid_notify_one(gates[order[i]].go), 0);
+        CHECK_EQ(braid_joinset_join_next(s, &out, &id), BRAID_OK);
+        CHECK_EQ((uintptr_t)out.value, gates[order[i]].value);
+        CHECK_EQ(id, ids[order[i]]);
+    }
+    for (int i = 0; i < 3; i++)
+        CHECK_EQ(braid_notify_free(gates[i].go), 0);
     CHECK_EQ(braid_joinset_len(s), 0);
     CHECK_EQ(braid_joinset_join_next(s, &out, &id), -ENOENT);
     /* A panic is an outcome like any other. */

@@ -43,9 +43,12 @@ static void *waiter(void *arg)
     return (void *)(intptr_t)braid_signal_wait((int)(intptr_t)arg);
 }
 
-static void *waiter_30ms(void *arg)
+/* Long enough for the second waiter of handoff_root to register behind it
+ * even on a loaded machine under Valgrind (were it to time out first, the
+ * handoff would not be tested and the test would wait forever). */
+static void *waiter_2s(void *arg)
 {
-    return (void *)(intptr_t)braid_signal_wait_until((int)(intptr_t)arg, braid_deadline_ms(30));
+    return (void *)(intptr_t)braid_signal_wait_until((int)(intptr_t)arg, braid_deadline_ms(2000));
 }
 
 static void join_expect(braid_task t, int fate, intptr_t want)
@@ -153,7 +156,7 @@ static void *handoff_root(void *arg)
 {
     (void)arg;
     braid_task a, b;
-    CHECK_EQ(braid_spawn(&a, waiter_30ms, (void *)(intptr_t)SIGUSR1), 0);
+    CHECK_EQ(braid_spawn(&a, waiter_2s, (void *)(intptr_t)SIGUSR1), 0);
     AWAIT(braid__signal_waiters(SIGUSR1), 1);
     CHECK_EQ(braid_spawn(&b, waiter, (void *)(intptr_t)SIGUSR1), 0);
     AWAIT(braid__signal_waiters(SIGUSR1), 2);
