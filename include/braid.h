@@ -152,6 +152,17 @@ typedef struct braid_config {
                                     created on demand */
     uint64_t blocking_keepalive_ms; /* an idle pool thread exits after this
                                     long; 0 means 10000 (10 s) */
+    const char *trace_path;      /* record an execution trace and write it to
+                                    this file (Chrome Trace Event JSON, for
+                                    ui.perfetto.dev) when the runtime is freed.
+                                    NULL: the BRAID_TRACE environment variable
+                                    names the file, if set (a second runtime
+                                    of the process writes NAME.1.json, ...).
+                                    Copied */
+    size_t trace_max_bytes;      /* most memory the trace's events may take;
+                                    0 means 16 MiB (about 500,000 events).
+                                    Events past it are dropped, and counted in
+                                    the file (otherData.dropped_events) */
 } braid_config;
 
 /* Options for braid_spawn_ex().  Initialise with BRAID_SPAWN_OPTS_INIT. */

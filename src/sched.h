@@ -71,6 +71,7 @@
 #include "stack.h"
 #include "task.h"
 #include "timer.h"
+#include "trace.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -91,6 +92,7 @@ struct braid__worker {
     /* Owner-only state. */
     braid_runtime *rt;
     unsigned index;
+    braid__trace_buf *trace;        /* NULL unless tracing (trace.h) */
     braid__fiber sched;             /* the scheduler context */
     braid__task *lifo;
     unsigned lifo_streak;
@@ -153,6 +155,8 @@ struct braid_runtime {
     bool has_driver;
     uint64_t park_deadline;         /* current-thread shutdown: latest wake-up */
     struct braid__bpool *blocking;  /* the blocking pool (blocking.h) */
+    braid__trace *trace;            /* NULL unless tracing (trace.h) */
+    braid_runtime *reg_prev, *reg_next; /* braid__runtimes (debug.c) */
 };
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds
