@@ -83,18 +83,23 @@ static tr_ev *tr_slot(braid__trace_buf *b)
     return &c->ev[0];
 }
 
+static void tr_fill(tr_ev *e, uint64_t ts, int kind, unsigned reason, uint64_t task,
+                    uint64_t arg)
+{
+    e->ts = ts;
+    e->task = task;
+    e->arg = arg;
+    e->tid = thread_id();
+    e->kind = (uint8_t)kind;
+    e->reason = (uint8_t)reason;
+}
+
 static tr_ev *tr_put(braid__trace_buf *b, uint64_t ts, int kind, unsigned reason, uint64_t task,
                      uint64_t arg)
 {
     tr_ev *e = tr_slot(b);
-    if (e) {
-        e->ts = ts;
-        e->task = task;
-        e->arg = arg;
-        e->tid = thread_id();
-        e->kind = (uint8_t)kind;
-        e->reason = (uint8_t)reason;
-    }
+    if (e)
+        tr_fill(e, ts, kind, reason, task, arg);
     return e;
 }
 
@@ -114,8 +119,11 @@ __attribute__((noinline, cold)) void braid__trace_rec(braid__trace_buf *b, int k
                                                       unsigned reason, uint64_t task, uint64_t arg)
 {
     tr_lock(b);
-    /* The clock is read under the lock, so each buffer is in time order. */
-    tr_put(b, braid__now_ns(), kind, reason, task, arg);
+    /* The clock is read under the lock, so each buffer is in time order;
+     * and only for an event that is kept. */
+    tr_ev *e = tr_slot(b);
+    if (e)
+        tr_fill(e, braid__now_ns(), kind, reason, task, arg);
     tr_unlock(b);
 }
 
