@@ -236,7 +236,7 @@ int braid__trace_init(braid_runtime *rt)
             return 0;
         path = env_path(env);
     }
-    braid__trace *tr = path ? braid__calloc(1, sizeof *tr) : NULL;
+    braid__trace *tr = path ? braid__aligned_alloc(BRAID_CACHELINE, sizeof *tr) : NULL;
     braid__trace_buf *bufs = tr ? braid__aligned_alloc(BRAID_CACHELINE,
                                                        rt->nworkers * sizeof *bufs) : NULL;
     if (!bufs) {
@@ -244,6 +244,7 @@ int braid__trace_init(braid_runtime *rt)
         free(path);
         return -ENOMEM;
     }
+    memset(tr, 0, sizeof *tr);
     tr->max_bytes = rt->cfg.trace_max_bytes ? rt->cfg.trace_max_bytes : TR_DEFAULT_MAX_BYTES;
     size_t each = tr->max_bytes / sizeof(tr_chunk) / (rt->nworkers + 1);
     each = BRAID_MAX(each, (size_t)1);
@@ -371,7 +372,9 @@ static const char *reason_name(unsigned r)
 
 static const char *fate_name(int fate)
 {
-    return fate == BRAID_PANICKED ? "panicked" : fate == BRAID_CANCELLED ? "cancelled" : "completed";
+    return fate == BRAID_PANICKED    ? "panicked"
+           : fate == BRAID_CANCELLED ? "cancelled"
+                                     : "completed";
 }
 
 /* Microseconds, to the nanosecond. */
