@@ -197,7 +197,8 @@ typedef struct braid_local_key {
 
 /* Fill cfg with the defaults: workers = 0 (all usable CPUs), stack_size =
  * 256 KiB, isolate_faults = false, shutdown_timeout_ms = 0 (forever),
- * blocking_threads = 0 (512), blocking_keepalive_ms = 0 (10 s). */
+ * blocking_threads = 0 (512), blocking_keepalive_ms = 0 (10 s), trace_path =
+ * NULL (BRAID_TRACE decides), trace_max_bytes = 0 (16 MiB). */
 BRAID_API void braid_config_init(braid_config *cfg);
 
 /* The whole program in one call, like #[tokio::main]: build a runtime with
