@@ -36,7 +36,7 @@ typedef struct tr_chunk {
 /* Aligned to a cache line: each worker's is written by its thread only. */
 struct braid__trace_buf {
     BRAID_ALIGNED_LINE tr_chunk *head, *tail;
-    size_t chunks, max_chunks;
+    _Atomic size_t *budget;         /* chunks any buffer may still take */
     uint64_t dropped;
     bool shared;                    /* the buffer of non-worker threads */
     pthread_mutex_t lock;           /* shared only */
@@ -44,6 +44,7 @@ struct braid__trace_buf {
 
 struct braid__trace {
     braid__trace_buf shared;
+    _Atomic size_t budget;
     braid__trace_buf *bufs;         /* one per worker */
     unsigned nworkers;
     size_t max_bytes;
@@ -62,13 +63,31 @@ static uint32_t thread_id(void)
     return tr_tid;
 }
 
-/* The next free event of b, or NULL (counted) once b is at its cap. */
+/* Take one chunk of the budget the buffers share: one atomic operation
+ * per 2,047 events, so a busy worker may use what idle ones leave. */
+static bool take_chunk(braid__trace_buf *b)
+{
+    size_t n = atomic_load_explicit(b->budget, memory_order_relaxed);
+    do {
+        if (!n)
+            return false;
+    } while (!atomic_compare_exchange_weak_explicit(b->budget, &n, n - 1, memory_order_relaxed,
+                                                    memory_order_relaxed));
+    return true;
+}
+
+/* The next free event of b, or NULL (counted) once the budget is spent. */
 static tr_ev *tr_slot(braid__trace_buf *b)
 {
     tr_chunk *c = b->tail;
     if (BRAID_LIKELY(c && c->n < TR_CHUNK_EVENTS))
         return &c->ev[c->n++];
-    if (b->chunks >= b->max_chunks || !(c = braid__malloc(sizeof *c))) {
+    if (!take_chunk(b)) {
+        b->dropped++;
+        return NULL;
+    }
+    if (!(c = braid__malloc(sizeof *c))) {
+        atomic_fetch_add_explicit(b->budget, 1, memory_order_relaxed);
         b->dropped++;
         return NULL;
     }
@@ -79,7 +98,6 @@ static tr_ev *tr_slot(braid__trace_buf *b)
     else
         b->head = c;
     b->tail = c;
-    b->chunks++;
     return &c->ev[0];
 }
 
@@ -205,10 +223,10 @@ static char *env_path(const char *env)
     return p;
 }
 
-static void buf_init(braid__trace_buf *b, size_t max_chunks)
+static void buf_init(braid__trace_buf *b, _Atomic size_t *budget)
 {
     memset(b, 0, sizeof *b);
-    b->max_chunks = max_chunks;
+    b->budget = budget;
 }
 
 static void buf_free(braid__trace_buf *b)
@@ -246,13 +264,13 @@ int braid__trace_init(braid_runtime *rt)
     }
     memset(tr, 0, sizeof *tr);
     tr->max_bytes = rt->cfg.trace_max_bytes ? rt->cfg.trace_max_bytes : TR_DEFAULT_MAX_BYTES;
-    size_t each = tr->max_bytes / sizeof(tr_chunk) / (rt->nworkers + 1);
-    each = BRAID_MAX(each, (size_t)1);
-    buf_init(&tr->shared, each);
+    /* At least a chunk for each buffer. */
+    atomic_init(&tr->budget, BRAID_MAX(tr->max_bytes / sizeof(tr_chunk), (size_t)rt->nworkers + 1));
+    buf_init(&tr->shared, &tr->budget);
     tr->shared.shared = true;
     braid__mutex_init(&tr->shared.lock);
     for (unsigned i = 0; i < rt->nworkers; i++) {
-        buf_init(&bufs[i], each);
+        buf_init(&bufs[i], &tr->budget);
         rt->workers[i]->trace = &bufs[i];
     }
     tr->bufs = bufs;

@@ -6,9 +6,10 @@
  * clock read per event.  Other threads (plain threads spawning or waking,
  * the blocking pool's threads) append to one shared buffer under a mutex.
  * The buffers are read once, at the runtime's end, after every thread that
- * could write them has been joined.  Memory is bounded: every buffer may
- * hold its share of trace_max_bytes, and the events that do not fit are
- * dropped and counted (the file's otherData.dropped_events).
+ * could write them has been joined.  Memory is bounded: the buffers take
+ * their chunks from one budget of trace_max_bytes (an atomic operation per
+ * chunk, not per event), and the events that do not fit are dropped and
+ * counted (the file's otherData.dropped_events).
  *
  * Writing.  trace.c merges the buffers by time and writes Chrome Trace
  * Event JSON (ui.perfetto.dev, chrome://tracing): one track per worker
