@@ -54,11 +54,13 @@ def _runtimes():
     except gdb.error:
         raise gdb.GdbError("no braid runtime found: the program is not linked with "
                            "libbraid, or has no debug information")
-    seen = set()
+    found, seen = [], set()
     while _int(rt) and _int(rt) not in seen:
         seen.add(_int(rt))
-        yield rt
+        found.append(rt)
         rt = rt["reg_next"]
+    # The list is newest first: number the runtimes in creation order.
+    return reversed(found)
 
 
 def _tasks():
@@ -193,7 +195,7 @@ Usage: info braid-tasks"""
         running = _running()
         tls_ok = bool(running)
         rows = []
-        for n, w, t in _tasks():
+        for n, w, t in sorted(_tasks(), key=lambda x: (x[0], int(x[2]["id"]), int(x[2]["kind"]))):
             row = ["%d" % int(t["id"]), _name(t) or "-", "rt%d/w%d" % (n, int(w["index"])),
                    _state(t, w, running, reasons, tls_ok, fields)]
             if "parent" in fields:
