@@ -479,10 +479,16 @@ static void ev_thread_name(tr_out *o, int pid, uint32_t tid, const char *name, u
 
 /* ---- writing: from events to slices ------------------------------------------ */
 
-/* A task's track: a pseudo-thread of the tasks' pseudo-process. */
+/* Thread ids that no real thread has (real ones are below PID_MAX_LIMIT,
+ * 2^22): a trace processor may take one tid seen under two pids for a
+ * thread that moved, so a task's track (a pseudo-thread of the tasks'
+ * pseudo-process) must not reuse a worker's id.  From 2^22 + 2^30: workers
+ * that never ran. */
+#define TR_FAKE_TID_BASE (UINT32_C(1) << 22)
+
 static uint32_t task_tid(uint64_t id)
 {
-    return (uint32_t)(id & 0x7fffffff);
+    return TR_FAKE_TID_BASE + (uint32_t)(id & ((UINT32_C(1) << 30) - 1));
 }
 
 static void task_label(const tr_task *t, char *buf, size_t n)
@@ -798,7 +804,7 @@ static void write_events(tr_out *o, const tr_item *items, size_t n)
             o->worker_tid[items[i].src] = items[i].e->tid;
     for (unsigned i = 0; i < o->tr->nworkers; i++)
         if (!o->worker_tid[i])
-            o->worker_tid[i] = (uint32_t)o->task_pid + 1 + i; /* never ran: any unused id */
+            o->worker_tid[i] = TR_FAKE_TID_BASE + (UINT32_C(1) << 30) + i;
     write_header(o, n);
     write_thread_names(o, items, n);
     for (size_t i = 0; i < n; i++)
@@ -819,7 +825,7 @@ static void trace_write(const braid__trace *tr)
     tr_item *items = collect(tr, &n);
     tr_out o = { .tr = tr, .pid = (int)getpid(), .last_ts = tr->t0 };
     /* Above PID_MAX_LIMIT (2^22): no real process has the tasks' pid. */
-    o.task_pid = (1 << 22) + o.pid;
+    o.task_pid = (int)TR_FAKE_TID_BASE + o.pid;
     o.worker_tid = braid__calloc(tr->nworkers, sizeof *o.worker_tid);
     o.open = braid__calloc(tr->nworkers, sizeof *o.open);
     FILE *f = items && o.worker_tid && o.open ? fopen(tr->path, "w") : NULL;
