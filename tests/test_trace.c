@@ -368,6 +368,7 @@ static void *workload(void *arg)
 
 struct counts {
     int spawn, completed, panicked, cancelled, cancel_req, steal, wake_by_task, child_slices;
+    int flow_starts, flow_ends;
 };
 
 static void count_event(const jev *e, void *arg)
@@ -388,6 +389,10 @@ static void count_event(const jev *e, void *arg)
             c->steal++;
         else if (strncmp(e->name, "wake task ", 10) == 0 && e->by > 0)
             c->wake_by_task++;
+    } else if (strcmp(e->ph, "s") == 0) {
+        c->flow_starts++;
+    } else if (strcmp(e->ph, "f") == 0) {
+        c->flow_ends++;
     } else if (strcmp(e->ph, "X") == 0) {
         if (strncmp(e->name, "task ", 5) == 0 && strstr(e->name, " child"))
             c->child_slices++;
@@ -432,6 +437,10 @@ static void check_workload(unsigned workers)
     CHECK(c.child_slices >= NCHILD);
     /* The root is woken by the children it joins. */
     CHECK(c.wake_by_task >= 1);
+    /* An arrow from each spawn to the task's first run, and from wakes to
+     * the runs they caused: every run that follows a spawn or a wake. */
+    CHECK(c.flow_ends >= tasks);
+    CHECK(c.flow_ends <= c.flow_starts);
     if (workers == 2)
         CHECK(c.steal >= 1);
     else
