@@ -112,15 +112,6 @@ static void tr_fill(tr_ev *e, uint64_t ts, int kind, unsigned reason, uint64_t t
     e->reason = (uint8_t)reason;
 }
 
-static tr_ev *tr_put(braid__trace_buf *b, uint64_t ts, int kind, unsigned reason, uint64_t task,
-                     uint64_t arg)
-{
-    tr_ev *e = tr_slot(b);
-    if (e)
-        tr_fill(e, ts, kind, reason, task, arg);
-    return e;
-}
-
 static inline void tr_lock(braid__trace_buf *b)
 {
     if (b->shared)
@@ -162,18 +153,25 @@ __attribute__((noinline, cold)) void braid__trace_switch(braid__trace_buf *b,
                                                          const braid__task *from, bool from_ends,
                                                          const braid__task *to)
 {
+    tr_ev *out = from ? tr_slot(b) : NULL;
+    tr_ev *in = to ? tr_slot(b) : NULL;
+    if (!out && !in)
+        return;
     uint64_t now = braid__now_ns();
-    if (from)
-        tr_put(b, now, BRAID_TR_SUSPEND, from_ends ? TR_EXIT : from->wait_reason, from->id, 0);
-    if (to)
-        tr_put(b, now, BRAID_TR_RUN, to->kind, to->id, 0);
+    if (out)
+        tr_fill(out, now, BRAID_TR_SUSPEND, from_ends ? TR_EXIT : from->wait_reason, from->id, 0);
+    if (in)
+        tr_fill(in, now, BRAID_TR_RUN, to->kind, to->id, 0);
 }
 
 __attribute__((noinline, cold)) void braid__trace_start(braid__trace_buf *b, const braid__task *t)
 {
     const char *name = t->ext && t->ext->name[0] ? t->ext->name : NULL;
-    tr_ev *e = tr_put(b, braid__now_ns(), BRAID_TR_START, t->kind, t->id, 0);
-    if (!e || !name)
+    tr_ev *e = tr_slot(b);
+    if (!e)
+        return;
+    tr_fill(e, braid__now_ns(), BRAID_TR_START, t->kind, t->id, 0);
+    if (!name)
         return;
     /* The name takes the next slot whole (BRAID_NAME_MAX == sizeof *e). */
     tr_ev *n = tr_slot(b);
