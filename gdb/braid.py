@@ -158,19 +158,52 @@ def _state(t, w, running, reasons, tls_ok, fields):
     return s
 
 
-def _site(t, fields):
-    if "site_file" not in fields:
-        return None
-    f = t["site_file"]
-    if not _int(f):
-        return "-"
+def _site_layout(fields):
+    """How this libbraid keeps spawn sites: "task" (site_file, site_line,
+    parent fields of struct braid__task), "rec" (a braid__site beside each
+    completion record, src/handle.h) or None."""
+    if "site_file" in fields or "parent" in fields:
+        return "task"
     try:
-        where = f.string()
+        return ("rec", gdb.lookup_type("braid__site").strip_typedefs())
+    except gdb.error:
+        return None
+
+
+# BRAID_REC_CHUNK_SHIFT (src/handle.h): where a record's site is.
+REC_CHUNK_SHIFT = 16
+
+
+def _c_string(v):
+    if not _int(v):
+        return None
+    try:
+        return v.string()
     except (gdb.error, UnicodeDecodeError):
-        where = "?"
-    if "site_line" in fields:
-        where += ":%d" % int(t["site_line"])
-    return where
+        return "?"
+
+
+def _site(t, fields, layout):
+    """(spawn site or "-", parent id or "-") of a task."""
+    if layout == "task":
+        where = _c_string(t["site_file"]) if "site_file" in fields else None
+        if where is not None and "site_line" in fields:
+            where += ":%d" % int(t["site_line"])
+        parent = int(t["parent"]) if "parent" in fields else 0
+    else:
+        rec = t["rec"]
+        if not _int(rec):  # a join_all call: its caller's site
+            return "-", "-"
+        site_type = layout[1]
+        i = int(t["rec_index"]) & ((1 << REC_CHUNK_SHIFT) - 1)
+        size = rec.dereference().type.sizeof
+        addr = _int(rec) - i * size + (size << REC_CHUNK_SHIFT) + i * site_type.sizeof
+        site = gdb.Value(addr).cast(site_type.pointer()).dereference()
+        where = _c_string(site["file"])
+        if where is not None:
+            where += ":%d" % int(site["line"])
+        parent = int(site["parent"])
+    return where or "-", str(parent) if parent else "-"
 
 
 def _find(task_id):
@@ -191,6 +224,7 @@ Usage: info braid-tasks"""
 
     def invoke(self, arg, from_tty):
         fields = _fields("struct braid__task")
+        layout = _site_layout(fields)
         reasons = _wait_reasons()
         running = _running()
         tls_ok = bool(running)
@@ -198,20 +232,16 @@ Usage: info braid-tasks"""
         for n, w, t in sorted(_tasks(), key=lambda x: (x[0], int(x[2]["id"]), int(x[2]["kind"]))):
             row = ["%d" % int(t["id"]), _name(t) or "-", "rt%d/w%d" % (n, int(w["index"])),
                    _state(t, w, running, reasons, tls_ok, fields)]
-            if "parent" in fields:
-                row.append(str(int(t["parent"])) if int(t["parent"]) else "-")
-            site = _site(t, fields)
-            if site is not None:
-                row.append(site)
+            if layout is not None:
+                where, parent = _site(t, fields, layout)
+                row += [parent, where]
             rows.append(row)
         if not rows:
             print("no started braid tasks")
             return
         head = ["id", "name", "worker", "state"]
-        if "parent" in fields:
-            head.append("parent")
-        if "site_file" in fields:
-            head.append("spawned at")
+        if layout is not None:
+            head += ["parent", "spawned at"]
         widths = [max(len(r[i]) for r in rows + [head]) for i in range(len(head))]
         for r in [head] + rows:
             print("  ".join(c.ljust(widths[i]) for i, c in enumerate(r)).rstrip())
