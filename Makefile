@@ -11,7 +11,7 @@
 #   make bench            build bench/braid-bench (run it: bench/README)
 #   make compare          braid vs Tokio, Go and pthreads side by side, and
 #                         mini_redis vs redis-server (bench/compare/README.md)
-#   make install PREFIX=/usr/local
+#   make install PREFIX=/usr/local   (also the gdb extension, gdb/braid.py)
 #
 # Objects are compiled once with -fPIC and serve both libraries.  After
 # compiling, each object's code sections are renamed to "braid_text", so
@@ -25,6 +25,7 @@ AR       ?= ar
 PREFIX   ?= /usr/local
 LIBDIR   ?= $(PREFIX)/lib
 INCDIR   ?= $(PREFIX)/include
+DATADIR  ?= $(PREFIX)/share
 
 VERSION  := 0.1.0
 SOMAJOR  := 0
@@ -291,6 +292,10 @@ install: all
 	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so.$(SOMAJOR)
 	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so
 	$(PC_SUBST) braid.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/braid.pc
+	install -d $(DESTDIR)$(DATADIR)/braid/gdb $(DESTDIR)$(DATADIR)/gdb/auto-load$(LIBDIR)
+	install -m 644 gdb/braid.py $(DESTDIR)$(DATADIR)/braid/gdb/
+	install -m 644 gdb/braid.py \
+	    $(DESTDIR)$(DATADIR)/gdb/auto-load$(LIBDIR)/libbraid.so.$(VERSION)-gdb.py
 
 clean:
 	rm -rf $(B) build-aarch64

@@ -156,6 +156,17 @@ typedef struct braid_config {
                                     exactly from seed (see "Deterministic
                                     mode" below); workers must be 0 or 1 */
     uint64_t seed;               /* the deterministic mode's seed */
+    const char *trace_path;      /* record an execution trace and write it to
+                                    this file (Chrome Trace Event JSON, for
+                                    ui.perfetto.dev) when the runtime is freed.
+                                    NULL: the BRAID_TRACE environment variable
+                                    names the file, if set (a second runtime
+                                    of the process writes NAME.1.json, ...).
+                                    Copied */
+    size_t trace_max_bytes;      /* most memory the trace's events may take;
+                                    0 means 16 MiB (about 500,000 events).
+                                    Events past it are dropped, and counted in
+                                    the file (otherData.dropped_events) */
 } braid_config;
 
 /* Options for braid_spawn_ex().  Initialise with BRAID_SPAWN_OPTS_INIT. */
@@ -191,7 +202,8 @@ typedef struct braid_local_key {
 /* Fill cfg with the defaults: workers = 0 (all usable CPUs), stack_size =
  * 256 KiB, isolate_faults = false, shutdown_timeout_ms = 0 (forever),
  * blocking_threads = 0 (512), blocking_keepalive_ms = 0 (10 s),
- * deterministic = false, seed = 0.  (BRAID_SEED is not read here: it only
+ * deterministic = false, seed = 0, trace_path = NULL (BRAID_TRACE decides),
+ * trace_max_bytes = 0 (16 MiB).  (BRAID_SEED is not read here: it only
  * applies to runtimes created with a NULL configuration.) */
 BRAID_API void braid_config_init(braid_config *cfg);
 

@@ -18,6 +18,7 @@
  */
 #include "blocking.h"
 #include "det.h"
+#include "debug.h"
 #include "panic.h"
 #include "sched.h"
 #include "util.h"
@@ -79,8 +80,12 @@ static void *worker_main(void *p)
 
 static void destroy(braid_runtime *rt)
 {
+    braid__debug_unregister(rt);
     /* First: a pool thread may still be waking a task of some worker. */
     braid__bpool_free(rt->blocking);
+    /* Only braid_runtime_free sets shutdown: a runtime that failed to
+     * build has no trace to write. */
+    braid__trace_finish(rt, atomic_load_explicit(&rt->shutdown, memory_order_relaxed));
     for (unsigned i = 0; rt->workers && i < rt->nworkers; i++) {
         if (rt->workers[i]) {
             braid__worker_destroy(rt->workers[i]);
@@ -166,6 +171,8 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         rc = braid__worker_init(w, rt, i);
     }
     if (rc == 0)
+        rc = braid__trace_init(rt);
+    if (rc == 0)
         rc = braid__bpool_new(&rt->blocking, rt->cfg.blocking_threads,
                               rt->cfg.blocking_keepalive_ms);
     /* With one worker the runtime is driven by block_on's thread. */
@@ -185,6 +192,7 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         errno = saved;
         return rc;
     }
+    braid__debug_register(rt);
     *out = rt;
     errno = saved;
     return 0;

@@ -322,16 +322,20 @@ static braid__task *steal(braid__worker *w)
             braid__task *t = braid__task_start_queued(w, h);
             if (!t)
                 t = start_from_ring(w);
-            if (t)
+            if (t) {
+                BRAID__TRACE(w, BRAID_TR_STEAL, 0, t->id, v->index);
                 return t;
+            }
         }
         /* The victim's newest spawn: it runs it itself when its current
          * task suspends, but we are idle now.  Whoever claims it first
          * starts it. */
         h = atomic_load_explicit(&v->ring.newest, memory_order_acquire);
         braid__task *t = h ? braid__task_start_queued(w, h) : NULL;
-        if (t)
+        if (t) {
+            BRAID__TRACE(w, BRAID_TR_STEAL, 0, t->id, v->index);
             return t;
+        }
     }
     return start_from_inject(w);
 }
@@ -515,6 +519,8 @@ static void switch_out(braid__worker *w, braid__task *from, bool dying)
         braid__tls_task = from;
         return;
     }
+    if (BRAID__TRACING(w))
+        braid__trace_switch(w->trace, from, dying, t);
     braid__tls_task = t;
     braid__fiber *to = t ? &t->fiber : &w->sched;
     if (dying) {
@@ -579,6 +585,7 @@ static void park(braid__worker *w)
         uint64_t deadline = braid__wheel_next_ns(&w->wheel);
         if (rt->park_deadline && (!deadline || rt->park_deadline < deadline))
             deadline = rt->park_deadline;
+        BRAID__TRACE(w, BRAID_TR_PARK, 0, 0, 0);
         while (atomic_load_explicit(&w->park, memory_order_acquire) == parked) {
             if (parked == BRAID_PARK_POLLING) {
                 if (braid__io_poll(w, true, deadline) > 0)
@@ -589,6 +596,7 @@ static void park(braid__worker *w)
             if (deadline && braid__now_ns() >= deadline)
                 break;
         }
+        BRAID__TRACE(w, BRAID_TR_UNPARK, 0, 0, 0);
     }
     atomic_store_explicit(&w->park, BRAID_PARK_RUNNING, memory_order_seq_cst);
     /* If a notifier cleared our bit it also counted us as searching. */
@@ -609,6 +617,8 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
         if (t) {
             if (w->searching)
                 stop_searching(w, true);
+            if (BRAID__TRACING(w))
+                braid__trace_switch(w->trace, NULL, false, t);
             braid__tls_task = t;
             braid__fiber_switch(&w->sched, &t->fiber);
             braid__tls_task = NULL;

@@ -74,6 +74,7 @@
 #include "stack.h"
 #include "task.h"
 #include "timer.h"
+#include "trace.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -94,6 +95,7 @@ struct braid__worker {
     /* Owner-only state. */
     braid_runtime *rt;
     unsigned index;
+    braid__trace_buf *trace;        /* NULL unless tracing (trace.h) */
     braid__fiber sched;             /* the scheduler context */
     braid__task *lifo;
     unsigned lifo_streak;
@@ -158,6 +160,8 @@ struct braid_runtime {
     uint64_t park_deadline;         /* current-thread shutdown: latest wake-up */
     struct braid__bpool *blocking;  /* the blocking pool (blocking.h) */
     braid__det *det;                /* deterministic mode (det.h), else NULL */
+    braid__trace *trace;            /* NULL unless tracing (trace.h) */
+    braid_runtime *reg_prev, *reg_next; /* braid__runtimes (debug.c) */
 };
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds

@@ -18,6 +18,8 @@
 
 void braid__wake_enqueue(braid__task *t)
 {
+    if (BRAID__TRACING(t->home))
+        braid__trace_wake(t);
     braid__worker *w = braid__tls_worker;
     if (w == t->home)
         braid__sched_enqueue_local(w, t);
@@ -183,6 +185,7 @@ static void drop_unstarted(braid__rec *r, uint32_t index, uint64_t claimed, int 
     if (ext && ext->arg_drop)
         ext->arg_drop(arg);
     braid_runtime *rt = braid__rec_owner(index)->rt;
+    BRAID__TRACE_RT(rt, BRAID_TR_DROP, BRAID_KIND_TASK, braid__rec_gen(claimed), fate);
     rec_finish(rt, local_worker(rt), r, index, fate, fate == BRAID_PANICKED ? (void *)info : NULL,
                ext ? ext->name : NULL);
     free(ext);
@@ -321,6 +324,8 @@ static braid__task *start_claimed(braid__worker *w, braid__rec *r, uint32_t inde
     t->rec = r;
     t->rec_index = index;
     t->ext = ext;
+    if (BRAID__TRACING(w))
+        braid__trace_start(w->trace, t);
     r->a.task = t;
     if (joiner) {
         r->waiter = joiner;
@@ -356,6 +361,8 @@ static __attribute__((noinline, cold)) void warn_pushed_defers(braid__task *t)
 
 void braid__task_exit(braid__task *t, int fate, void *value)
 {
+    if (BRAID__TRACING(t->home))
+        braid__trace_end(t->home->trace, t, fate);
     if (t->locals)
         braid__local_destroy(t);
     if (BRAID_UNLIKELY(t->defers && fate != BRAID_PANICKED))
@@ -472,6 +479,8 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
         s |= BRAID_REC_CANCEL; /* it will be dropped, never run */
     atomic_store_explicit(&r->state, s, memory_order_release);
     braid_task h = braid__handle_make(id, index);
+    /* Recorded before it is queued: it may run at once elsewhere. */
+    BRAID__TRACE_RT(rt, BRAID_TR_SPAWN, 0, id, braid_current_id());
     /* Counted before it is queued, so that a shutdown never sees it finish
      * before it was spawned. */
     if (w)
@@ -525,6 +534,7 @@ int braid_spawn(braid_task *out, braid_fn fn, void *arg)
         st |= BRAID_REC_CANCEL;
     atomic_store_explicit(&r->state, st, memory_order_release);
     braid_task h = braid__handle_make(id, s->index);
+    BRAID__TRACE(w, BRAID_TR_SPAWN, 0, id, self->id);
     count_spawned(w, 1);
     if (BRAID_UNLIKELY(!braid__sched_push_new(w, h.bits))) {
         count_spawned(w, -1);
@@ -848,6 +858,8 @@ int braid_cancel(braid_task h)
         braid__rec_unlock(r, ls);
         return -ESRCH;
     }
+    BRAID__TRACE_RT(braid__rec_owner(braid__handle_index(h))->rt, BRAID_TR_CANCEL, 0, gen,
+                    braid_current_id());
     switch (braid__rec_phase(ls)) {
     case BRAID_REC_QUEUED:
         /* Never started: it never will.  Claim it and finish it here. */
