@@ -11,7 +11,13 @@
 #   make bench            build bench/braid-bench (run it: bench/README)
 #   make compare          braid vs Tokio, Go and pthreads side by side, and
 #                         mini_redis vs redis-server (bench/compare/README.md)
-#   make install PREFIX=/usr/local   (also the gdb extension, gdb/braid.py)
+#   make test-builds      gcc -O0, gcc -O3 -flto and clang builds (-Werror), each
+#                         through the normal tests
+#   make test-portable    the ucontext context switch through the normal and ASan tests
+#   make lint             cppcheck and clang-tidy, clean
+#   make man              man pages from include/braid.h into build/man/man3
+#   make install PREFIX=/usr/local   headers, libraries, braid.pc, CMake package,
+#                         man pages, the gdb extension (gdb/braid.py)
 #
 # Objects are compiled once with -fPIC and serve both libraries.  After
 # compiling, each object's code sections are renamed to "braid_text", so
@@ -26,6 +32,7 @@ PREFIX   ?= /usr/local
 LIBDIR   ?= $(PREFIX)/lib
 INCDIR   ?= $(PREFIX)/include
 DATADIR  ?= $(PREFIX)/share
+MANDIR   ?= $(DATADIR)/man
 
 VERSION  := 0.1.0
 SOMAJOR  := 0
@@ -66,7 +73,11 @@ RENAME   := --rename-section .text=braid_text,alloc,load,readonly,code,contents 
             --rename-section .text.startup=braid_text,alloc,load,readonly,code,contents \
             --rename-section .text.exit=braid_text,alloc,load,readonly,code,contents
 
-.PHONY: all test test-aarch64 demo bench install clean check-tools examples
+# An LTO object holds no code yet (objcopy refuses it): with -flto the code
+# stays in .text, and isolate_faults converts no fault (src/panic.c).
+RENAME_CMD = $(if $(findstring -flto,$(CFLAGS_LIB)),,$(OBJCOPY) $(RENAME) $@)
+
+.PHONY: all test test-aarch64 demo bench install clean check-tools examples man
 
 all: $(B)/libbraid.a $(B)/libbraid.so $(B)/libbraid-tsan.a $(B)/braid.pc
 
@@ -76,13 +87,13 @@ all: $(B)/libbraid.a $(B)/libbraid.so $(B)/libbraid-tsan.a $(B)/braid.pc
 define flavour
 $(B)/$(1)/%.o: src/%.c $(HDRS) | $(B)/$(1)/arch
 	$$(CC) $$(CFLAGS_LIB) $(2) $$(if $$(filter src/fiber.c,$$<),-fno-sanitize=all) -c $$< -o $$@
-	$$(OBJCOPY) $$(RENAME) $$@
+	$$(RENAME_CMD)
 
 $(B)/$(1)/unity.o: $(UNITY_PARTS)
 
 $(B)/$(1)/%.o: src/%.S | $(B)/$(1)/arch
 	$$(CC) $$(CFLAGS_LIB) -c $$< -o $$@
-	$$(OBJCOPY) $$(RENAME) $$@
+	$$(RENAME_CMD)
 
 $(B)/$(1)/arch:
 	mkdir -p $$@
@@ -114,7 +125,8 @@ $(B)/libbraid-faultinj.a: $(call OBJS,faultinj)
 	rm -f $@ && $(AR) rcs $@ $^
 
 PC_SUBST = sed -e 's|@PREFIX@|$(PREFIX)|g' -e 's|@LIBDIR@|$(LIBDIR)|g' -e 's|@INCDIR@|$(INCDIR)|g' \
-	    -e 's|@VERSION@|$(VERSION)|g'
+	    -e 's|@VERSION@|$(VERSION)|g' -e 's|@SOMAJOR@|$(SOMAJOR)|g' \
+	    -e 's|@VMAJOR@|$(word 1,$(subst ., ,$(VERSION)))|g' -e 's|@VMINOR@|$(word 2,$(subst ., ,$(VERSION)))|g'
 
 $(B)/braid.pc: braid.pc.in Makefile
 	$(PC_SUBST) $< > $@
@@ -122,7 +134,10 @@ $(B)/braid.pc: braid.pc.in Makefile
 # ---- tests -------------------------------------------------------------------------
 # test_faultinj.c needs the fault-injection library: it has its own
 # configuration, faultinj (ASan+UBSan), and only that one.
-TEST_SRC  := $(filter-out tests/test_faultinj.c,$(wildcard tests/test_*.c))
+# The documentation and packaging tests check files and the install, not
+# code: the normal configuration only (not asan, tsan, aarch64, portable).
+TOOL_TESTS := tests/test_docs.c tests/test_install.c
+TEST_SRC  := $(filter-out tests/test_faultinj.c $(TOOL_TESTS),$(wildcard tests/test_*.c))
 TEST_HDR  := tests/test.h tests/scenario.h fuzz/resp_check.h examples/mini_redis.c
 EX_SRC    := $(wildcard examples/*.c)
 TFLAGS    := -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Wall -Wextra
@@ -159,7 +174,7 @@ $(B)/%/test_guide: TFLAGS_WB += -DBRAID_SOURCE_DIR='"$(CURDIR)"'
 $(foreach c,normal asan tsan,\
     $(eval $(B)/t-$(c)/test_guide: $(patsubst examples/%.c,$(B)/t-$(c)/ex_%,$(EX_SRC))))
 
-$(eval $(call testcfg,normal,,$(B)/libbraid.a,$(B)/libbraid.a,$(TEST_SRC)))
+$(eval $(call testcfg,normal,,$(B)/libbraid.a,$(B)/libbraid.a,$(TEST_SRC) $(TOOL_TESTS)))
 # ASan+UBSan: the library instrumented too, to catch braid's own bugs ...
 $(eval $(call testcfg,asan,$(SAN_ASAN),$(B)/libbraid-asan.a,$(B)/libbraid-asan.a,$(TEST_SRC)))
 # ... and the ordinary library inside an ASan program, which must be clean
@@ -171,7 +186,7 @@ TESTS_faultinj := $(B)/t-faultinj/test_faultinj
 SHARED_LINK := -L$(B) -Wl,-rpath,$(abspath $(B)) -lbraid
 $(eval $(call testcfg,shared,,$(B)/libbraid.so,$$(SHARED_LINK),$(TEST_SUBSET)))
 
-test: all examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan) $(TESTS_shared) \
+test: all man examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_tsan) $(TESTS_shared) \
       $(TESTS_faultinj)
 	@tests/run-all.sh $(B)
 
@@ -243,6 +258,73 @@ test-aarch64:
 	@BRAID_TEST_CONFIGS=normal BRAID_TEST_NO_EXEC=1 BRAID_TEST_EMULATED=1 \
 	    BRAID_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" tests/run-all.sh build-aarch64
 
+# ---- other compilers, optimisation levels, the portable context switch ------------------
+# The code tests (not the documentation and packaging ones) of a
+# configuration, for the targets below, which build in their own B.
+CODE_TESTS_normal = $(filter-out $(B)/t-normal/test_docs $(B)/t-normal/test_install,$(TESTS_normal))
+.PHONY: code-tests-normal code-tests-asan code-tests-shared test-builds test-portable
+code-tests-normal: $(CODE_TESTS_normal)
+code-tests-asan: $(TESTS_asan)
+code-tests-shared: $(TESTS_shared)
+
+# The library built warning-free (-Werror, and no warning at link time
+# either) with gcc at -O0 and at -O3 -flto, and with clang, each in its own
+# directory (build-gcc-O0, build-gcc-lto, build-clang), and the normal and
+# shared configurations' tests run against each.  clang without -flto: LTO
+# with clang needs the LLVM gold plugin or lld.
+# A static -flto libbraid converts no fault, not even a stack overflow: its
+# code is generated at link time into the program's .text, not braid_text,
+# so the fault handler cannot tell it from the program's (src/panic.c) and
+# lets the fault kill the process.  There the tests that overflow or fault
+# skip (BRAID_TEST_NO_ISOLATION); the shared -flto libbraid.so, found by
+# name, isolates them, and its configuration checks that.
+TEST_BUILDS := gcc-O0:gcc:-O0 gcc-lto:gcc:-O3_-flto=auto clang:clang:-O2
+test-builds:
+	@set -e; for b in $(TEST_BUILDS); do \
+	    name=$${b%%:*}; rest=$${b#*:}; cc=$${rest%%:*}; opt=$$(echo "$${rest#*:}" | tr _ ' '); \
+	    ar=ar; noiso=; [ "$$name" = gcc-lto ] && ar=gcc-ar && noiso=1; \
+	    echo "== $$name: CC=$$cc OPT='$$opt'"; mkdir -p build-$$name; \
+	    $(MAKE) -s --no-print-directory CC=$$cc AR=$$ar OPT="$$opt" EXTRA_CFLAGS=-Werror \
+	        B=build-$$name build-$$name/libbraid.a build-$$name/libbraid.so \
+	        code-tests-normal code-tests-shared >build-$$name/build.log 2>&1 \
+	        || { cat build-$$name/build.log; exit 1; }; \
+	    if grep -q 'warning:' build-$$name/build.log; then cat build-$$name/build.log; exit 1; fi; \
+	    rc=0; BRAID_TEST_NO_ISOLATION=$$noiso BRAID_TEST_CONFIGS=normal \
+	        tests/run-all.sh build-$$name >build-$$name/test.log || rc=$$?; \
+	    BRAID_TEST_CONFIGS=shared tests/run-all.sh build-$$name >>build-$$name/test.log || rc=$$?; \
+	    grep -v -e '^PASS' -e '^SKIP' build-$$name/test.log; [ $$rc -eq 0 ]; \
+	done
+
+# The ucontext context switch (PORTABLE=1) through the normal and
+# ASan+UBSan configurations, in build-portable.  Both targets print only
+# failures and the tally (the full log: build-*/test.log).
+test-portable:
+	$(MAKE) -s --no-print-directory PORTABLE=1 B=build-portable code-tests-normal code-tests-asan
+	@rc=0; BRAID_TEST_CONFIGS="normal asan" tests/run-all.sh build-portable >build-portable/test.log \
+	    || rc=$$?; grep -v -e '^PASS' -e '^SKIP' build-portable/test.log; [ $$rc -eq 0 ]
+
+# ---- static analysis -------------------------------------------------------------------
+# cppcheck (warning, performance, portability; .cppcheck-suppressions) in the
+# plain configuration and in the portable fault-injection one, then
+# clang-tidy (.clang-tidy) on every library source.  Clean means silent
+# (about a minute).
+LINT_SRC := $(filter-out src/unity.c,$(wildcard src/*.c)) src/arch/ctx.c
+CPPCHECK := cppcheck --enable=warning,performance,portability --std=c11 --inline-suppr \
+            --suppressions-list=.cppcheck-suppressions --error-exitcode=1 --quiet \
+            --template='{file}:{line}: {severity} [{id}] {message}' \
+            -Iinclude -Isrc -D_GNU_SOURCE -D__linux__ -D__GNUC__
+.PHONY: lint
+lint:
+	@mkdir -p $(B)
+	$(CPPCHECK) -D__x86_64__ $(LINT_SRC)
+	$(CPPCHECK) -D__aarch64__ -DBRAID_PORTABLE_CTX -DBRAID_FAULT_INJECTION $(LINT_SRC)
+	@# One file per run: clang-tidy 14's valist checker misreads va_start in
+	@# every file after the first of a run (it keeps state across them).
+	@rc=0; for f in $(LINT_SRC); do \
+	    clang-tidy --quiet $$f -- -std=c11 -D_GNU_SOURCE -Iinclude -iquote src 2>$(B)/tidy.err \
+	        || rc=1; grep -v 'warnings\? generated\.$$' $(B)/tidy.err >&2; \
+	done; rm -f $(B)/tidy.err; exit $$rc
+
 # ---- examples ------------------------------------------------------------------------
 EXAMPLES := spawn join spawn_join task_failure pipeline fanout echo cancel actor shared_state \
             select blocking debug
@@ -283,19 +365,36 @@ compare:
 compare-http:
 	@ONLY=http_hello OUT=bench/results/latest-http.md SVG= bench/compare/run.sh
 
+# ---- man pages ------------------------------------------------------------------------
+# One page per public function, generated from its comment in include/braid.h
+# (tools/mangen.awk), plus braid(3), the overview.  Read one before
+# installing: man -l build/man/man3/braid_spawn.3
+MAN3 := $(B)/man/man3
+man: $(MAN3)/braid.3
+$(MAN3)/braid.3: include/braid.h tools/mangen.awk
+	rm -rf $(MAN3) && mkdir -p $(MAN3)
+	awk -v out=$(MAN3) -v version=$(VERSION) -f tools/mangen.awk include/braid.h include/braid.h
+
 # ---- install ---------------------------------------------------------------------------
-install: all
-	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig
+# Headers, both libraries (with the SONAME links), braid.pc, the CMake package
+# (find_package(braid): braid::braid) and the man pages.  DESTDIR stages.
+CMAKEDIR ?= $(LIBDIR)/cmake/braid
+install: all man
+	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
+	    $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(MANDIR)/man3
 	install -m 644 include/braid.h $(DESTDIR)$(INCDIR)/
 	install -m 644 $(B)/libbraid.a $(B)/libbraid-tsan.a $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(B)/libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
 	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so.$(SOMAJOR)
 	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so
 	$(PC_SUBST) braid.pc.in > $(DESTDIR)$(LIBDIR)/pkgconfig/braid.pc
+	$(PC_SUBST) cmake/braidConfig.cmake.in > $(DESTDIR)$(CMAKEDIR)/braidConfig.cmake
+	$(PC_SUBST) cmake/braidConfigVersion.cmake.in > $(DESTDIR)$(CMAKEDIR)/braidConfigVersion.cmake
+	install -m 644 $(MAN3)/*.3 $(DESTDIR)$(MANDIR)/man3/
 	install -d $(DESTDIR)$(DATADIR)/braid/gdb $(DESTDIR)$(DATADIR)/gdb/auto-load$(LIBDIR)
 	install -m 644 gdb/braid.py $(DESTDIR)$(DATADIR)/braid/gdb/
 	install -m 644 gdb/braid.py \
 	    $(DESTDIR)$(DATADIR)/gdb/auto-load$(LIBDIR)/libbraid.so.$(VERSION)-gdb.py
 
 clean:
-	rm -rf $(B) build-aarch64
+	rm -rf $(B) build-aarch64 build-portable $(foreach b,$(TEST_BUILDS),build-$(firstword $(subst :, ,$(b))))

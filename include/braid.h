@@ -373,7 +373,9 @@ BRAID_API int braid_yield(void);
  * Cancellation point.  Returns 0, -ECANCELED, -EPERM. */
 BRAID_API int braid_sleep_ms(uint64_t ms);
 
-/* Suspend until braid_now_ns() >= deadline_ns.  As braid_sleep_ms(). */
+/* Suspend until braid_now_ns() >= deadline_ns (a deadline already past
+ * still yields).  As braid_sleep_ms(): task only, cancellation point,
+ * returns 0, -ECANCELED, -EPERM. */
 BRAID_API int braid_sleep_until(uint64_t deadline_ns);
 
 /* Monotonic time in nanoseconds (CLOCK_MONOTONIC).  Any thread.  Inside a
@@ -486,8 +488,12 @@ BRAID_API int braid_chan_try_recv(braid_chan *ch, void *item);
  * -EINVAL. */
 BRAID_API int braid_chan_close(braid_chan *ch);
 
-/* Reference counting, as described above.  Each returns 0 or -EINVAL (also
- * when dropping a kind of reference that has none left). */
+/* Reference counting, as described above: braid_chan_sender_dup() and
+ * braid_chan_receiver_dup() add a reference of their kind,
+ * braid_chan_sender_drop() and braid_chan_receiver_drop() give one up (the
+ * last one of both kinds frees the channel: do not use ch after it).  Never
+ * wait; any thread.  Each returns 0 or -EINVAL (also when dropping a kind
+ * of reference that has none left). */
 BRAID_API int braid_chan_sender_dup(braid_chan *ch);
 BRAID_API int braid_chan_sender_drop(braid_chan *ch);
 BRAID_API int braid_chan_receiver_dup(braid_chan *ch);
@@ -506,17 +512,28 @@ BRAID_API size_t braid_chan_len(braid_chan *ch);
 
 typedef struct braid_oneshot braid_oneshot;
 
+/* Create a oneshot for one value of item_size bytes (1 .. 65536); the
+ * caller holds both ends.  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
 BRAID_API int braid_oneshot_new(braid_oneshot **out, size_t item_size);
-/* Never waits.  Returns 0, -EPIPE (the receiver is gone, or it was already
- * sent), -EINVAL. */
+
+/* Send a copy of *item and consume the sending end.  Never waits; any
+ * thread; not a cancellation point.  Returns 0, -EPIPE (the receiver is
+ * gone, or it was already sent), -EINVAL. */
 BRAID_API int braid_oneshot_send(braid_oneshot *o, const void *item);
-/* Wait for the value.  Returns 0, -EPIPE (the sender went without
- * sending), -ECANCELED, -ETIMEDOUT, -EAGAIN (try form), -EINVAL.  A return
- * of 0 or -EPIPE consumes the receiving end. */
+
+/* Wait for the value (braid_oneshot_try_recv(): without waiting).
+ * Suspends a task, blocks a plain thread.  Cancellation point.  Returns 0,
+ * -EPIPE (the sender went without sending), -ECANCELED, -ETIMEDOUT,
+ * -EAGAIN (try form: nothing yet), -EINVAL.  A return of 0 or -EPIPE
+ * consumes the receiving end. */
 BRAID_API int braid_oneshot_recv(braid_oneshot *o, void *item);
 BRAID_API int braid_oneshot_recv_until(braid_oneshot *o, void *item, uint64_t deadline_ns);
 BRAID_API int braid_oneshot_try_recv(braid_oneshot *o, void *item);
-/* Give up an end without using it. */
+
+/* Give up an end without using it: braid_oneshot_sender_drop() makes the
+ * receiver get -EPIPE; braid_oneshot_receiver_drop() makes a send fail
+ * with -EPIPE.  Never waits; any thread.  Returns 0, or -EINVAL (a bad
+ * oneshot, or an end already given up). */
 BRAID_API int braid_oneshot_sender_drop(braid_oneshot *o);
 BRAID_API int braid_oneshot_receiver_drop(braid_oneshot *o);
 
@@ -531,24 +548,39 @@ BRAID_API int braid_oneshot_receiver_drop(braid_oneshot *o);
 typedef struct braid_bcast braid_bcast;
 typedef struct braid_bcast_rx braid_bcast_rx;
 
-/* item_size 1 .. 65536, capacity 1 .. 2^20. */
+/* Create a broadcast channel of capacity values (1 .. 2^20) of item_size
+ * bytes (1 .. 65536).  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
 BRAID_API int braid_bcast_new(braid_bcast **out, size_t item_size, size_t capacity);
-/* Returns the number of receivers it reached (>= 0; 0 is not an error), or
- * -EPIPE (closed), -EINVAL. */
+
+/* Send a copy of *item to every receiver.  Never waits; any thread; not a
+ * cancellation point.  Returns the number of receivers it reached (>= 0; 0
+ * is not an error), or -EPIPE (closed), -EINVAL. */
 BRAID_API int braid_bcast_send(braid_bcast *b, const void *item);
-/* A receiver that sees the values sent from now on. */
+
+/* A receiver that sees the values sent from now on; free it with
+ * braid_bcast_rx_free().  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
 BRAID_API int braid_bcast_subscribe(braid_bcast *b, braid_bcast_rx **out);
-/* Receive the next value.  Returns 0, -EOVERFLOW (lagged: *missed, if not
- * NULL, says how many values were lost; the next call continues), -EPIPE
- * (closed and all seen), -ECANCELED, -ETIMEDOUT, -EAGAIN (try form). */
+
+/* Receive the next value (braid_bcast_try_recv(): without waiting).
+ * Suspends a task, blocks a plain thread.  Cancellation point.  Returns 0,
+ * -EOVERFLOW (lagged: *missed, if not NULL, says how many values were
+ * lost; the next call continues), -EPIPE (closed and all seen),
+ * -ECANCELED, -ETIMEDOUT, -EAGAIN (try form), -EINVAL. */
 BRAID_API int braid_bcast_recv(braid_bcast_rx *rx, void *item, uint64_t *missed);
 BRAID_API int braid_bcast_recv_until(braid_bcast_rx *rx, void *item, uint64_t *missed,
                                      uint64_t deadline_ns);
 BRAID_API int braid_bcast_try_recv(braid_bcast_rx *rx, void *item, uint64_t *missed);
+
+/* Free a receiver (no call may be using it); sends no longer count it.
+ * Returns 0 or -EINVAL. */
 BRAID_API int braid_bcast_rx_free(braid_bcast_rx *rx);
-/* No more sends; receivers get what they have not seen, then -EPIPE. */
+
+/* No more sends; receivers get what they have not seen, then -EPIPE.
+ * Never waits; any thread.  Returns 0 or -EINVAL. */
 BRAID_API int braid_bcast_close(braid_bcast *b);
-/* Free the channel; every receiver must have been freed (else -EBUSY). */
+
+/* Free the channel; every receiver must have been freed (else -EBUSY).
+ * Returns 0, -EBUSY, -EINVAL. */
 BRAID_API int braid_bcast_free(braid_bcast *b);
 
 /* ------------------------------------------------------------------------
@@ -557,22 +589,28 @@ BRAID_API int braid_bcast_free(braid_bcast *b);
 
 typedef struct braid_watch braid_watch;
 
-/* The initial value is version 0. */
+/* Create a watch holding a copy of *initial (item_size 1 .. 65536 bytes)
+ * as version 0.  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
 BRAID_API int braid_watch_new(braid_watch **out, size_t item_size, const void *initial);
 /* Store a new value (version + 1) and wake whoever waits for a change.
- * Returns 0, -EPIPE (closed), -EINVAL. */
+ * Never waits; any thread.  Returns 0, -EPIPE (closed), -EINVAL. */
 BRAID_API int braid_watch_send(braid_watch *w, const void *item);
 /* Copy the latest value and its version (either may be NULL).  Returns 0
  * or -EINVAL. */
 BRAID_API int braid_watch_get(braid_watch *w, void *item, uint64_t *version);
 /* Wait until the version differs from *version, then update *version and
- * copy the value (item may be NULL).  Returns 0, -EPIPE (closed, and
- * nothing newer), -ECANCELED, -ETIMEDOUT, -EINVAL. */
+ * copy the value (item may be NULL).  Suspends a task, blocks a plain
+ * thread.  Cancellation point.  Returns 0, -EPIPE (closed, and nothing
+ * newer), -ECANCELED, -ETIMEDOUT, -EINVAL. */
 BRAID_API int braid_watch_changed(braid_watch *w, uint64_t *version, void *item);
 BRAID_API int braid_watch_changed_until(braid_watch *w, uint64_t *version, void *item,
                                         uint64_t deadline_ns);
+
+/* No more sends: waiters, and later waits that find nothing newer, get
+ * -EPIPE.  Any thread.  Returns 0 or -EINVAL. */
 BRAID_API int braid_watch_close(braid_watch *w);
-/* Free it; nobody may wait on it (else -EBUSY). */
+
+/* Free it; nobody may wait on it.  Returns 0, -EBUSY, -EINVAL. */
 BRAID_API int braid_watch_free(braid_watch *w);
 
 /* ------------------------------------------------------------------------
@@ -651,17 +689,23 @@ typedef struct braid_mutex {
 #define BRAID_MUTEX_INIT { { 0 } }
 
 /* Mutex with FIFO handoff: unlocking gives the lock to the longest waiter,
- * so nobody starves.  Owned by the task (or thread) that locked it. */
+ * so nobody starves.  Owned by the task (or thread) that locked it.
+ * braid_mutex_init() is BRAID_MUTEX_INIT at run time.  Returns 0 or -EINVAL
+ * (m NULL). */
 BRAID_API int braid_mutex_init(braid_mutex *m);
-/* Returns 0, -EDEADLK (the caller holds it), -ECANCELED, -ETIMEDOUT,
- * -EINVAL. */
+/* Lock m, waiting for it (suspends a task, blocks a plain thread).
+ * Cancellation point.  Returns 0, -EDEADLK (the caller holds it),
+ * -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
 BRAID_API int braid_mutex_lock(braid_mutex *m);
 BRAID_API int braid_mutex_lock_until(braid_mutex *m, uint64_t deadline_ns);
-/* Returns 0, -EBUSY (held, or others wait for it), -EINVAL. */
+/* Lock m without waiting.  Returns 0, -EBUSY (held, or others wait for it),
+ * -EINVAL. */
 BRAID_API int braid_mutex_trylock(braid_mutex *m);
-/* Returns 0, -EPERM (the caller does not hold it), -EINVAL. */
+/* Unlock m, handing it to the longest waiter if there is one.  Never waits.
+ * Returns 0, -EPERM (the caller does not hold it), -EINVAL. */
 BRAID_API int braid_mutex_unlock(braid_mutex *m);
-/* Returns 0, or -EBUSY if it is locked or waited on. */
+/* Check that m is unused (it holds no resources to free).  Returns 0, or
+ * -EBUSY if it is locked or waited on, -EINVAL. */
 BRAID_API int braid_mutex_destroy(braid_mutex *m);
 
 typedef struct braid_rwlock {
@@ -671,17 +715,31 @@ typedef struct braid_rwlock {
 
 /* Reader-writer lock, fair: requests are served in arrival order (a run of
  * readers together), so a waiting writer holds back later readers and no
- * writer starves. */
+ * writer starves.  braid_rwlock_init() is BRAID_RWLOCK_INIT at run time.
+ * Returns 0 or -EINVAL. */
 BRAID_API int braid_rwlock_init(braid_rwlock *l);
+
+/* Take a read hold (braid_rwlock_rdlock(), shared) or the write hold
+ * (braid_rwlock_wrlock(), exclusive), waiting for it (suspends a task,
+ * blocks a plain thread).  Cancellation point.  Returns 0, -EDEADLK (write:
+ * the caller holds the write hold), -ECANCELED, -ETIMEDOUT (the _until
+ * forms), -EINVAL. */
 BRAID_API int braid_rwlock_rdlock(braid_rwlock *l);
 BRAID_API int braid_rwlock_rdlock_until(braid_rwlock *l, uint64_t deadline_ns);
 BRAID_API int braid_rwlock_wrlock(braid_rwlock *l);
 BRAID_API int braid_rwlock_wrlock_until(braid_rwlock *l, uint64_t deadline_ns);
-/* Without waiting: -EBUSY. */
+
+/* braid_rwlock_tryrdlock() and braid_rwlock_trywrlock(): the same without
+ * waiting.  Returns 0, -EBUSY, -EINVAL. */
 BRAID_API int braid_rwlock_tryrdlock(braid_rwlock *l);
 BRAID_API int braid_rwlock_trywrlock(braid_rwlock *l);
-/* Release a read or write hold.  Returns 0, -EPERM (not held), -EINVAL. */
+
+/* Release a read or write hold.  Never waits.  Returns 0, -EPERM (not
+ * held), -EINVAL. */
 BRAID_API int braid_rwlock_unlock(braid_rwlock *l);
+
+/* Check that l is unused (it holds no resources to free).  Returns 0, -EBUSY
+ * (held or waited on), -EINVAL. */
 BRAID_API int braid_rwlock_destroy(braid_rwlock *l);
 
 typedef struct braid_sem {
@@ -689,18 +747,35 @@ typedef struct braid_sem {
 } braid_sem;
 #define BRAID_SEM_INIT(permits) { { (uint64_t)(permits) } }
 
-/* Counting semaphore (Tokio's Semaphore): acquire waits for n permits,
- * FIFO (a large request at the head holds back smaller ones behind it).
- * Closing fails every waiter and later acquire with -EPIPE. */
+/* Counting semaphore (Tokio's Semaphore) with permits permits (below 2^62);
+ * braid_sem_init() is BRAID_SEM_INIT(permits) at run time.  Returns 0 or
+ * -EINVAL. */
 BRAID_API int braid_sem_init(braid_sem *s, uint64_t permits);
+
+/* Take n permits, waiting for them, FIFO (a large request at the head holds
+ * back smaller ones behind it).  Suspends a task, blocks a plain thread.
+ * Cancellation point.  Returns 0, -EPIPE (closed), -ECANCELED, -ETIMEDOUT
+ * (the _until form), -EINVAL. */
 BRAID_API int braid_sem_acquire(braid_sem *s, uint64_t n);
 BRAID_API int braid_sem_acquire_until(braid_sem *s, uint64_t n, uint64_t deadline_ns);
-/* Without waiting: -EAGAIN. */
+
+/* braid_sem_acquire() without waiting: -EAGAIN if the permits are not
+ * there (or others wait first); else as braid_sem_acquire(). */
 BRAID_API int braid_sem_try_acquire(braid_sem *s, uint64_t n);
-/* Returns 0, -EOVERFLOW (more than 2^62 permits), -EINVAL. */
+
+/* Give back n permits, waking the waiters they satisfy.  Never waits.
+ * Returns 0, -EOVERFLOW (more than 2^62 permits), -EINVAL. */
 BRAID_API int braid_sem_release(braid_sem *s, uint64_t n);
+
+/* Close s: every waiter and every later acquire fails with -EPIPE.  Returns
+ * 0 or -EINVAL. */
 BRAID_API int braid_sem_close(braid_sem *s);
+
+/* The permits available now (a snapshot; 0 for NULL). */
 BRAID_API uint64_t braid_sem_available(braid_sem *s);
+
+/* Check that nobody waits on s (it holds no resources to free).  Returns 0,
+ * -EBUSY, -EINVAL. */
 BRAID_API int braid_sem_destroy(braid_sem *s);
 
 typedef struct braid_cond {
@@ -708,28 +783,45 @@ typedef struct braid_cond {
 } braid_cond;
 #define BRAID_COND_INIT { { 0 } }
 
-/* Condition variable for a braid_mutex.  wait releases m, waits for a
- * signal, and takes m again before returning, whatever it returns (also
- * -ECANCELED and -ETIMEDOUT).  Wake-ups may be spurious: wait in a loop. */
+/* Condition variable for a braid_mutex; braid_cond_init() is
+ * BRAID_COND_INIT at run time.  Returns 0 or -EINVAL. */
 BRAID_API int braid_cond_init(braid_cond *c);
+
+/* Release m (which the caller holds), wait for a signal, and take m again
+ * before returning, whatever it returns (also -ECANCELED and -ETIMEDOUT).
+ * Wake-ups may be spurious: wait in a loop.  Suspends a task, blocks a
+ * plain thread.  Cancellation point.  Returns 0, -EPERM (m not held by the
+ * caller), -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
 BRAID_API int braid_cond_wait(braid_cond *c, braid_mutex *m);
 BRAID_API int braid_cond_wait_until(braid_cond *c, braid_mutex *m, uint64_t deadline_ns);
+
+/* Wake the longest waiter (braid_cond_signal()) or every waiter
+ * (braid_cond_broadcast()).  Never waits; any thread, with or without the
+ * mutex.  Returns 0 or -EINVAL. */
 BRAID_API int braid_cond_signal(braid_cond *c);
 BRAID_API int braid_cond_broadcast(braid_cond *c);
+
+/* Check that nobody waits on c.  Returns 0, -EBUSY, -EINVAL. */
 BRAID_API int braid_cond_destroy(braid_cond *c);
 
 typedef struct braid_barrier {
     uint64_t opaque_[4];
 } braid_barrier;
 
-/* Barrier for n parties (Tokio's Barrier): wait returns once n have
- * arrived, and can then be used again.  Exactly one of each group gets
- * BRAID_BARRIER_LEADER (1); the others get 0.  A waiter that gives up
- * (cancelled, deadline) no longer counts as arrived. */
 #define BRAID_BARRIER_LEADER 1
+
+/* Barrier for n parties (Tokio's Barrier), n >= 1.  Returns 0 or -EINVAL. */
 BRAID_API int braid_barrier_init(braid_barrier *b, unsigned n);
+
+/* Arrive and wait until n have arrived; the barrier can then be used again.
+ * Exactly one of each group gets BRAID_BARRIER_LEADER (1); the others get
+ * 0.  A waiter that gives up (cancelled, deadline) no longer counts as
+ * arrived.  Suspends a task, blocks a plain thread.  Cancellation point.
+ * Returns 1, 0, -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
 BRAID_API int braid_barrier_wait(braid_barrier *b);
 BRAID_API int braid_barrier_wait_until(braid_barrier *b, uint64_t deadline_ns);
+
+/* Check that nobody waits at b.  Returns 0, -EBUSY, -EINVAL. */
 BRAID_API int braid_barrier_destroy(braid_barrier *b);
 
 typedef struct braid_once {
@@ -755,12 +847,19 @@ BRAID_API int braid_once_call(braid_once *o, void (*fn)(void *), void *arg);
 typedef struct braid_token braid_token;
 
 /* A new token; a child of parent if parent is not NULL (cancelled at once
- * if the parent already is). */
+ * if the parent already is).  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
 BRAID_API int braid_token_new(braid_token **out, braid_token *parent);
+
+/* Cancel t and its descendants, waking whoever waits on them.  Idempotent;
+ * never waits; any thread.  Returns 0 or -EINVAL. */
 BRAID_API int braid_token_cancel(braid_token *t);
+
+/* Whether t is cancelled (false for a bad token).  Any thread. */
 BRAID_API bool braid_token_is_cancelled(braid_token *t);
-/* Wait until t is cancelled.  Returns 0, -ECANCELED (the caller was),
- * -ETIMEDOUT, -EINVAL. */
+
+/* Wait until t is cancelled.  Suspends a task, blocks a plain thread.
+ * Cancellation point (of the calling task: a different thing from t).
+ * Returns 0, -ECANCELED (the caller was), -ETIMEDOUT, -EINVAL. */
 BRAID_API int braid_token_wait(braid_token *t);
 BRAID_API int braid_token_wait_until(braid_token *t, uint64_t deadline_ns);
 /* A channel that is closed when t is cancelled (nothing is ever sent on
@@ -778,6 +877,8 @@ BRAID_API int braid_token_free(braid_token *t);
 
 typedef struct braid_joinset braid_joinset;
 
+/* Create an empty set; free it with braid_joinset_free().  Any thread.
+ * Returns 0, -EINVAL, -ENOMEM. */
 BRAID_API int braid_joinset_new(braid_joinset **out);
 /* Spawn fn(arg) into the set (on the caller's runtime: task only); opts as
  * braid_spawn_ex(), may be NULL.  *id (if not NULL) receives its task id.
@@ -791,10 +892,12 @@ BRAID_API int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts
 BRAID_API int braid_joinset_join_next(braid_joinset *s, braid_outcome *out, uint64_t *id);
 BRAID_API int braid_joinset_join_next_until(braid_joinset *s, braid_outcome *out, uint64_t *id,
                                             uint64_t deadline_ns);
-/* Request cancellation of every task in the set (they stay in it). */
+/* Request cancellation of every task in the set (they stay in it), as
+ * braid_cancel().  Never waits.  Returns 0 or -EINVAL. */
 BRAID_API int braid_joinset_cancel_all(braid_joinset *s);
 /* Cancel every task and wait for all of them; the set is empty after.
- * Their results are discarded.  Not a cancellation point. */
+ * Their results are discarded.  Suspends a task, blocks a plain thread.
+ * Not a cancellation point.  Returns 0 or -EINVAL. */
 BRAID_API int braid_joinset_shutdown(braid_joinset *s);
 /* Tasks in the set (finished ones not yet joined included). */
 BRAID_API size_t braid_joinset_len(braid_joinset *s);
@@ -1040,8 +1143,12 @@ BRAID_API ssize_t braid_writev_all(int fd, const struct iovec *iov, int iovcnt);
 BRAID_API ssize_t braid_writev_all_until(int fd, const struct iovec *iov, int iovcnt,
                                          uint64_t deadline_ns);
 
-/* Datagrams: recvfrom(2) and sendto(2) that wait.  from/fromlen and to may
- * be NULL (a connected socket). */
+/* Datagrams: braid_recv_from() and braid_send_to() are recvfrom(2) and
+ * sendto(2) that wait, as braid_read() and braid_write() do.  from/fromlen
+ * and to may be NULL (a connected socket).  Return the bytes received
+ * (at most n: the rest of a longer datagram is lost) or sent, or
+ * a negative error (-ETIMEDOUT, -ECANCELED, -EBADF, or the system call's:
+ * -EMSGSIZE, -ECONNREFUSED, ...). */
 BRAID_API ssize_t braid_recv_from(int fd, void *buf, size_t n, struct sockaddr *from,
                                   socklen_t *fromlen);
 BRAID_API ssize_t braid_recv_from_until(int fd, void *buf, size_t n, struct sockaddr *from,
@@ -1066,7 +1173,9 @@ BRAID_API int braid_addr_parse(const char *addr, struct sockaddr_storage *out, s
  * 64 bytes hold any IP address).  Returns the length, -EINVAL, -ENOSPC. */
 BRAID_API int braid_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t n);
 
-/* fd's own and its peer's address, formatted as braid_addr_format(). */
+/* fd's own (braid_local_addr()) and its peer's (braid_peer_addr()) address,
+ * formatted as braid_addr_format(): returns the length, or -EINVAL,
+ * -ENOSPC, -ENOTCONN (no peer), -EBADF, -ENOTSOCK. */
 BRAID_API int braid_local_addr(int fd, char *buf, size_t n);
 BRAID_API int braid_peer_addr(int fd, char *buf, size_t n);
 
@@ -1076,7 +1185,8 @@ BRAID_API int braid_peer_addr(int fd, char *buf, size_t n);
 #define BRAID_REUSEPORT 0x2 /* SO_REUSEPORT: several listeners share a port */
 #define BRAID_V6ONLY    0x4 /* an IPv6 socket that takes no IPv4 connections */
 
-/* A socket of type (SOCK_STREAM or SOCK_DGRAM) bound to addr, listening if
+/* braid_listen() and braid_listen_sockaddr() (addr already parsed): a
+ * socket of type (SOCK_STREAM or SOCK_DGRAM) bound to addr, listening if
  * it is a stream (backlog <= 0: SOMAXCONN).  A Unix socket's path is
  * unlinked first if a socket file is there.  Returns the descriptor or a
  * negative error (-EADDRINUSE, -EACCES, -EINVAL, -EMFILE, ...). */
@@ -1099,9 +1209,10 @@ BRAID_API int braid_accept_until(int fd, struct sockaddr *peer, socklen_t *len,
                                  uint64_t deadline_ns);
 
 /* Connect a new socket of type to addr (a host name is resolved on the
- * blocking pool and each of its addresses tried in turn).  Returns the
- * descriptor or a negative error (-ECONNREFUSED, -ETIMEDOUT, -ENOENT: no
- * such host, ...). */
+ * blocking pool and each of its addresses tried in turn), or to sa with
+ * braid_connect_sockaddr().  Waits for the connection: cancellation point.
+ * Returns the descriptor or a negative error (-ECONNREFUSED, -ETIMEDOUT,
+ * -ECANCELED, -ENOENT: no such host, ...). */
 BRAID_API int braid_connect(const char *addr, int type);
 BRAID_API int braid_connect_until(const char *addr, int type, uint64_t deadline_ns);
 BRAID_API int braid_connect_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
@@ -1111,10 +1222,12 @@ BRAID_API int braid_connect_sockaddr(const struct sockaddr *sa, socklen_t len, i
 BRAID_API int braid_tcp_connect(const char *addr);
 BRAID_API int braid_tcp_connect_until(const char *addr, uint64_t deadline_ns);
 
-/* Set TCP_NODELAY (on: send small writes at once).  Returns 0 or -errno. */
+/* Set TCP_NODELAY (on: send small writes at once).  Returns 0 or the
+ * negated errno of setsockopt(2) (-EBADF, -ENOTSOCK, -EOPNOTSUPP, ...). */
 BRAID_API int braid_tcp_nodelay(int fd, bool on);
 
-/* shutdown(2) returning a negative errno value. */
+/* shutdown(2) returning a negative errno value (-EBADF, -ENOTCONN, ...)
+ * instead of setting errno.  Never waits. */
 BRAID_API int braid_shutdown(int fd, int how);
 
 /* ---- buffered reading ------------------------------------------------------

@@ -369,7 +369,8 @@ static size_t lock_order(const braid_select_case *c, size_t n, braid_chan **out)
     for (size_t i = 0; i < n; i++)
         if (c[i].chan)
             out[k++] = c[i].chan;
-    qsort(out, k, sizeof *out, cmp_chan);
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers: sizeof *p is meant */
+    qsort(out, k, sizeof *out, cmp_chan); /* cppcheck-suppress uninitvar ; out[0 .. k) is set above */
     size_t u = 0;
     for (size_t i = 0; i < k; i++)
         if (u == 0 || out[u - 1] != out[i])
@@ -447,10 +448,10 @@ int braid_select(braid_select_case *cases, size_t n, uint64_t deadline_ns, unsig
     for (size_t i = 0; i < n; i++)
         order[i] = (uint8_t)i;
     if (!(flags & BRAID_SELECT_BIASED)) {
-        for (size_t i = n - 1; i > 0; i--) { /* Fisher-Yates */
-            size_t j = select_random() % (i + 1);
-            uint8_t tmp = order[i];
-            order[i] = order[j];
+        for (size_t k = n; k > 1; k--) { /* Fisher-Yates over order[0 .. k) */
+            size_t j = select_random() % k;
+            uint8_t tmp = order[k - 1];
+            order[k - 1] = order[j];
             order[j] = tmp;
         }
     }

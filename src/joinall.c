@@ -70,6 +70,7 @@ int braid_join_all(braid_call *calls, size_t n)
     braid__worker *w = self->home;
     braid__stack_pool *pool = &w->rt->stacks;
     braid__group g = { .caller = self, .calls = calls, .n = n, .pending = n };
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers: sizeof *p is meant */
     g.tasks = braid__malloc(n * sizeof *g.tasks);
     if (!g.tasks)
         return -ENOMEM;

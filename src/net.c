@@ -201,7 +201,6 @@ ssize_t braid_writev_all_until(int fd, const struct iovec *iov, int iovcnt, uint
             r = braid_write_until(fd, (const char *)iov[i].iov_base + skip, iov[i].iov_len - skip,
                                   deadline_ns);
             r = r < 0 ? r : (ssize_t)(skip + (size_t)r);
-            skip = 0;
         } else {
             rw_args a = { .iov = iov + i, .iovcnt = iovcnt - i };
             r = io_call(fd, BRAID_WRITABLE, deadline_ns, do_writev, &a);

@@ -436,7 +436,7 @@ int braid__panic_worker_init(braid__worker *w)
     long sz = sysconf(_SC_SIGSTKSZ);
     /* Room for the kernel's signal frame with AVX-512 state, and for the
      * handler itself. */
-    w->altstack_size = (sz > 0 ? (size_t)sz : (size_t)SIGSTKSZ) + 32 * 1024;
+    w->altstack_size = (sz > 0 ? (size_t)sz : (size_t)SIGSTKSZ) + (size_t)32 * 1024;
     w->rescue_size = RESCUE_SIZE;
     w->altstack = braid__malloc(w->altstack_size);
     w->rescue = braid__malloc(w->rescue_size);

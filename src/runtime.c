@@ -157,6 +157,7 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
     }
     rt->nworkers = rt->cfg.workers ? rt->cfg.workers : braid__usable_cpus();
     rt->idle_words = (rt->nworkers + 63) / 64;
+    /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers: sizeof *p is meant */
     rt->workers = braid__calloc(rt->nworkers, sizeof *rt->workers);
     rt->idle = braid__calloc(rt->idle_words, sizeof *rt->idle);
     rc = rt->workers && rt->idle ? 0 : -ENOMEM;

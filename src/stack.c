@@ -2,6 +2,7 @@
 #include "util.h"
 
 #include <fcntl.h>
+#include <limits.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,10 +35,14 @@ static size_t read_max_map_count(void)
 {
     size_t v = 65530;
     FILE *f = fopen("/proc/sys/vm/max_map_count", "re");
+    char buf[32];
     if (f) {
-        unsigned long x;
-        if (fscanf(f, "%lu", &x) == 1 && x > 0)
-            v = x;
+        if (fgets(buf, sizeof buf, f)) {
+            char *end;
+            long long x = strtoll(buf, &end, 10);
+            if (end != buf && x > 0 && x < LLONG_MAX)
+                v = (size_t)x;
+        }
         fclose(f);
     }
     return v;

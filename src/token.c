@@ -29,13 +29,25 @@ static bool token_ok(const braid_token *t)
     return t && t->magic == TOKEN_MAGIC;
 }
 
-/* With tree_lock held: cancel t and its subtree. */
-static void cancel_tree(braid_token *t)
+/* With tree_lock held: cancel root and its subtree.  A walk along the
+ * tree's links, not a recursion: a chain of tokens as deep as a program
+ * likes must not overflow the canceller's stack (a task's is small). */
+static void cancel_tree(braid_token *root)
 {
-    if (!atomic_exchange_explicit(&t->cancelled, true, memory_order_acq_rel))
-        braid_chan_close(t->done);
-    for (braid_token *c = t->first_child; c; c = c->next_sibling)
-        cancel_tree(c);
+    braid_token *t = root;
+    for (;;) {
+        if (!atomic_exchange_explicit(&t->cancelled, true, memory_order_acq_rel))
+            braid_chan_close(t->done);
+        if (t->first_child) {
+            t = t->first_child;
+            continue;
+        }
+        while (t != root && !t->next_sibling)
+            t = t->parent;
+        if (t == root)
+            return;
+        t = t->next_sibling;
+    }
 }
 
 int braid_token_new(braid_token **out, braid_token *parent)
@@ -90,8 +102,11 @@ int braid_token_wait_until(braid_token *t, uint64_t deadline_ns)
 {
     if (!token_ok(t))
         return -EINVAL;
-    char byte;
-    int rc = braid_chan_recv_until(t->done, &byte, deadline_ns);
+    /* The channel's items are 1 byte (and none is ever sent); the buffer is
+     * larger because -O3 -flto inlines chan.c's copy here and gcc then
+     * warns about its 4-, 8- and 16-byte cases, which cannot run. */
+    unsigned char item[16];
+    int rc = braid_chan_recv_until(t->done, item, deadline_ns);
     return rc == -EPIPE ? 0 : rc; /* nobody sends: only the close ends it */
 }
 

@@ -1,6 +1,7 @@
 #include "util.h"
 #include "handle.h"
 
+#include <limits.h>
 #include <linux/futex.h>
 #include <sched.h>
 #include <stdio.h>
@@ -88,6 +89,27 @@ static bool read_line(const char *path, char *buf, size_t len)
     return ok;
 }
 
+/* The non-negative decimal number at s (strtoll: leading blanks are
+ * skipped); -1 if there is none or it overflows.  *end: where it stops. */
+static long long leading_number(const char *s, char **end)
+{
+    long long v = strtoll(s, end, 10);
+    return *end == s || v < 0 || v == LLONG_MAX ? -1 : v;
+}
+
+/* Whether the comma-separated controller list [p, end) names "cpu". */
+static bool lists_cpu(const char *p, const char *end)
+{
+    while (p < end) {
+        const char *comma = memchr(p, ',', (size_t)(end - p));
+        const char *stop = comma ? comma : end;
+        if (stop - p == 3 && memcmp(p, "cpu", 3) == 0)
+            return true;
+        p = stop + 1;
+    }
+    return false;
+}
+
 /* The CPU limit a cgroup quota imposes, rounded up; 0 if none. */
 static unsigned cgroup_cpu_limit(void)
 {
@@ -105,18 +127,24 @@ static unsigned cgroup_cpu_limit(void)
         char *cg = c2 + 1;
         cg[strcspn(cg, "\n")] = 0;
         long long quota = -1, period = 0;
+        char *end;
         if (c2 == c1 + 1) {
+            /* "QUOTA PERIOD", or "max PERIOD" for no limit */
             snprintf(path, sizeof path, "/sys/fs/cgroup%s/cpu.max", cg);
-            if (read_line(path, buf, sizeof buf) && strncmp(buf, "max", 3) != 0)
-                sscanf(buf, "%lld %lld", &quota, &period);
-        } else if (strstr(c1, "cpu,") || strstr(c1, ":cpu:") || strstr(c1, ",cpu:") ||
-                   strstr(c1, "cpu,cpuacct")) {
+            if (read_line(path, buf, sizeof buf)) {
+                quota = leading_number(buf, &end);
+                if (quota > 0 && *end == ' ')
+                    period = leading_number(end, &end);
+            }
+        } else if (lists_cpu(c1 + 1, c2)) {
+            /* v1: the controllers' field names cpu (the path may hold
+             * anything, "cpu," included) */
             snprintf(path, sizeof path, "/sys/fs/cgroup/cpu,cpuacct%s/cpu.cfs_quota_us", cg);
             if (read_line(path, buf, sizeof buf))
-                quota = atoll(buf);
+                quota = leading_number(buf, &end);
             snprintf(path, sizeof path, "/sys/fs/cgroup/cpu,cpuacct%s/cpu.cfs_period_us", cg);
             if (read_line(path, buf, sizeof buf))
-                period = atoll(buf);
+                period = leading_number(buf, &end);
         }
         if (quota > 0 && period > 0) {
             unsigned n = (unsigned)((quota + period - 1) / period);

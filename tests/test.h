@@ -143,6 +143,22 @@ static inline int test_emulated(void)
     return v && *v == '1';
 }
 
+/* Whether braid converts faults (stack overflows included) in this
+ * program: not with a static libbraid built with -flto, whose code the
+ * fault handler cannot locate (make test-builds sets
+ * BRAID_TEST_NO_ISOLATION for that build; see the Makefile). */
+static inline int test_no_isolation(void)
+{
+    const char *v = getenv("BRAID_TEST_NO_ISOLATION");
+    return v && *v == '1';
+}
+
+#define test_need_isolation()                                                    \
+    do {                                                                           \
+        if (test_no_isolation())                                                   \
+            SKIP("a static -flto libbraid converts no fault");                     \
+    } while (0)
+
 /* Which tools the test runs under. */
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_ASAN 1

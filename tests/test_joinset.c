@@ -251,3 +251,57 @@ TEST(tokens_cancel_their_subtree)
 {
     test_run(2, token_root, NULL);
 }
+
+/* Cancelling walks the whole subtree, and only it, however deep: a chain
+ * far deeper than a task's stack could recurse through. */
+#define CHAIN 100000
+
+static void *token_shapes(void *arg)
+{
+    (void)arg;
+    braid_token *root, *a, *b, *a1, *a2, *b1;
+    CHECK_EQ(braid_token_new(&root, NULL), 0);
+    CHECK_EQ(braid_token_new(&a, root), 0);
+    CHECK_EQ(braid_token_new(&b, root), 0);
+    CHECK_EQ(braid_token_new(&a1, a), 0);
+    CHECK_EQ(braid_token_new(&a2, a), 0);
+    CHECK_EQ(braid_token_new(&b1, b), 0);
+    CHECK_EQ(braid_token_cancel(a), 0);
+    CHECK(braid_token_is_cancelled(a1) && braid_token_is_cancelled(a2));
+    CHECK(!braid_token_is_cancelled(root) && !braid_token_is_cancelled(b));
+    CHECK(!braid_token_is_cancelled(b1));
+    CHECK_EQ(braid_token_cancel(root), 0);
+    CHECK(braid_token_is_cancelled(b) && braid_token_is_cancelled(b1));
+    braid_token *all[] = { root, a, b, a1, a2, b1 };
+    for (size_t i = 0; i < sizeof all / sizeof *all; i++)
+        CHECK_EQ(braid_token_free(all[i]), 0);
+
+    /* Each link also has a leaf, added first so that the link is the
+     * first child: a recursion would descend before visiting the leaf, so
+     * no compiler could turn it into a loop. */
+    long n = test_scale(CHAIN);
+    braid_token **chain = malloc((size_t)n * sizeof *chain);
+    braid_token **leaf = malloc((size_t)n * sizeof *leaf);
+    CHECK(chain && leaf);
+    CHECK_EQ(braid_token_new(&chain[0], NULL), 0);
+    leaf[0] = NULL;
+    for (long i = 1; i < n; i++) {
+        CHECK_EQ(braid_token_new(&leaf[i], chain[i - 1]), 0);
+        CHECK_EQ(braid_token_new(&chain[i], chain[i - 1]), 0);
+    }
+    CHECK_EQ(braid_token_cancel(chain[0]), 0);
+    CHECK(braid_token_is_cancelled(chain[n - 1]) && braid_token_is_cancelled(leaf[1]));
+    for (long i = 0; i < n; i++) {
+        CHECK_EQ(braid_token_free(chain[i]), 0);
+        if (leaf[i])
+            CHECK_EQ(braid_token_free(leaf[i]), 0);
+    }
+    free(chain);
+    free(leaf);
+    return NULL;
+}
+
+TEST(token_cancel_walks_deep_and_wide_trees)
+{
+    test_run(1, token_shapes, NULL);
+}

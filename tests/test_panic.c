@@ -425,6 +425,7 @@ TEST(stack_overflow_is_a_panic)
 {
     if (SANITIZED)
         SKIP("fault isolation is off under the sanitizers");
+    test_need_isolation();
     test_run(2, overflow_root, NULL);
     test_run(1, overflow_root, NULL);
 }
@@ -433,6 +434,7 @@ TEST(stack_overflow_with_mprotect_guards)
 {
     if (SANITIZED)
         SKIP("fault isolation is off under the sanitizers");
+    test_need_isolation();
     setenv("BRAID_NO_GUARD_INSTALL", "1", 1);
     test_run(2, overflow_root, NULL);
 }
@@ -461,6 +463,7 @@ TEST(isolate_faults_turns_segv_into_panic)
 {
     if (test_instrumented()) /* Valgrind rightly reports the bad read */
         SKIP("fault isolation is off under the sanitizers");
+    test_need_isolation();
     braid_config cfg;
     braid_config_init(&cfg);
     cfg.workers = 2;
