@@ -140,7 +140,11 @@ typedef struct braid_config {
     bool isolate_faults;         /* convert SIGSEGV, SIGBUS, SIGFPE and SIGILL
                                     raised by a task's own code into a panic of
                                     that task, and mark the runtime tainted.
-                                    Stack overflows are always isolated */
+                                    Stack overflows are always isolated, except
+                                    in a program that links libbraid.a built
+                                    with -flto: there braid's code cannot be
+                                    told from the program's, and no fault is
+                                    converted */
     uint64_t shutdown_timeout_ms;/* how long braid_runtime_free() (and the end of
                                     braid_run()) waits for cancelled tasks to
                                     return; 0 waits forever */
@@ -622,7 +626,8 @@ enum { BRAID_SELECT_SEND = 1, BRAID_SELECT_RECV = 2 };
 typedef struct braid_select_case {
     braid_chan *chan;
     int op;         /* BRAID_SELECT_SEND or BRAID_SELECT_RECV */
-    void *item;     /* the value to send, or where to receive */
+    void *item;     /* the value to send, or where to receive (never NULL:
+                       the channel's item size; 1 byte for braid_token_chan()) */
     int result;     /* set for the case that completed: 0 or -EPIPE (closed) */
 } braid_select_case;
 
