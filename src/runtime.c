@@ -17,6 +17,7 @@
  * thread re-checks exactly when something may have changed.
  */
 #include "blocking.h"
+#include "observe.h"
 #include "panic.h"
 #include "sched.h"
 #include "util.h"
@@ -67,6 +68,7 @@ static void *worker_main(void *p)
 
 static void destroy(braid_runtime *rt)
 {
+    braid__obs_stop(rt);
     /* First: a pool thread may still be waking a task of some worker. */
     braid__bpool_free(rt->blocking);
     for (unsigned i = 0; rt->workers && i < rt->nworkers; i++) {
@@ -162,6 +164,8 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         }
         w->has_thread = true;
     }
+    if (rc == 0)
+        rc = braid__obs_start(rt);
     if (rc < 0) {
         if (rt->workers)
             stop_threads(rt);
@@ -320,6 +324,7 @@ int braid_runtime_free(braid_runtime *rt)
     }
     if (!quiescent(rt))
         return -ETIMEDOUT; /* stuck tasks: leave everything as it is */
+    braid__obs_stop(rt); /* it looks at the workers */
     stop_threads(rt);
     destroy(rt);
     return 0;

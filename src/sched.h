@@ -71,6 +71,7 @@
 #include "stack.h"
 #include "task.h"
 #include "timer.h"
+#include "observe.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -123,6 +124,10 @@ struct braid__worker {
     /* Read by other threads. */
     _Atomic uint64_t spawned, finished;
 
+    /* Counters and dump jobs (observe.h): written by the worker, read by
+     * others. */
+    BRAID_ALIGNED_LINE braid__wobs obs;
+
     /* Shared with thieves, wakers and notifiers: separate cache lines. */
     BRAID_ALIGNED_LINE braid__ring ring;
     BRAID_ALIGNED_LINE _Atomic(braid__task *) inbox;
@@ -153,6 +158,7 @@ struct braid_runtime {
     bool has_driver;
     uint64_t park_deadline;         /* current-thread shutdown: latest wake-up */
     struct braid__bpool *blocking;  /* the blocking pool (blocking.h) */
+    struct braid__robs *obs;        /* the observer (observe.c) */
 };
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds

@@ -111,6 +111,14 @@ struct braid__task {
     struct braid__extra_stack *extra_stacks; /* stacks taken after faults */
     braid__spawn_ext *ext;
     braid__panic_info *panic;
+    /* Seeing inside (observe.c): where and by whom it was spawned, what it
+     * waits for (a joined task's id, a descriptor), since when (the
+     * worker's clock at its last scheduling pass: no clock read here). */
+    const char *site_file;
+    uint32_t site_line;
+    uint64_t parent;
+    uint64_t wait_obj;
+    uint64_t since_ns;
 };
 
 /* The worker running on this thread, if any, and the task it is running
