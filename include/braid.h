@@ -1227,7 +1227,9 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  *    watchdog_ms without suspending (a blocking call inside a task), with
  *    its name, spawn site and, where the worker thread can be interrupted,
  *    a backtrace (taken in a SIGURG handler on that thread; SIGURG is
- *    used only if nobody else handles it);
+ *    used only if nobody else handles it, and like any signal it may cut
+ *    short, with EINTR, the system call that task is blocked in).  The
+ *    default threshold is 1 s under Valgrind;
  *  - reports a deadlock once: every worker asleep with no timer and no
  *    descriptor registered, no blocking-pool job queued or running, tasks
  *    alive, and no thread in the process that could still wake one (every

@@ -288,6 +288,13 @@ static const char *reason_str(unsigned r)
     return r < sizeof reason_name / sizeof *reason_name && reason_name[r] ? reason_name[r] : "?";
 }
 
+/* Where t was spawned: beside its completion record, which lives as long
+ * as t (join_all's calls have none). */
+static const braid__site *task_site(const braid__task *t)
+{
+    return t->rec ? braid__rec_site(t->rec, t->rec_index) : NULL;
+}
+
 /* What t waits for, with its detail: "sleep until +12 ms", "join of task 5". */
 static void describe_wait(const braid__task *t, uint64_t now, char *buf, size_t n)
 {
@@ -325,21 +332,26 @@ static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task
     } else {
         snprintf(state, sizeof state, "runnable");
     }
-    uint64_t since = t->since_ns && now > t->since_ns ? now - t->since_ns : 0;
     const char *name = t->ext && t->ext->name[0] ? t->ext->name : NULL;
-    fprintf(f, "  task %" PRIu64 "%s%s%s: %s, for %" PRIu64 ".%03" PRIu64 " s\n", t->id,
-            name ? " \"" : "", name ? name : "", name ? "\"" : "", state, since / 1000000000u,
-            since / 1000000u % 1000u);
+    fprintf(f, "  task %" PRIu64 "%s%s%s: %s", t->id, name ? " \"" : "", name ? name : "",
+            name ? "\"" : "", state);
+    if (t != self && wake == BRAID_WAKE_PARKED) {
+        uint64_t since = now > t->since_ns ? now - t->since_ns : 0;
+        fprintf(f, ", for %" PRIu64 ".%03" PRIu64 " s", since / 1000000000u,
+                since / 1000000u % 1000u);
+    }
+    fputc('\n', f);
     uint64_t depth = stack_depth(t);
     if (depth > job->hwm)
         job->hwm = depth;
-    if (t->site_file)
-        fprintf(f, "    spawned at %s:%u", t->site_file, t->site_line);
+    const braid__site *site = task_site(t);
+    if (site && site->file)
+        fprintf(f, "    spawned at %s:%u", site->file, site->line);
     else
         fprintf(f, "    spawned at ?");
-    if (t->parent)
-        fprintf(f, " by task %" PRIu64, t->parent);
-    else
+    if (site && site->parent)
+        fprintf(f, " by task %" PRIu64, site->parent);
+    else if (site)
         fprintf(f, " from a thread");
     fprintf(f, "; stack touched %" PRIu64 " KiB deep\n", depth / 1024);
     uintptr_t pcs[MAX_FRAMES];
@@ -378,6 +390,107 @@ void braid__obs_serve_slow(braid__worker *w)
     dump_worker(w, braid__tls_task, job);
     fflush(job->f);
     atomic_store_explicit(&job->done, 1, memory_order_release);
+}
+
+/* ---- the watchdog's sample ------------------------------------------------------------------ */
+
+enum { SMP_IDLE, SMP_POSTED, SMP_TAKEN, SMP_DONE };
+
+/* One sample at a time in the process (sample_lock).  The handler fills it
+ * only if it runs on the targeted worker while the request is posted. */
+static pthread_mutex_t sample_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    _Atomic int state;
+    braid__worker *w;
+    bool has_task;
+    uint64_t id;
+    char name[BRAID_NAME_MAX];
+    const char *file;
+    uint32_t line;
+    int n;
+    uintptr_t pcs[MAX_FRAMES];
+} smp;
+static bool sample_handler_installed;
+
+static void sample_handler(int sig, siginfo_t *si, void *ucv)
+{
+    (void)sig;
+    int saved = errno;
+    if (si->si_code == SI_TKILL && atomic_load_explicit(&smp.state, memory_order_acquire) ==
+                                       SMP_POSTED && smp.w == braid__tls_worker) {
+        int expect = SMP_POSTED;
+        if (atomic_compare_exchange_strong(&smp.state, &expect, SMP_TAKEN)) {
+            braid__task *t = braid__tls_task;
+            smp.has_task = t != NULL;
+            smp.n = 0;
+            if (t) {
+                smp.id = t->id;
+                smp.name[0] = 0;
+                if (t->ext)
+                    memcpy(smp.name, t->ext->name, sizeof smp.name);
+                const braid__site *site = task_site(t);
+                smp.file = site ? site->file : NULL;
+                smp.line = site ? site->line : 0;
+#if defined(__x86_64__)
+                const ucontext_t *uc = ucv;
+                uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+                uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+                smp.n = walk_frames(fp, pc, (uintptr_t)t->fiber.stack_lo, (uintptr_t)t, smp.pcs,
+                                    MAX_FRAMES);
+#elif defined(__aarch64__)
+                const ucontext_t *uc = ucv;
+                smp.n = walk_frames((uintptr_t)uc->uc_mcontext.regs[29],
+                                    (uintptr_t)uc->uc_mcontext.pc, (uintptr_t)t->fiber.stack_lo,
+                                    (uintptr_t)t, smp.pcs, MAX_FRAMES);
+#else
+                (void)ucv;
+#endif
+            }
+            atomic_store_explicit(&smp.state, SMP_DONE, memory_order_release);
+        }
+    }
+    errno = saved;
+}
+
+/* Take SIGURG for the watchdog unless someone else handles it. */
+static void install_sample_handler(void)
+{
+    pthread_mutex_lock(&sample_lock);
+    struct sigaction old;
+    if (!sample_handler_installed && sigaction(SIGURG, NULL, &old) == 0 &&
+        !(old.sa_flags & SA_SIGINFO) && (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = sample_handler;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+        sample_handler_installed = sigaction(SIGURG, &sa, NULL) == 0;
+    }
+    pthread_mutex_unlock(&sample_lock);
+}
+
+/* Sample the task running on w (call with sample_lock held): true if the
+ * handler answered. */
+static bool sample_worker(braid__worker *w)
+{
+    if (!sample_handler_installed)
+        return false;
+    smp.w = w;
+    atomic_store_explicit(&smp.state, SMP_POSTED, memory_order_release);
+    thread_lock(w);
+    bool sent = w->obs.thread_known && pthread_kill(w->obs.thread, SIGURG) == 0;
+    thread_unlock(w);
+    uint64_t until = braid__now_ns() + SAMPLE_WAIT_NS;
+    while (sent && atomic_load_explicit(&smp.state, memory_order_acquire) != SMP_DONE &&
+           braid__now_ns() < until)
+        nap_us(500);
+    int expect = SMP_POSTED;
+    if (atomic_compare_exchange_strong(&smp.state, &expect, SMP_IDLE))
+        return false; /* withdrawn: a late handler finds nothing posted */
+    while (atomic_load_explicit(&smp.state, memory_order_acquire) != SMP_DONE)
+        nap_us(100);
+    atomic_store_explicit(&smp.state, SMP_IDLE, memory_order_relaxed);
+    return true;
 }
 
 /* ---- braid_dump ---------------------------------------------------------------------------- */
@@ -426,6 +539,22 @@ static bool dump_remote(braid__worker *w, struct braid__obs_job *job)
     return true;
 }
 
+/* w did not take its dump job: say what it runs, if its thread answers
+ * the watchdog's signal. */
+static void dump_busy(braid__worker *w, FILE *f)
+{
+    fprintf(f, "worker %u: busy: did not reach a scheduling point in %" PRIu64 " ms\n", w->index,
+            DUMP_WAIT_NS / 1000000);
+    pthread_mutex_lock(&sample_lock);
+    if (sample_worker(w) && smp.has_task) {
+        fprintf(f, "  task %" PRIu64 "%s%s%s: running on worker %u, not suspending\n", smp.id,
+                smp.name[0] ? " \"" : "", smp.name, smp.name[0] ? "\"" : "", w->index);
+        fprintf(f, "    spawned at %s:%u\n", smp.file ? smp.file : "?", smp.line);
+        print_frames(f, smp.pcs, smp.n);
+    }
+    pthread_mutex_unlock(&sample_lock);
+}
+
 int braid_dump(braid_runtime *rt, FILE *f)
 {
     if (!rt)
@@ -454,9 +583,7 @@ int braid_dump(braid_runtime *rt, FILE *f)
         if (w == me) {
             dump_worker(w, braid__tls_task, &job);
         } else if (!dump_remote(w, &job)) {
-            fprintf(f, "worker %u: busy: a task has not suspended for %" PRIu64
-                       " ms (not dumped)\n",
-                    i, DUMP_WAIT_NS / 1000000);
+            dump_busy(w, f);
         }
         fflush(f);
     }
@@ -532,105 +659,7 @@ int braid_metrics_get(braid_runtime *rt, braid_metrics *m)
     return 0;
 }
 
-/* ---- the watchdog's sample ------------------------------------------------------------------ */
-
-enum { SMP_IDLE, SMP_POSTED, SMP_TAKEN, SMP_DONE };
-
-/* One sample at a time in the process (sample_lock).  The handler fills it
- * only if it runs on the targeted worker while the request is posted. */
-static pthread_mutex_t sample_lock = PTHREAD_MUTEX_INITIALIZER;
-static struct {
-    _Atomic int state;
-    braid__worker *w;
-    bool has_task;
-    uint64_t id;
-    char name[BRAID_NAME_MAX];
-    const char *file;
-    uint32_t line;
-    int n;
-    uintptr_t pcs[MAX_FRAMES];
-} smp;
-static bool sample_handler_installed;
-
-static void sample_handler(int sig, siginfo_t *si, void *ucv)
-{
-    (void)sig;
-    int saved = errno;
-    if (si->si_code == SI_TKILL && atomic_load_explicit(&smp.state, memory_order_acquire) ==
-                                       SMP_POSTED && smp.w == braid__tls_worker) {
-        int expect = SMP_POSTED;
-        if (atomic_compare_exchange_strong(&smp.state, &expect, SMP_TAKEN)) {
-            braid__task *t = braid__tls_task;
-            smp.has_task = t != NULL;
-            smp.n = 0;
-            if (t) {
-                smp.id = t->id;
-                smp.name[0] = 0;
-                if (t->ext)
-                    memcpy(smp.name, t->ext->name, sizeof smp.name);
-                smp.file = t->site_file;
-                smp.line = t->site_line;
-#if defined(__x86_64__)
-                const ucontext_t *uc = ucv;
-                uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
-                uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-                smp.n = walk_frames(fp, pc, (uintptr_t)t->fiber.stack_lo, (uintptr_t)t, smp.pcs,
-                                    MAX_FRAMES);
-#elif defined(__aarch64__)
-                const ucontext_t *uc = ucv;
-                smp.n = walk_frames((uintptr_t)uc->uc_mcontext.regs[29],
-                                    (uintptr_t)uc->uc_mcontext.pc, (uintptr_t)t->fiber.stack_lo,
-                                    (uintptr_t)t, smp.pcs, MAX_FRAMES);
-#else
-                (void)ucv;
-#endif
-            }
-            atomic_store_explicit(&smp.state, SMP_DONE, memory_order_release);
-        }
-    }
-    errno = saved;
-}
-
-/* Take SIGURG for the watchdog unless someone else handles it. */
-static void install_sample_handler(void)
-{
-    pthread_mutex_lock(&sample_lock);
-    struct sigaction old;
-    if (!sample_handler_installed && sigaction(SIGURG, NULL, &old) == 0 &&
-        !(old.sa_flags & SA_SIGINFO) && (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN)) {
-        struct sigaction sa;
-        memset(&sa, 0, sizeof sa);
-        sa.sa_sigaction = sample_handler;
-        sigemptyset(&sa.sa_mask);
-        sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
-        sample_handler_installed = sigaction(SIGURG, &sa, NULL) == 0;
-    }
-    pthread_mutex_unlock(&sample_lock);
-}
-
-/* Sample the task running on w (call with sample_lock held): true if the
- * handler answered. */
-static bool sample_worker(braid__worker *w)
-{
-    if (!sample_handler_installed)
-        return false;
-    smp.w = w;
-    atomic_store_explicit(&smp.state, SMP_POSTED, memory_order_release);
-    thread_lock(w);
-    bool sent = w->obs.thread_known && pthread_kill(w->obs.thread, SIGURG) == 0;
-    thread_unlock(w);
-    uint64_t until = braid__now_ns() + SAMPLE_WAIT_NS;
-    while (sent && atomic_load_explicit(&smp.state, memory_order_acquire) != SMP_DONE &&
-           braid__now_ns() < until)
-        nap_us(500);
-    int expect = SMP_POSTED;
-    if (atomic_compare_exchange_strong(&smp.state, &expect, SMP_IDLE))
-        return false; /* withdrawn: a late handler finds nothing posted */
-    while (atomic_load_explicit(&smp.state, memory_order_acquire) != SMP_DONE)
-        nap_us(100);
-    atomic_store_explicit(&smp.state, SMP_IDLE, memory_order_relaxed);
-    return true;
-}
+/* ---- the watchdog ------------------------------------------------------------------------ */
 
 static void report(braid_runtime *rt, int event, uint64_t id)
 {
@@ -874,7 +903,10 @@ int braid__obs_start(braid_runtime *rt)
     for (unsigned i = 0; i < rt->nworkers; i++)
         wd[i].since = braid__now_ns();
     unsigned off = rt->cfg.observe_off;
-    o->watchdog_ns = (rt->cfg.watchdog_ms ? rt->cfg.watchdog_ms : 100) * UINT64_C(1000000);
+    /* Under Valgrind everything runs tens of times slower: the default
+     * threshold would report tasks that merely waited for the CPU. */
+    unsigned dflt = braid__under_valgrind ? 1000 : 100;
+    o->watchdog_ns = (rt->cfg.watchdog_ms ? rt->cfg.watchdog_ms : dflt) * UINT64_C(1000000);
     rt->obs = o;
     if ((off & BRAID_OBSERVE_OFF) == BRAID_OBSERVE_OFF)
         return 0;

@@ -59,7 +59,6 @@ void braid__task_yield_now(braid__task *t)
 {
     uint8_t reason = t->wait_reason;
     t->wait_reason = BRAID_WAIT_YIELD;
-    t->since_ns = braid__load_relaxed(&t->home->obs.now_ns);
     braid__sched_yield_enqueue(t->home, t);
     braid__sched_suspend(t);
     t->wait_reason = reason;
@@ -296,9 +295,6 @@ braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id
     t->extra_stacks = NULL;
     t->ext = NULL;
     t->panic = NULL;
-    t->site_file = NULL;
-    t->site_line = 0;
-    t->parent = 0;
     t->wait_obj = 0;
     t->since_ns = braid__load_relaxed(&w->obs.now_ns);
     char *lo = braid__stack_lo(pool, cls, slot);
@@ -331,10 +327,6 @@ static braid__task *start_claimed(braid__worker *w, braid__rec *r, uint32_t inde
     t->rec = r;
     t->rec_index = index;
     t->ext = ext;
-    const braid__site *site = braid__rec_site(r, index);
-    t->site_file = site->file;
-    t->site_line = site->line;
-    t->parent = site->parent;
     r->a.task = t;
     if (joiner) {
         r->waiter = joiner;

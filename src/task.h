@@ -96,6 +96,8 @@ struct braid__task {
     uint16_t budget;                /* operations left before a forced yield */
     int stack_cls;
     uint64_t id;                    /* a call's id is its caller's */
+    uint64_t since_ns;              /* when it last parked (observe.c): here
+                                       on the line park already writes */
     braid__rec *rec;                /* NULL for join_all calls */
     uint32_t rec_index;
     braid_fn fn;
@@ -111,14 +113,9 @@ struct braid__task {
     struct braid__extra_stack *extra_stacks; /* stacks taken after faults */
     braid__spawn_ext *ext;
     braid__panic_info *panic;
-    /* Seeing inside (observe.c): where and by whom it was spawned, what it
-     * waits for (a joined task's id, a descriptor), since when (the
-     * worker's clock at its last scheduling pass: no clock read here). */
-    const char *site_file;
-    uint32_t site_line;
-    uint64_t parent;
+    /* What it waits for (a joined task's id, a descriptor), for dumps.
+     * Its spawn site stays beside its completion record (handle.h). */
     uint64_t wait_obj;
-    uint64_t since_ns;
 };
 
 /* The worker running on this thread, if any, and the task it is running

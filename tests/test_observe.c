@@ -51,6 +51,35 @@ static braid_task spawn_named(const char *name, braid_fn fn, void *arg)
     return t;
 }
 
+/* Send stderr to a temporary file until stderr_take(). */
+static FILE *captured;
+static int saved_stderr = -1;
+
+static void stderr_capture(void)
+{
+    fflush(stderr);
+    captured = tmpfile();
+    CHECK(captured != NULL);
+    saved_stderr = dup(2);
+    CHECK(saved_stderr >= 0);
+    CHECK(dup2(fileno(captured), 2) == 2);
+}
+
+/* Restore stderr; returns what was written meanwhile (caller frees). */
+static char *stderr_take(void)
+{
+    fflush(stderr);
+    CHECK(dup2(saved_stderr, 2) == 2);
+    close(saved_stderr);
+    long n = ftell(captured);
+    CHECK(n >= 0);
+    char *buf = calloc(1, (size_t)n + 1);
+    rewind(captured);
+    CHECK_EQ(fread(buf, 1, (size_t)n, captured), n);
+    fclose(captured);
+    return buf;
+}
+
 /* ---- the dump shows every state ------------------------------------------------------- */
 
 struct world {
@@ -354,8 +383,17 @@ TEST(deadlock_report)
     struct hook_log h = { 0 };
     CHECK_EQ(braid_chan_new(&h.release, sizeof(int), 1), 0);
     braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG, 0, hook, &h);
-    CHECK_EQ(braid_block_on(rt, stuck_root, &h, NULL), 0);
+    stderr_capture();
+    int rc = braid_block_on(rt, stuck_root, &h, NULL);
+    char *err = stderr_take();
+    CHECK_EQ(rc, 0);
     CHECK_EQ(atomic_load(&h.deadlocks), 1);
+    if (!strstr(err, "braid: deadlock: all 2 tasks") ||
+        !strstr(err, "\"stuck\": waiting on channel receive")) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("no deadlock report on stderr");
+    }
+    free(err);
     CHECK_EQ(braid_runtime_free(rt), 0);
     braid_chan_sender_drop(h.release);
     braid_chan_receiver_drop(h.release);
@@ -506,16 +544,29 @@ static void *watchdog_root(void *arg)
 TEST(watchdog_fires)
 {
     braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_DEADLOCK, 50, hook, &wd_log);
-    CHECK_EQ(braid_block_on(rt, watchdog_root, NULL, NULL), 0);
+    stderr_capture();
+    int rc = braid_block_on(rt, watchdog_root, NULL, NULL);
+    char *err = stderr_take();
+    CHECK_EQ(rc, 0);
     CHECK_EQ(atomic_load(&wd_log.blocked), 1);
+    bool ok = strstr(err, "without suspending") != NULL;
+#ifndef UNDER_TSAN
+    ok = ok && strstr(err, "\"spinner\" (spawned at") && strstr(err, "#0 0x");
+#endif
+    if (!ok) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("no watchdog report on stderr");
+    }
+    free(err);
     CHECK_EQ(braid_runtime_free(rt), 0);
 }
+
+static volatile unsigned sink;
 
 static void *polite(void *arg)
 {
     (void)arg;
     uint64_t until = braid_now_ns() + 400 * 1000000ull;
-    volatile unsigned sink = 0;
     while (braid_now_ns() < until) {
         for (unsigned i = 0; i < 1000; i++)
             sink += i;
@@ -543,6 +594,45 @@ TEST(watchdog_quiet)
     CHECK_EQ(braid_block_on(rt, quiet_root, NULL, NULL), 0);
     CHECK_EQ(braid_runtime_free(rt), 0);
     CHECK_EQ(atomic_load(&h.blocked), 0);
+}
+
+/* A dump names the task that keeps a worker busy. */
+static _Atomic int busy_worker = -1;
+static _Atomic bool busy_release;
+
+static void *busy_spinner(void *arg)
+{
+    (void)arg;
+    atomic_store(&busy_worker, braid_worker_index());
+    while (!atomic_load(&busy_release))
+        ;
+    return NULL;
+}
+
+TEST(dump_busy_worker)
+{
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_DEADLOCK, 60000, NULL, NULL);
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    o.name = "busy";
+    braid_task t;
+    CHECK_EQ(braid_spawn_on_ex(rt, &t, &o, busy_spinner, NULL), 0);
+    while (atomic_load(&busy_worker) < 0)
+        usleep(1000);
+    char *d = dump_string(rt);
+    char want[128];
+    snprintf(want, sizeof want, "worker %d: busy", atomic_load(&busy_worker));
+    bool ok = strstr(d, want) != NULL;
+#ifndef UNDER_TSAN
+    ok = ok && strstr(d, "\"busy\": running on worker");
+#endif
+    if (!ok) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("the busy worker is not described");
+    }
+    free(d);
+    atomic_store(&busy_release, true);
+    CHECK_EQ(braid_join(t, NULL), BRAID_OK);
+    CHECK_EQ(braid_runtime_free(rt), 0);
 }
 
 /* ---- stack depth --------------------------------------------------------------------------------- */
