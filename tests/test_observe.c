@@ -282,6 +282,14 @@ static void *child_root(void *arg)
     (void)arg;
     braid_task t = spawn_named("child-sleeper", sleeper, NULL);
     CHECK_EQ(braid_signal_catch(SIGUSR2), 0);
+    for (;;) { /* until the sleeper sleeps, so the parent's dump shows it */
+        char *d = dump_string(NULL);
+        bool asleep = strstr(d, "\"child-sleeper\": waiting on sleep") != NULL;
+        free(d);
+        if (asleep)
+            break;
+        braid_sleep_ms(1);
+    }
     printf("ready\n");
     fflush(stdout);
     CHECK_EQ(braid_signal_wait(SIGUSR2), SIGUSR2);
