@@ -1253,7 +1253,8 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  * scheduling point (a parked one is woken for it); a worker whose task
  * does not suspend within 500 ms is reported as busy instead.  Blocks the
  * calling thread (and, from a task, its worker) meanwhile; one dump at a
- * time per process.  rt NULL: the caller's runtime.  Any thread, any task.
+ * time per process.  rt NULL: the caller's runtime.  Any thread, any task,
+ * but not a signal handler (SIGQUIT does it on the observer thread).
  * Returns 0, -EINVAL (no runtime), -EIO (writing f failed). */
 BRAID_API int braid_dump(braid_runtime *rt, FILE *f);
 
@@ -1286,8 +1287,11 @@ typedef struct braid_metrics {
     unsigned blocking_busy;   /* blocking-pool threads running a job */
     unsigned blocking_idle;
     unsigned blocking_queued; /* jobs waiting for a thread */
-    uint64_t stack_high_water; /* deepest stack use of a task seen by a dump
-                                  of this runtime, in bytes (0: no dump yet) */
+    uint64_t stack_high_water; /* deepest stack use of a task seen so far by
+                                  braid_dump() or braid_stack_high_water()
+                                  in this runtime, in bytes (0: none yet):
+                                  measuring means a system call per task, so
+                                  it is not done as tasks end */
     unsigned max_workers;
     braid_worker_metrics *workers;
 } braid_metrics;

@@ -295,7 +295,6 @@ braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id
     t->extra_stacks = NULL;
     t->ext = NULL;
     t->panic = NULL;
-    t->wait_obj = 0;
     t->since_ns = braid__load_relaxed(&w->obs.now_ns);
     char *lo = braid__stack_lo(pool, cls, slot);
     braid__fiber_make(&t->fiber, lo, (size_t)((char *)t - lo), task_entry, t);

@@ -113,8 +113,9 @@ struct braid__task {
     struct braid__extra_stack *extra_stacks; /* stacks taken after faults */
     braid__spawn_ext *ext;
     braid__panic_info *panic;
-    /* What it waits for (a joined task's id, a descriptor), for dumps.
-     * Its spawn site stays beside its completion record (handle.h). */
+    /* What it waits for (a joined task's id, a descriptor), for dumps;
+     * set with those wait reasons only.  Its spawn site stays beside its
+     * completion record (handle.h). */
     uint64_t wait_obj;
 };
 
