@@ -1251,7 +1251,9 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  * addr2line).  Tasks not started yet are counted per worker and in the
  * injection queue.  Each worker writes its own tasks, at its next
  * scheduling point (a parked one is woken for it); a worker whose task
- * does not suspend within 500 ms is reported as busy instead.  Blocks the
+ * does not suspend within 500 ms is reported as busy instead, with that
+ * task's id, name, site and backtrace if its thread answers the
+ * watchdog's signal (not when the watchdog is off).  Blocks the
  * calling thread (and, from a task, its worker) meanwhile; one dump at a
  * time per process.  rt NULL: the caller's runtime.  Any thread, any task,
  * but not a signal handler (SIGQUIT does it on the observer thread).
