@@ -125,6 +125,19 @@ typedef struct braid_outcome {
 typedef void (*braid_panic_hook)(uint64_t task_id, const char *name,
                                  const braid_outcome *outcome, void *user);
 
+/* What the observer reports (braid_observe_hook). */
+enum {
+    BRAID_EVENT_DEADLOCK = 1, /* every task waits and nothing can wake one */
+    BRAID_EVENT_BLOCKED = 2   /* a task ran longer than watchdog_ms without
+                                 suspending */
+};
+
+/* Called on the runtime's observer thread (a plain thread) after the report
+ * was written to stderr: event is a BRAID_EVENT_*, task_id the task
+ * concerned (0 for a deadlock).  It may call braid_dump() and
+ * braid_metrics(), or end the program; it must not free rt. */
+typedef void (*braid_observe_hook)(braid_runtime *rt, int event, uint64_t task_id, void *user);
+
 /* Runtime configuration.  Always start from braid_config_init(). */
 typedef struct braid_config {
     size_t size;                 /* sizeof(braid_config), set by braid_config_init */
@@ -171,7 +184,19 @@ typedef struct braid_config {
                                     0 means 16 MiB (about 500,000 events).
                                     Events past it are dropped, and counted in
                                     the file (otherData.dropped_events) */
+    /* Seeing inside (see "Seeing inside" below); all on by default. */
+    unsigned observe_off;        /* BRAID_OBSERVE_NO_* bits: what to turn off */
+    unsigned watchdog_ms;        /* report a task that runs this long without
+                                    suspending; 0 means 100 ms */
+    braid_observe_hook observe_hook; /* NULL: report on stderr only */
+    void *observe_hook_arg;
 } braid_config;
+
+/* braid_config.observe_off bits. */
+#define BRAID_OBSERVE_NO_SIGQUIT  1u /* leave SIGQUIT alone (no dump on it) */
+#define BRAID_OBSERVE_NO_WATCHDOG 2u /* no blocked-worker reports */
+#define BRAID_OBSERVE_NO_DEADLOCK 4u /* no deadlock reports */
+#define BRAID_OBSERVE_OFF         7u /* none of them: no observer thread */
 
 /* Options for braid_spawn_ex().  Initialise with BRAID_SPAWN_OPTS_INIT. */
 typedef struct braid_spawn_opts {
@@ -306,6 +331,34 @@ BRAID_API int braid_spawn(braid_task *out, braid_fn fn, void *arg);
 /* braid_spawn() with options: a name, a stack size, an arg_drop.  opts may be
  * NULL.  Errors as braid_spawn(), plus -EINVAL for a stack size over 1 GiB. */
 BRAID_API int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg);
+
+/* Spawn sites.  Every task remembers the file and line it was spawned from
+ * and its parent (the id of the spawning task, 0 for a plain thread), for
+ * braid_dump() and the observer's reports.  braid_spawn, braid_spawn_ex,
+ * braid_spawn_on and braid_spawn_on_ex are also macros that pass __FILE__
+ * and __LINE__ to the _at entry points below; the functions themselves
+ * remain (their addresses, a parenthesised call such as
+ * (braid_spawn)(&t, fn, arg), and the shared library work as before, with
+ * no site recorded).  Define BRAID_NO_SITE_MACROS before including braid.h
+ * to do without the macros.  file must be a string that outlives the task
+ * (a literal); line is kept as given.  Otherwise the _at functions are
+ * exactly the functions they stand for. */
+BRAID_API int braid_spawn_at(const char *file, int line, braid_task *out, braid_fn fn, void *arg);
+BRAID_API int braid_spawn_ex_at(const char *file, int line, braid_task *out,
+                                const braid_spawn_opts *opts, braid_fn fn, void *arg);
+BRAID_API int braid_spawn_on_at(const char *file, int line, braid_runtime *rt, braid_task *out,
+                                braid_fn fn, void *arg);
+BRAID_API int braid_spawn_on_ex_at(const char *file, int line, braid_runtime *rt,
+                                   braid_task *out, const braid_spawn_opts *opts, braid_fn fn,
+                                   void *arg);
+
+#ifndef BRAID_NO_SITE_MACROS
+#define braid_spawn(out, fn, arg) braid_spawn_at(__FILE__, __LINE__, out, fn, arg)
+#define braid_spawn_ex(out, opts, fn, arg) braid_spawn_ex_at(__FILE__, __LINE__, out, opts, fn, arg)
+#define braid_spawn_on(rt, out, fn, arg) braid_spawn_on_at(__FILE__, __LINE__, rt, out, fn, arg)
+#define braid_spawn_on_ex(rt, out, opts, fn, arg)                                              \
+    braid_spawn_on_ex_at(__FILE__, __LINE__, rt, out, opts, fn, arg)
+#endif
 
 /* Wait for t to finish and consume its handle.  Returns the task's fate
  * (>= 0); *result (if not NULL) receives what the task returned (also when it
@@ -1326,6 +1379,107 @@ BRAID_API int braid_signal_catch(int signo);
  * -EMFILE/-ENFILE, -ENOMEM.  Any thread, any runtime. */
 BRAID_API int braid_signal_wait(int signo);
 BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
+
+/* ------------------------------------------------------------------------
+ * Seeing inside: dumps, metrics, the observer
+ *
+ * Each runtime has an observer thread (unless braid_config.observe_off is
+ * BRAID_OBSERVE_OFF) that
+ *  - writes braid_dump() of every runtime to stderr when the process gets
+ *    SIGQUIT, and the program continues.  The handler is installed only if
+ *    SIGQUIT has its default disposition when the runtime is created, and
+ *    the default is restored when the last such runtime is freed; a later
+ *    braid_signal_catch(SIGQUIT) or sigaction() takes it over;
+ *  - reports, once per incident, a task that has run longer than
+ *    watchdog_ms without suspending (a blocking call inside a task), with
+ *    its name, spawn site and, where the worker thread can be interrupted,
+ *    a backtrace (taken in a SIGURG handler on that thread; SIGURG is
+ *    used only if nobody else handles it, and like any signal it may cut
+ *    short, with EINTR, the system call that task is blocked in).  The
+ *    default threshold is 1 s under Valgrind;
+ *  - reports a deadlock once: every worker asleep with no timer and no
+ *    descriptor registered, no blocking-pool job queued or running, tasks
+ *    alive, and no thread in the process that could still wake one (every
+ *    thread is the runtime's own or a plain thread blocked without deadline
+ *    in a braid call), all of it unchanged over two looks 100 ms apart.
+ *    The report (and the dump) goes to stderr, then to observe_hook; the
+ *    program continues (the hook may end it).  A program with threads of
+ *    its own, several runtimes, or I/O on every worker is never reported:
+ *    a false report would be worse than a missed one.
+ * Reports go to stderr and then to braid_config.observe_hook.
+ * --------------------------------------------------------------------- */
+
+/* Write every live task of rt to f: id, name, state (running on worker N,
+ * runnable, or what it waits for: sleep until T, join of task M, channel,
+ * mutex, descriptor N, the blocking pool, ...), for how long, its spawn
+ * site and parent, the deepest stack page it has touched, and a backtrace
+ * of its suspended stack (frame pointers; names from dladdr(), so only
+ * exported symbols are named; every frame also shows module+offset for
+ * addr2line).  Tasks not started yet are counted per worker and in the
+ * injection queue.  Each worker writes its own tasks, at its next
+ * scheduling point (a parked one is woken for it); a worker whose task
+ * does not suspend within 500 ms is reported as busy instead, with that
+ * task's id, name, site and backtrace if its thread answers the
+ * watchdog's signal (not when the watchdog is off).  Blocks the
+ * calling thread (and, from a task, its worker) meanwhile; one dump at a
+ * time per process.  rt NULL: the caller's runtime.  Any thread, any task,
+ * but not a signal handler (SIGQUIT does it on the observer thread).
+ * Returns 0, -EINVAL (no runtime), -EIO (writing f failed). */
+BRAID_API int braid_dump(braid_runtime *rt, FILE *f);
+
+/* One worker's counters in braid_metrics. */
+typedef struct braid_worker_metrics {
+    uint64_t polls;          /* times a task was resumed or started */
+    uint64_t steals;         /* tasks taken from other workers' queues */
+    uint64_t parks;          /* times the worker went to sleep */
+    uint64_t busy_ns;        /* time not asleep since the worker started */
+    uint64_t local_queue;    /* never-started tasks in its queue now */
+    uint64_t timers;         /* timers pending (as of its last scheduling pass) */
+    uint64_t io_registered;  /* descriptors registered with its epoll */
+} braid_worker_metrics;
+
+/* A runtime's counters.  Set size to sizeof(braid_metrics) (the library
+ * fills only what it knows, later versions only append), and point workers
+ * at an array of max_workers entries (or NULL / 0 for none): worker i's
+ * counters land in workers[i] for i < min(nworkers, max_workers). */
+typedef struct braid_metrics {
+    size_t size;
+    unsigned nworkers;
+    uint64_t tasks_alive;     /* spawned and not yet finished (queued too) */
+    uint64_t tasks_spawned;
+    uint64_t tasks_completed; /* finished: returned, panicked or cancelled */
+    uint64_t tasks_panicked;
+    uint64_t tasks_cancelled;
+    uint64_t global_queue;    /* never-started tasks in the injection queue */
+    uint64_t timers;          /* sum over the workers */
+    uint64_t io_registered;   /* sum over the workers */
+    unsigned blocking_busy;   /* blocking-pool threads running a job */
+    unsigned blocking_idle;
+    unsigned blocking_queued; /* jobs waiting for a thread */
+    uint64_t stack_high_water; /* deepest stack use of a task seen so far by
+                                  braid_dump() or braid_stack_high_water()
+                                  in this runtime, in bytes (0: none yet):
+                                  measuring means a system call per task, so
+                                  it is not done as tasks end */
+    unsigned max_workers;
+    braid_worker_metrics *workers;
+} braid_metrics;
+
+#define BRAID_METRICS_INIT { sizeof(braid_metrics), 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, NULL }
+
+/* Fill *m with rt's counters (rt NULL: the caller's runtime).  The counts
+ * are kept per worker, written by their worker alone and summed here, so
+ * they are exact once the runtime is quiet and approximate while it runs.
+ * tasks_completed counts every finish, tasks_panicked and tasks_cancelled
+ * those fates among them.  Never blocks (takes the blocking pool's lock
+ * briefly).  Any thread.  Returns 0 or -EINVAL. */
+BRAID_API int braid_metrics_get(braid_runtime *rt, braid_metrics *m);
+
+/* The deepest point of the calling task's stack touched so far, in bytes
+ * from its top (pages resident in its stack slot: an upper bound when the
+ * slot was used by earlier tasks, as recycled stacks keep their pages).
+ * Task only; -EPERM on a plain thread, -ENOSYS if mincore() fails. */
+BRAID_API ssize_t braid_stack_high_water(void);
 
 /* ------------------------------------------------------------------------
  * Errors

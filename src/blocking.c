@@ -451,7 +451,7 @@ static int bj_await(braid__task *t, bjob *j, uint64_t deadline_ns, unsigned flag
         j->state = BJ_QUEUED;
         j->abandoned = false;
         j->panic = NULL;
-        braid__wait_init(&j->wait, det ? NULL : t, BRAID_WAIT_JOIN);
+        braid__wait_init(&j->wait, det ? NULL : t, BRAID_WAIT_BLOCKING);
         braid__wnode_init(&j->node, &j->wait, 0, NULL, 0);
         rc = bp_submit(p, j);
     }

@@ -9,9 +9,11 @@
 /* 65536 records of 32 bytes: one 2 MiB chunk, aligned so that it can be a
  * transparent huge page.  A million handles then cost 16 page faults instead
  * of 8,000. */
-#define CHUNK_SHIFT 16
+#define CHUNK_SHIFT BRAID_REC_CHUNK_SHIFT
 #define CHUNK_RECS (1u << CHUNK_SHIFT)
 #define CHUNK_BYTES ((size_t)CHUNK_RECS * sizeof(braid__rec))
+/* The records' spawn sites follow them (braid__rec_site). */
+#define CHUNK_MAP (CHUNK_BYTES + (size_t)CHUNK_RECS * sizeof(braid__site))
 #define MAX_CHUNKS (1u << (BRAID_REC_INDEX_BITS - CHUNK_SHIFT))
 /* Records moved from the pool into a cache at once. */
 #define REFILL (BRAID_REC_CACHE / 2)
@@ -44,7 +46,7 @@ static inline braid__rec *rec_at(uint32_t index)
 static braid__rec *map_chunk(void)
 {
     /* Over-map by 2 MiB and trim, to get a 2 MiB-aligned chunk. */
-    size_t len = CHUNK_BYTES * 2;
+    size_t len = CHUNK_MAP + CHUNK_BYTES;
     char *p = braid__mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (p == MAP_FAILED)
         return NULL;
@@ -52,8 +54,8 @@ static braid__rec *map_chunk(void)
     size_t head = start - (uintptr_t)p;
     if (head)
         munmap(p, head);
-    if (len - head - CHUNK_BYTES)
-        munmap((char *)start + CHUNK_BYTES, len - head - CHUNK_BYTES);
+    if (len - head - CHUNK_MAP)
+        munmap((char *)start + CHUNK_MAP, len - head - CHUNK_MAP);
     madvise((void *)start, CHUNK_BYTES, MADV_HUGEPAGE);
     return (braid__rec *)start;
 }
@@ -99,7 +101,7 @@ void braid__rec_pool_destroy(braid__rec_pool *p)
         atomic_store_explicit(&dir.chunk[c], NULL, memory_order_release);
         atomic_store_explicit(&dir.owner[c], NULL, memory_order_release);
         pthread_mutex_unlock(&dir.lock);
-        munmap(base, CHUNK_BYTES);
+        munmap(base, CHUNK_MAP);
     }
     free(p->chunks);
     pthread_mutex_destroy(&p->lock);
@@ -144,7 +146,7 @@ static bool grow_locked(braid__rec_pool *p)
     }
     pthread_mutex_unlock(&dir.lock);
     if (c == MAX_CHUNKS) {
-        munmap(base, CHUNK_BYTES);
+        munmap(base, CHUNK_MAP);
         return false;
     }
     p->chunks[p->nchunks++] = c;

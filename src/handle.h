@@ -75,6 +75,26 @@ struct braid__rec {
     struct braid__waiter *waiter;
 };
 
+/* Where a task was spawned and by whom (braid_dump).  Kept beside the
+ * records, one per record, rather than in them: a never-started task is
+ * only its 32-byte record, and these are written once and read rarely. */
+typedef struct braid__site {
+    const char *file;               /* NULL: unknown (spawned without a site) */
+    uint32_t line;
+    uint64_t parent;                /* the spawning task's id, 0: a plain thread */
+} braid__site;
+
+#define BRAID_REC_CHUNK_SHIFT 16
+
+/* The site slot of record r, whose index is index: the sites of a chunk
+ * follow its records in the same mapping (handle.c). */
+static inline braid__site *braid__rec_site(braid__rec *r, uint32_t index)
+{
+    uint32_t i = index & ((1u << BRAID_REC_CHUNK_SHIFT) - 1);
+    char *base = (char *)(r - i);
+    return (braid__site *)(base + ((size_t)sizeof(braid__rec) << BRAID_REC_CHUNK_SHIFT)) + i;
+}
+
 /* Who waits for a record: a task (woken with braid__wake), a plain thread
  * (woken through the futex word: 0 waiting, 1 done, 2 asleep in the
  * kernel), or a JoinSet (told which of its tasks finished).  Lives on the

@@ -208,6 +208,7 @@ static int io_register(braid__io *io, int fd, uint32_t gen, braid__worker *w)
     }
     io->owner = w;
     w->has_io = true;
+    atomic_fetch_add_explicit(&w->obs.io_registered, 1, memory_order_relaxed);
     atomic_store_explicit(&io->stream, is_stream(fd), memory_order_relaxed);
     return 0;
 }
@@ -217,6 +218,7 @@ static void io_unregister(braid__io *io, int fd)
     if (io->owner) {
         struct epoll_event ev = { 0 };
         (void)epoll_ctl(io->owner->epfd, EPOLL_CTL_DEL, fd, &ev);
+        atomic_fetch_sub_explicit(&io->owner->obs.io_registered, 1, memory_order_relaxed);
         io->owner = NULL;
     }
     io->nopoll = false;
@@ -341,6 +343,7 @@ static int io_wait(braid__task *t, braid__io *io, int fd, uint32_t gen, unsigned
         return rc;
     }
     braid__wait_init(&wt, t, BRAID_WAIT_IO);
+    t->wait_obj = (uint64_t)fd;
     braid__wnode_init(&n, &wt, 0, NULL, want);
     braid__wq_push(q, &n);
     braid__spin_unlock(&io->lock);

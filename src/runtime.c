@@ -19,6 +19,7 @@
 #include "blocking.h"
 #include "det.h"
 #include "debug.h"
+#include "observe.h"
 #include "panic.h"
 #include "sched.h"
 #include "util.h"
@@ -80,6 +81,7 @@ static void *worker_main(void *p)
 
 static void destroy(braid_runtime *rt)
 {
+    braid__obs_stop(rt);
     braid__debug_unregister(rt);
     /* First: a pool thread may still be waking a task of some worker. */
     braid__bpool_free(rt->blocking);
@@ -186,6 +188,8 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         }
         w->has_thread = true;
     }
+    if (rc == 0)
+        rc = braid__obs_start(rt);
     if (rc < 0) {
         if (rt->workers)
             stop_threads(rt);
@@ -345,6 +349,7 @@ int braid_runtime_free(braid_runtime *rt)
     }
     if (!quiescent(rt))
         return -ETIMEDOUT; /* stuck tasks: leave everything as it is */
+    braid__obs_stop(rt); /* it looks at the workers */
     stop_threads(rt);
     destroy(rt);
     return 0;

@@ -379,6 +379,7 @@ static void maintenance(braid__worker *w)
     poll_timers(w);
     drain_inbox(w);
     release_yielders(w);
+    braid__obs_pass(w);
 }
 
 /* The runnable work that is cheap to find: the LIFO slot, the ready list,
@@ -515,6 +516,8 @@ static void switch_out(braid__worker *w, braid__task *from, bool dying)
         t = pick_local(w);
         check_notify(w);
     }
+    if (t)
+        braid__obs_bump(&w->obs.polls);
     if (t == from) { /* a yield with nothing else to run, or an early wake */
         braid__tls_task = from;
         return;
@@ -586,6 +589,10 @@ static void park(braid__worker *w)
         if (rt->park_deadline && (!deadline || rt->park_deadline < deadline))
             deadline = rt->park_deadline;
         BRAID__TRACE(w, BRAID_TR_PARK, 0, 0, 0);
+        uint64_t slept = braid__now_ns();
+        braid__obs_bump(&w->obs.parks);
+        atomic_store_explicit(&w->obs.asleep_for_good, !deadline && parked == BRAID_PARK_PARKED,
+                              memory_order_release);
         while (atomic_load_explicit(&w->park, memory_order_acquire) == parked) {
             if (parked == BRAID_PARK_POLLING) {
                 if (braid__io_poll(w, true, deadline) > 0)
@@ -597,6 +604,10 @@ static void park(braid__worker *w)
                 break;
         }
         BRAID__TRACE(w, BRAID_TR_UNPARK, 0, 0, 0);
+        atomic_store_explicit(&w->obs.asleep_for_good, 0, memory_order_relaxed);
+        atomic_store_explicit(&w->obs.idle_ns,
+                              braid__load_relaxed(&w->obs.idle_ns) + braid__now_ns() - slept,
+                              memory_order_relaxed);
     }
     atomic_store_explicit(&w->park, BRAID_PARK_RUNNING, memory_order_seq_cst);
     /* If a notifier cleared our bit it also counted us as searching. */
@@ -610,15 +621,17 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
     braid__worker *prev = braid__tls_worker;
     braid__tls_worker = w;
     w->errno_loc = &errno;
+    braid__obs_thread_enter(w);
     for (;;) {
         braid__task *t = sched_next(w);
-        if (!t)
-            t = steal(w);
+        if (!t && (t = steal(w)))
+            braid__obs_bump(&w->obs.steals);
         if (t) {
             if (w->searching)
                 stop_searching(w, true);
             if (BRAID__TRACING(w))
                 braid__trace_switch(w->trace, NULL, false, t);
+            braid__obs_bump(&w->obs.polls);
             braid__tls_task = t;
             braid__fiber_switch(&w->sched, &t->fiber);
             braid__tls_task = NULL;
@@ -642,9 +655,12 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
             continue; /* virtual time jumped to the next timer */
         if (braid__stack_trim(&rt->stacks, 64))
             continue; /* trimming took time: look for work again */
+        braid__obs_serve(&w->obs.job, w);
         park(w);
+        braid__obs_pass(w);
     }
     stop_searching(w, false);
+    braid__obs_thread_leave(w);
     braid__tls_worker = prev;
 }
 
@@ -665,6 +681,7 @@ int braid__worker_init(braid__worker *w, braid_runtime *rt, unsigned index)
     atomic_init(&w->spawned, 0);
     atomic_init(&w->finished, 0);
     w->epfd = w->evfd = -1;
+    braid__obs_worker_init(w);
     int rc = braid__io_worker_init(w);
     if (rc < 0)
         return rc;

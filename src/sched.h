@@ -75,6 +75,7 @@
 #include "task.h"
 #include "timer.h"
 #include "trace.h"
+#include "observe.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -129,6 +130,10 @@ struct braid__worker {
     /* Read by other threads. */
     _Atomic uint64_t spawned, finished;
 
+    /* Counters and dump jobs (observe.h): written by the worker, read by
+     * others. */
+    BRAID_ALIGNED_LINE braid__wobs obs;
+
     /* Shared with thieves, wakers and notifiers: separate cache lines. */
     BRAID_ALIGNED_LINE braid__ring ring;
     BRAID_ALIGNED_LINE _Atomic(braid__task *) inbox;
@@ -162,6 +167,7 @@ struct braid_runtime {
     braid__det *det;                /* deterministic mode (det.h), else NULL */
     braid__trace *trace;            /* NULL unless tracing (trace.h) */
     braid_runtime *reg_prev, *reg_next; /* braid__runtimes (debug.c) */
+    struct braid__robs *obs;        /* the observer (observe.c) */
 };
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds

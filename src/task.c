@@ -50,6 +50,7 @@ int braid__task_park(braid__task *t, bool cancellable)
         atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
         return 0; /* a wake-up was already pending */
     }
+    t->since_ns = braid__load_relaxed(&t->home->obs.now_ns);
     braid__sched_suspend(t);
     atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
     t->budget = BRAID_BUDGET; /* it let the others run */
@@ -84,12 +85,15 @@ static void count_spawned(braid__worker *w, int delta)
                           memory_order_release);
 }
 
-static void count_finished(braid_runtime *rt, braid__worker *w)
+static void count_finished(braid_runtime *rt, braid__worker *w, int fate)
 {
     if (w) {
+        if (BRAID_UNLIKELY(fate != BRAID_OK))
+            braid__obs_bump(fate == BRAID_PANICKED ? &w->obs.panicked : &w->obs.cancelled);
         atomic_store_explicit(&w->finished, braid__load_relaxed(&w->finished) + 1,
                               memory_order_release);
     } else {
+        braid__obs_ext_finished(rt, fate);
         atomic_fetch_add_explicit(&rt->ext_finished, 1, memory_order_seq_cst);
         if (atomic_load_explicit(&rt->shutdown, memory_order_acquire)) {
             atomic_fetch_add_explicit(&rt->quiesce, 1, memory_order_release);
@@ -128,7 +132,7 @@ static void rec_finish(braid_runtime *rt, braid__worker *w, braid__rec *r, uint3
         }
         atomic_store_explicit(&r->state, 0, memory_order_release);
         braid__rec_free(w ? &w->recs : NULL, r, index);
-        count_finished(rt, w);
+        count_finished(rt, w, fate == BRAID__FATE_OK_FINAL ? BRAID_OK : fate);
         return;
     }
     r->b = value; /* nobody reads b while the task runs */
@@ -169,7 +173,7 @@ static void rec_finish(braid_runtime *rt, braid__worker *w, braid__rec *r, uint3
         waiter_wake(r->waiter, index, s);
         braid__rec_unlock(r, ns);
     }
-    count_finished(rt, w);
+    count_finished(rt, w, f);
 }
 
 /* A claimed (RUNNING, locked) record whose task will never run: drop its
@@ -294,6 +298,7 @@ braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id
     t->extra_stacks = NULL;
     t->ext = NULL;
     t->panic = NULL;
+    t->since_ns = braid__load_relaxed(&w->obs.now_ns);
     char *lo = braid__stack_lo(pool, cls, slot);
     braid__fiber_make(&t->fiber, lo, (size_t)((char *)t - lo), task_entry, t);
     live_insert(w, t);
@@ -437,11 +442,27 @@ static int make_ext(braid_runtime *rt, const braid_spawn_opts *o, void *arg,
     return 0;
 }
 
+/* The site the _at entry points pass down to braid__spawn, which takes it
+ * (so spawns through other paths, the JoinSet's say, record none). */
+static BRAID_TLS const char *spawn_file;
+static BRAID_TLS int spawn_line;
+
+static inline void site_set(braid__rec *r, uint32_t index, const char *file, int line)
+{
+    braid__site *s = braid__rec_site(r, index);
+    s->file = file;
+    s->line = (uint32_t)line;
+    braid__task *self = braid__tls_task;
+    s->parent = self ? self->id : 0;
+}
+
 /* Spawn on rt; w is the calling thread's worker if it belongs to rt and a
  * task is running on it (its ring is then used), else NULL. */
 int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const braid_spawn_opts *o,
                  braid_fn fn, void *arg)
 {
+    const char *file = spawn_file;
+    spawn_file = NULL;
     if (!fn)
         return -EINVAL;
     braid__spawn_ext *ext;
@@ -470,6 +491,7 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
     r->a.fn = fn;
     r->b = ext ? (void *)ext : arg;
     r->waiter = NULL;
+    site_set(r, index, file, spawn_line);
     uint64_t s = id << BRAID_REC_INDEX_BITS | BRAID_REC_QUEUED;
     if (!out)
         s |= BRAID_REC_DETACHED | BRAID_REC_NOHANDLE;
@@ -502,15 +524,41 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
 int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg)
 {
     braid__worker *w = braid__tls_worker;
-    if (!braid__tls_task)
+    if (!braid__tls_task) {
+        spawn_file = NULL;
         return -EPERM;
+    }
     return braid__spawn(w->rt, w, out, opts, fn, arg);
+}
+
+int braid_spawn_ex_at(const char *file, int line, braid_task *out, const braid_spawn_opts *opts,
+                      braid_fn fn, void *arg)
+{
+    spawn_file = file;
+    spawn_line = line;
+    return braid_spawn_ex(out, opts, fn, arg);
+}
+
+int braid_spawn_on_ex_at(const char *file, int line, braid_runtime *rt, braid_task *out,
+                         const braid_spawn_opts *opts, braid_fn fn, void *arg)
+{
+    spawn_file = file;
+    spawn_line = line;
+    int rc = braid_spawn_on_ex(rt, out, opts, fn, arg);
+    spawn_file = NULL; /* braid_spawn_on_ex may fail before braid__spawn */
+    return rc;
+}
+
+int braid_spawn_on_at(const char *file, int line, braid_runtime *rt, braid_task *out, braid_fn fn,
+                      void *arg)
+{
+    return braid_spawn_on_ex_at(file, line, rt, out, NULL, fn, arg);
 }
 
 /* braid_spawn from a task when the worker's caches can serve it: the same
  * steps as braid__spawn without options, without its checks for the rare
  * cases (which it falls back to). */
-int braid_spawn(braid_task *out, braid_fn fn, void *arg)
+static inline int spawn_fast(const char *file, int line, braid_task *out, braid_fn fn, void *arg)
 {
     braid__task *self = braid__tls_task;
     if (BRAID_UNLIKELY(!self || !fn))
@@ -519,14 +567,21 @@ int braid_spawn(braid_task *out, braid_fn fn, void *arg)
     braid_runtime *rt = w->rt;
     braid__rec_cache *c = &w->recs;
     if (BRAID_UNLIKELY(!c->n || c->id_next == c->id_end || !(c->id_next & BRAID_REC_GEN_MASK) ||
-                       braid__stack_exhausted(&rt->stacks)))
+                       braid__stack_exhausted(&rt->stacks))) {
+        spawn_file = file;
+        spawn_line = line;
         return braid__spawn(rt, w, out, NULL, fn, arg);
+    }
     struct braid__rec_slot *s = &c->slot[--c->n];
     braid__rec *r = s->r;
     uint64_t id = c->id_next++ & BRAID_REC_GEN_MASK;
     r->a.fn = fn;
     r->b = arg;
     r->waiter = NULL;
+    braid__site *site = braid__rec_site(r, s->index);
+    site->file = file;
+    site->line = (uint32_t)line;
+    site->parent = self->id;
     uint64_t st = id << BRAID_REC_INDEX_BITS | BRAID_REC_QUEUED;
     if (!out)
         st |= BRAID_REC_DETACHED | BRAID_REC_NOHANDLE;
@@ -545,6 +600,16 @@ int braid_spawn(braid_task *out, braid_fn fn, void *arg)
     if (out)
         *out = h;
     return 0;
+}
+
+int braid_spawn(braid_task *out, braid_fn fn, void *arg)
+{
+    return spawn_fast(NULL, 0, out, fn, arg);
+}
+
+int braid_spawn_at(const char *file, int line, braid_task *out, braid_fn fn, void *arg)
+{
+    return spawn_fast(file, line, out, fn, arg);
 }
 
 /* ---- joining ------------------------------------------------------------------ */
@@ -668,6 +733,7 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
     if (timed && !braid__timer_arm(&w->wheel, &self->timer, deadline_ns))
         self->timer_fired = true;
     self->wait_reason = BRAID_WAIT_JOIN;
+    self->wait_obj = gen;
     rc = 0;
     while (braid__rec_phase(atomic_load_explicit(&r->state, memory_order_acquire)) !=
            BRAID_REC_DONE) {
@@ -928,4 +994,35 @@ void braid__rec_teardown(braid__rec *r, uint64_t state)
         braid__panic_info_free(r->b);
     else if (braid__rec_phase(state) == BRAID_REC_QUEUED && (state & BRAID_REC_EXT))
         free(r->b);
+}
+
+static const char *const wait_reason_names[] = {
+    [BRAID_WAIT_NONE] = "nothing",
+    [BRAID_WAIT_RUNNABLE] = "runnable",
+    [BRAID_WAIT_SLEEP] = "sleep",
+    [BRAID_WAIT_JOIN] = "join",
+    [BRAID_WAIT_JOIN_ALL] = "join_all",
+    [BRAID_WAIT_YIELD] = "yield",
+    [BRAID_WAIT_NOTIFY] = "notify",
+    [BRAID_WAIT_CHAN_SEND] = "channel send",
+    [BRAID_WAIT_CHAN_RECV] = "channel receive",
+    [BRAID_WAIT_SELECT] = "select",
+    [BRAID_WAIT_MUTEX] = "mutex",
+    [BRAID_WAIT_RWLOCK] = "rwlock",
+    [BRAID_WAIT_SEM] = "semaphore",
+    [BRAID_WAIT_COND] = "condition variable",
+    [BRAID_WAIT_BARRIER] = "barrier",
+    [BRAID_WAIT_ONCE] = "once",
+    [BRAID_WAIT_TOKEN] = "cancellation token",
+    [BRAID_WAIT_JOINSET] = "joinset",
+    [BRAID_WAIT_WATCH] = "watch channel",
+    [BRAID_WAIT_IO] = "fd",
+    [BRAID_WAIT_BLOCKING] = "blocking pool",
+};
+
+const char *braid__wait_reason_name(unsigned r)
+{
+    return r < sizeof wait_reason_names / sizeof *wait_reason_names && wait_reason_names[r]
+               ? wait_reason_names[r]
+               : "?";
 }

@@ -67,6 +67,9 @@ enum braid__wait_reason {
     BRAID_WAIT_BLOCKING,
 };
 
+/* A reason's name for dumps and traces ("sleep", "channel receive", ...). */
+const char *braid__wait_reason_name(unsigned r);
+
 #define BRAID_NAME_MAX 32
 
 /* What spawn options add to a task; owned by its record, then by the task. */
@@ -96,6 +99,8 @@ struct braid__task {
     uint16_t budget;                /* operations left before a forced yield */
     int stack_cls;
     uint64_t id;                    /* a call's id is its caller's */
+    uint64_t since_ns;              /* when it last parked (observe.c): here
+                                       on the line park already writes */
     braid__rec *rec;                /* NULL for join_all calls */
     uint32_t rec_index;
     braid_fn fn;
@@ -111,6 +116,10 @@ struct braid__task {
     struct braid__extra_stack *extra_stacks; /* stacks taken after faults */
     braid__spawn_ext *ext;
     braid__panic_info *panic;
+    /* What it waits for (a joined task's id, a descriptor), for dumps;
+     * set with those wait reasons only.  Its spawn site stays beside its
+     * completion record (handle.h). */
+    uint64_t wait_obj;
 };
 
 /* The worker running on this thread, if any, and the task it is running

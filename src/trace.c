@@ -366,26 +366,6 @@ typedef struct tr_out {
     } *open;                        /* per worker: the slice in progress */
 } tr_out;
 
-static const char *const reason_names[] = {
-    [BRAID_WAIT_NONE] = "waiting",       [BRAID_WAIT_RUNNABLE] = "runnable",
-    [BRAID_WAIT_SLEEP] = "sleep",        [BRAID_WAIT_JOIN] = "join",
-    [BRAID_WAIT_JOIN_ALL] = "join_all",  [BRAID_WAIT_YIELD] = "yield",
-    [BRAID_WAIT_NOTIFY] = "notify",      [BRAID_WAIT_CHAN_SEND] = "channel send",
-    [BRAID_WAIT_CHAN_RECV] = "channel receive", [BRAID_WAIT_SELECT] = "select",
-    [BRAID_WAIT_MUTEX] = "mutex",        [BRAID_WAIT_RWLOCK] = "rwlock",
-    [BRAID_WAIT_SEM] = "semaphore",      [BRAID_WAIT_COND] = "condition variable",
-    [BRAID_WAIT_BARRIER] = "barrier",    [BRAID_WAIT_ONCE] = "once",
-    [BRAID_WAIT_TOKEN] = "cancellation token", [BRAID_WAIT_JOINSET] = "joinset",
-    [BRAID_WAIT_WATCH] = "watch",        [BRAID_WAIT_IO] = "I/O",
-    [BRAID_WAIT_BLOCKING] = "blocking pool",
-};
-
-static const char *reason_name(unsigned r)
-{
-    return r < sizeof reason_names / sizeof *reason_names && reason_names[r] ? reason_names[r]
-                                                                            : "waiting";
-}
-
 static const char *fate_name(int fate)
 {
     return fate == BRAID_PANICKED    ? "panicked"
@@ -517,7 +497,7 @@ static void task_state_end(tr_out *o, tr_task *t, uint64_t ts)
     switch (t->state) {
     case T_QUEUED: snprintf(name, sizeof name, "queued"); break;
     case T_RUNNING: snprintf(name, sizeof name, "running on w%u", t->worker); break;
-    case T_WAITING: snprintf(name, sizeof name, "waiting: %s", reason_name(t->reason)); break;
+    case T_WAITING: snprintf(name, sizeof name, "waiting: %s", braid__wait_reason_name(t->reason)); break;
     case T_RUNNABLE: snprintf(name, sizeof name, "runnable"); break;
     case T_YIELDED: snprintf(name, sizeof name, "yielded"); break;
     default: return;
@@ -575,7 +555,7 @@ static void on_suspend(tr_out *o, unsigned src, const tr_ev *e)
     if (exits)
         snprintf(then, sizeof then, "%s", op->open ? fate_name(op->fate) : "ended");
     else
-        snprintf(then, sizeof then, "waiting: %s", reason_name(e->reason));
+        snprintf(then, sizeof then, "waiting: %s", braid__wait_reason_name(e->reason));
     worker_close(o, src, e->ts, then);
     if (exits || op->kind == BRAID_KIND_CALL)
         return;

@@ -18,6 +18,7 @@
 #include "joinset.c"
 #include "local.c"
 #include "net.c"
+#include "observe.c"
 #include "panic.c"
 #include "queue.c"
 #include "reader.c"

@@ -1,5 +1,6 @@
 #include "util.h"
 #include "handle.h"
+#include "observe.h"
 
 #include <limits.h>
 #include <linux/futex.h>
@@ -212,11 +213,16 @@ bool braid__waiter_block_until(braid__waiter *w, uint64_t deadline_ns)
     if (atomic_compare_exchange_strong_explicit(&w->done, &expect, 2, memory_order_acq_rel,
                                                 memory_order_acquire) ||
         expect == 2) {
+        bool forever = deadline_ns == BRAID_FOREVER;
+        if (forever)
+            atomic_fetch_add_explicit(&braid__obs_blocked_threads, 1, memory_order_seq_cst);
         while (atomic_load_explicit(&w->done, memory_order_acquire) != 1) {
-            if (deadline_ns != BRAID_FOREVER && braid__now_ns() >= deadline_ns)
+            if (!forever && braid__now_ns() >= deadline_ns)
                 return false;
-            braid__futex_wait(&w->done, 2, deadline_ns == BRAID_FOREVER ? 0 : deadline_ns);
+            braid__futex_wait(&w->done, 2, forever ? 0 : deadline_ns);
         }
+        if (forever)
+            atomic_fetch_sub_explicit(&braid__obs_blocked_threads, 1, memory_order_seq_cst);
     }
     return true;
 }

@@ -89,8 +89,16 @@ static int wait_thread(braid__wait *w, uint64_t deadline_ns)
 int braid__wait_block_slow(braid__wait *w, uint64_t deadline_ns, bool cancellable)
 {
     braid__task *t = w->task;
-    if (!t)
-        return wait_thread(w, deadline_ns);
+    if (!t) {
+        /* Counted for the deadlock check (observe.h). */
+        bool forever = deadline_ns == BRAID_FOREVER;
+        if (forever)
+            atomic_fetch_add_explicit(&braid__obs_blocked_threads, 1, memory_order_seq_cst);
+        int rc = wait_thread(w, deadline_ns);
+        if (forever)
+            atomic_fetch_sub_explicit(&braid__obs_blocked_threads, 1, memory_order_seq_cst);
+        return rc;
+    }
     braid__wheel *wheel = &t->home->wheel;
     t->timer_fired = false;
     if (!braid__timer_arm(wheel, &t->timer, deadline_ns))

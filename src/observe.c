@@ -1,0 +1,920 @@
+/*
+ * Seeing inside: braid_dump, braid_metrics_get, and each runtime's
+ * observer thread (SIGQUIT dumps, the blocked-worker watchdog, deadlock
+ * reports).  docs/design.md, "Seeing inside", explains the design.
+ *
+ * Dumps.  A worker's live list and task records are only ever read on the
+ * worker's own thread: the dumper posts a job in the worker's slot, wakes
+ * it, and the worker writes its part at its next scheduling point
+ * (braid__obs_pass: maintenance, every 61 decisions, or after parking).
+ * The dumper withdraws a job not taken within DUMP_WAIT_NS (a worker stuck
+ * in a task) with a CAS on the slot; a job the worker took is waited for.
+ * While it waits, the dumper serves jobs posted for its own worker, so two
+ * tasks dumping at once cannot wait for each other.
+ *
+ * The watchdog reads each worker's poll counter; one that has not moved
+ * for watchdog_ms while the worker is not parked means a task has run that
+ * long without suspending.  A SIGURG sent to that worker's thread takes
+ * the task's name, site and frame-pointer backtrace in the handler, on
+ * that thread (the only place they can be read safely); a handler that
+ * does not run in time (ThreadSanitizer delays handlers until the thread
+ * enters an intercepted call) leaves a report without them.
+ */
+#include "observe.h"
+#include "blocking.h"
+#include "handle.h"
+#include "sched.h"
+#include "task.h"
+#include "util.h"
+
+#include <dlfcn.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <time.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#define DUMP_WAIT_NS (500 * UINT64_C(1000000))
+#define SAMPLE_WAIT_NS (100 * UINT64_C(1000000))
+#define DEADLOCK_PERIOD_NS (100 * UINT64_C(1000000))
+#define MAX_FRAMES 32
+
+_Atomic int braid__obs_blocked_threads;
+
+/* Bumped (and futex-woken) by SIGQUIT and by every observer stop, so an
+ * observer waiting on it never misses either. */
+static _Atomic uint32_t obs_epoch;
+static _Atomic uint32_t sigquit_count;
+static _Atomic int observer_threads;
+
+struct braid__obs_job {
+    FILE *f;
+    _Atomic int done;
+    uint64_t hwm;
+};
+
+struct wd_state {
+    uint64_t polls, since;
+    bool reported;
+};
+
+struct braid__robs {
+    pthread_t thread;
+    _Atomic bool stop;
+    bool sigquit;
+    uint32_t sigquit_seen;
+    uint64_t watchdog_ns;
+    struct wd_state *wd;
+    uint64_t next_watch, next_deadlock;
+    bool deadlock_armed, deadlock_reported;
+    uint64_t deadlock_sig[4];
+    _Atomic uint64_t ext_panicked, ext_cancelled;
+    _Atomic uint64_t stack_hwm;
+};
+
+/* ---- small helpers --------------------------------------------------------------- */
+
+static void nap_us(long us)
+{
+    struct timespec ts = { 0, us * 1000 };
+    nanosleep(&ts, NULL);
+}
+
+static bool obs_parked(uint32_t park)
+{
+    return park == BRAID_PARK_PARKED || park == BRAID_PARK_POLLING;
+}
+
+static void max_store(_Atomic uint64_t *m, uint64_t v)
+{
+    uint64_t old = atomic_load_explicit(m, memory_order_relaxed);
+    while (v > old && !atomic_compare_exchange_weak_explicit(m, &old, v, memory_order_relaxed,
+                                                             memory_order_relaxed)) {
+    }
+}
+
+/* ---- per-worker hooks -------------------------------------------------------------- */
+
+void braid__obs_worker_init(braid__worker *w)
+{
+    w->obs.start_ns = braid__now_ns();
+    atomic_init(&w->obs.now_ns, w->obs.start_ns);
+}
+
+static void thread_lock(braid__worker *w)
+{
+    while (atomic_exchange_explicit(&w->obs.thread_lock, 1, memory_order_acquire))
+        braid__cpu_relax();
+}
+
+static void thread_unlock(braid__worker *w)
+{
+    atomic_store_explicit(&w->obs.thread_lock, 0, memory_order_release);
+}
+
+void braid__obs_thread_enter(braid__worker *w)
+{
+    thread_lock(w);
+    w->obs.thread = pthread_self();
+    w->obs.thread_known = true;
+    thread_unlock(w);
+}
+
+void braid__obs_thread_leave(braid__worker *w)
+{
+    thread_lock(w);
+    w->obs.thread_known = false;
+    thread_unlock(w);
+}
+
+void braid__obs_pass(braid__worker *w)
+{
+    atomic_store_explicit(&w->obs.now_ns, braid__now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&w->obs.timers, w->wheel.count, memory_order_relaxed);
+    braid__obs_serve(&w->obs.job, w);
+}
+
+void braid__obs_ext_finished(braid_runtime *rt, int fate)
+{
+    if (fate == BRAID_OK || !rt->obs)
+        return;
+    atomic_fetch_add_explicit(fate == BRAID_PANICKED ? &rt->obs->ext_panicked
+                                                     : &rt->obs->ext_cancelled,
+                              1, memory_order_relaxed);
+}
+
+/* ---- stacks: depth and backtraces ---------------------------------------------------- */
+
+/* The lowest resident page of [lo, hi) (both page-aligned), by mincore(),
+ * which neither faults pages in nor reads them; hi if none. */
+static uintptr_t lowest_resident(uintptr_t lo, uintptr_t hi)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    unsigned char vec[512];
+    for (uintptr_t a = lo; a < hi;) {
+        size_t n = BRAID_MIN((hi - a) / page, sizeof vec);
+        if (mincore((void *)a, n * page, vec) != 0)
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            if (vec[i] & 1)
+                return a + i * page;
+        a += n * page;
+    }
+    return hi;
+}
+
+/* How deep t's stack has been touched, in bytes from its top; 0 if unknown. */
+static uint64_t stack_depth(const braid__task *t)
+{
+    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    uintptr_t lo = (uintptr_t)t->fiber.stack_lo & ~(uintptr_t)(page - 1);
+    uintptr_t top = ((uintptr_t)t + page - 1) & ~(uintptr_t)(page - 1);
+    uintptr_t low = lowest_resident(lo, top);
+    return low ? top - low : 0;
+}
+
+ssize_t braid_stack_high_water(void)
+{
+    braid__task *t = braid__tls_task;
+    if (!t)
+        return -EPERM;
+    uint64_t d = stack_depth(t);
+    if (!d)
+        return -ENOSYS;
+    if (t->home->rt->obs)
+        max_store(&t->home->rt->obs->stack_hwm, d);
+    return (ssize_t)d;
+}
+
+/* Follow the frame-pointer chain from (fp, pc) while it stays inside
+ * [lo, hi) and goes up.  Code built without frame pointers ends it early
+ * or yields a wrong frame, never a fault. */
+__attribute__((no_sanitize("address"))) static int walk_frames(uintptr_t fp, uintptr_t pc,
+                                                               uintptr_t lo, uintptr_t hi,
+                                                               uintptr_t *out, int max)
+{
+    int n = 0;
+    if (pc)
+        out[n++] = pc;
+    while (n < max && fp >= lo && fp + 2 * sizeof(uintptr_t) <= hi && !(fp & 7)) {
+        const uintptr_t *f = (const uintptr_t *)fp;
+        uintptr_t next = f[0], ret = f[1];
+        if (!ret)
+            break;
+        out[n++] = ret;
+        if (next <= fp)
+            break;
+        fp = next;
+    }
+    return n;
+}
+
+/* The frames of suspended task t, from its saved context (arch/ctx.h). */
+__attribute__((no_sanitize("address"))) static int suspended_frames(const braid__task *t, uintptr_t *out, int max)
+{
+#if defined(BRAID_CTX_PORTABLE)
+    (void)t;
+    (void)out;
+    (void)max;
+    return 0;
+#else
+    const uintptr_t *sp = t->fiber.ctx.sp;
+#if defined(__x86_64__)
+    uintptr_t fp = sp[5], pc = sp[6];
+#else
+    uintptr_t fp = sp[10], pc = sp[11];
+#endif
+    return walk_frames(fp, pc, (uintptr_t)sp, (uintptr_t)t, out, max);
+#endif
+}
+
+static void print_frames(FILE *f, const uintptr_t *pcs, int n)
+{
+    for (int i = 0; i < n; i++) {
+        /* A return address points after its call: look up the call. */
+        uintptr_t at = i ? pcs[i] - 1 : pcs[i];
+        Dl_info di;
+        memset(&di, 0, sizeof di);
+        if (!dladdr((void *)at, &di) || !di.dli_fname) {
+            fprintf(f, "      #%d 0x%" PRIxPTR "\n", i, pcs[i]);
+            continue;
+        }
+        const char *mod = strrchr(di.dli_fname, '/');
+        mod = mod ? mod + 1 : di.dli_fname;
+        if (di.dli_sname)
+            fprintf(f, "      #%d 0x%" PRIxPTR " %s+0x%" PRIxPTR " (%s+0x%" PRIxPTR ")\n", i,
+                    pcs[i], di.dli_sname, pcs[i] - (uintptr_t)di.dli_saddr, mod,
+                    pcs[i] - (uintptr_t)di.dli_fbase);
+        else
+            fprintf(f, "      #%d 0x%" PRIxPTR " (%s+0x%" PRIxPTR ")\n", i, pcs[i], mod,
+                    pcs[i] - (uintptr_t)di.dli_fbase);
+    }
+}
+
+/* ---- describing tasks ------------------------------------------------------------------ */
+
+/* Where t was spawned: beside its completion record, which lives as long
+ * as t (join_all's calls have none). */
+static const braid__site *task_site(const braid__task *t)
+{
+    return t->rec ? braid__rec_site(t->rec, t->rec_index) : NULL;
+}
+
+/* What t waits for, with its detail: "sleep until +12 ms", "join of task 5". */
+static void describe_wait(const braid__task *t, uint64_t now, char *buf, size_t n)
+{
+    switch (t->wait_reason) {
+    case BRAID_WAIT_SLEEP: {
+        int64_t left = (int64_t)(t->timer.tick * 1000000u) - (int64_t)now;
+        snprintf(buf, n, "sleep until %+" PRId64 " ms", left / 1000000);
+        break;
+    }
+    case BRAID_WAIT_JOIN:
+        snprintf(buf, n, "join of task %" PRIu64, t->wait_obj);
+        break;
+    case BRAID_WAIT_IO:
+        snprintf(buf, n, "fd %" PRIu64, t->wait_obj);
+        break;
+    default:
+        snprintf(buf, n, "%s", braid__wait_reason_name(t->wait_reason));
+    }
+}
+
+static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
+                          uint64_t now, struct braid__obs_job *job)
+{
+    char state[96], what[64];
+    int wake = atomic_load_explicit(&t->wake, memory_order_acquire);
+    if (t == self) {
+        snprintf(state, sizeof state, "running on worker %u", w->index);
+    } else if (wake == BRAID_WAKE_PARKED) {
+        describe_wait(t, now, what, sizeof what);
+        snprintf(state, sizeof state, "waiting on %s", what);
+    } else if (t->wait_reason == BRAID_WAIT_YIELD) {
+        snprintf(state, sizeof state, "runnable (yielded)");
+    } else if (t->wait_reason != BRAID_WAIT_NONE) {
+        snprintf(state, sizeof state, "runnable (woken from %s)", braid__wait_reason_name(t->wait_reason));
+    } else {
+        snprintf(state, sizeof state, "runnable");
+    }
+    const char *name = t->ext && t->ext->name[0] ? t->ext->name : NULL;
+    fprintf(f, "  task %" PRIu64 "%s%s%s: %s", t->id, name ? " \"" : "", name ? name : "",
+            name ? "\"" : "", state);
+    if (t != self && wake == BRAID_WAKE_PARKED) {
+        uint64_t since = now > t->since_ns ? now - t->since_ns : 0;
+        fprintf(f, ", for %" PRIu64 ".%03" PRIu64 " s", since / 1000000000u,
+                since / 1000000u % 1000u);
+    }
+    fputc('\n', f);
+    uint64_t depth = stack_depth(t);
+    if (depth > job->hwm)
+        job->hwm = depth;
+    const braid__site *site = task_site(t);
+    if (site && site->file)
+        fprintf(f, "    spawned at %s:%u", site->file, site->line);
+    else
+        fprintf(f, "    spawned at ?");
+    if (site && site->parent)
+        fprintf(f, " by task %" PRIu64, site->parent);
+    else if (site)
+        fprintf(f, " from a thread");
+    fprintf(f, "; stack touched %" PRIu64 " KiB deep\n", depth / 1024);
+    uintptr_t pcs[MAX_FRAMES];
+    int n;
+    if (t == self) {
+        n = walk_frames((uintptr_t)__builtin_frame_address(0), 0, (uintptr_t)t->fiber.stack_lo,
+                        (uintptr_t)t, pcs, MAX_FRAMES);
+    } else {
+        n = suspended_frames(t, pcs, MAX_FRAMES);
+    }
+    print_frames(f, pcs, n);
+}
+
+/* Write w's part of a dump; on w's thread (self: the task running on it,
+ * the caller, or NULL). */
+static void dump_worker(braid__worker *w, braid__task *self, struct braid__obs_job *job)
+{
+    FILE *f = job->f;
+    uint64_t now = braid__now_ns();
+    uint64_t queued = braid__ring_len(&w->ring) +
+                      (atomic_load_explicit(&w->ring.newest, memory_order_relaxed) != 0);
+    size_t live = 0;
+    for (braid__task *t = w->live; t; t = t->live_next)
+        live++;
+    fprintf(f, "worker %u: %zu started tasks, %" PRIu64 " not started in its queue\n", w->index,
+            live, queued);
+    for (braid__task *t = w->live; t; t = t->live_next)
+        describe_task(f, w, t, self, now, job);
+}
+
+void braid__obs_serve_slow(braid__worker *w)
+{
+    struct braid__obs_job *job = atomic_exchange_explicit(&w->obs.job, NULL, memory_order_acquire);
+    if (!job)
+        return;
+    dump_worker(w, braid__tls_task, job);
+    fflush(job->f);
+    atomic_store_explicit(&job->done, 1, memory_order_release);
+}
+
+/* ---- the watchdog's sample ------------------------------------------------------------------ */
+
+enum { SMP_IDLE, SMP_POSTED, SMP_TAKEN, SMP_DONE };
+
+/* One sample at a time in the process (sample_lock).  The handler fills it
+ * only if it runs on the targeted worker while the request is posted. */
+static pthread_mutex_t sample_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct {
+    _Atomic int state;
+    braid__worker *w;
+    bool has_task;
+    uint64_t id;
+    char name[BRAID_NAME_MAX];
+    const char *file;
+    uint32_t line;
+    int n;
+    uintptr_t pcs[MAX_FRAMES];
+} smp;
+static bool sample_handler_installed;
+
+static void sample_handler(int sig, siginfo_t *si, void *ucv)
+{
+    (void)sig;
+    int saved = errno;
+    if (si->si_code == SI_TKILL && atomic_load_explicit(&smp.state, memory_order_acquire) ==
+                                       SMP_POSTED && smp.w == braid__tls_worker) {
+        int expect = SMP_POSTED;
+        if (atomic_compare_exchange_strong(&smp.state, &expect, SMP_TAKEN)) {
+            braid__task *t = braid__tls_task;
+            smp.has_task = t != NULL;
+            smp.n = 0;
+            if (t) {
+                smp.id = t->id;
+                smp.name[0] = 0;
+                if (t->ext)
+                    memcpy(smp.name, t->ext->name, sizeof smp.name);
+                const braid__site *site = task_site(t);
+                smp.file = site ? site->file : NULL;
+                smp.line = site ? site->line : 0;
+#if defined(__x86_64__)
+                const ucontext_t *uc = ucv;
+                uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
+                uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
+                smp.n = walk_frames(fp, pc, (uintptr_t)t->fiber.stack_lo, (uintptr_t)t, smp.pcs,
+                                    MAX_FRAMES);
+#elif defined(__aarch64__)
+                const ucontext_t *uc = ucv;
+                smp.n = walk_frames((uintptr_t)uc->uc_mcontext.regs[29],
+                                    (uintptr_t)uc->uc_mcontext.pc, (uintptr_t)t->fiber.stack_lo,
+                                    (uintptr_t)t, smp.pcs, MAX_FRAMES);
+#else
+                (void)ucv;
+#endif
+            }
+            atomic_store_explicit(&smp.state, SMP_DONE, memory_order_release);
+        }
+    }
+    errno = saved;
+}
+
+/* Take SIGURG for the watchdog unless someone else handles it. */
+static void install_sample_handler(void)
+{
+    pthread_mutex_lock(&sample_lock);
+    struct sigaction old;
+    if (!sample_handler_installed && sigaction(SIGURG, NULL, &old) == 0 &&
+        !(old.sa_flags & SA_SIGINFO) && (old.sa_handler == SIG_DFL || old.sa_handler == SIG_IGN)) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = sample_handler;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_SIGINFO | SA_RESTART | SA_ONSTACK;
+        sample_handler_installed = sigaction(SIGURG, &sa, NULL) == 0;
+    }
+    pthread_mutex_unlock(&sample_lock);
+}
+
+/* Sample the task running on w (call with sample_lock held): true if the
+ * handler answered. */
+static bool sample_worker(braid__worker *w)
+{
+    if (!sample_handler_installed)
+        return false;
+    smp.w = w;
+    atomic_store_explicit(&smp.state, SMP_POSTED, memory_order_release);
+    thread_lock(w);
+    bool sent = w->obs.thread_known && pthread_kill(w->obs.thread, SIGURG) == 0;
+    thread_unlock(w);
+    uint64_t until = braid__now_ns() + SAMPLE_WAIT_NS;
+    while (sent && atomic_load_explicit(&smp.state, memory_order_acquire) != SMP_DONE &&
+           braid__now_ns() < until)
+        nap_us(500);
+    int expect = SMP_POSTED;
+    if (atomic_compare_exchange_strong(&smp.state, &expect, SMP_IDLE))
+        return false; /* withdrawn: a late handler finds nothing posted */
+    while (atomic_load_explicit(&smp.state, memory_order_acquire) != SMP_DONE)
+        nap_us(100);
+    atomic_store_explicit(&smp.state, SMP_IDLE, memory_order_relaxed);
+    return true;
+}
+
+/* ---- braid_dump ---------------------------------------------------------------------------- */
+
+static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* Serve jobs for the caller's own worker while waiting (see the top).  A
+ * dump holds its worker on purpose: counted as progress, so that the
+ * watchdog does not report the dumping task. */
+static void serve_own(void)
+{
+    braid__worker *me = braid__tls_worker;
+    if (me) {
+        braid__obs_serve(&me->obs.job, me);
+        braid__obs_bump(&me->obs.polls);
+    }
+}
+
+/* Have worker w (not the caller's) write its part; false if it did not
+ * take the job in time. */
+static bool dump_remote(braid__worker *w, struct braid__obs_job *job)
+{
+    braid_runtime *rt = w->rt;
+    /* A current-thread runtime that nobody drives: its tasks cannot run,
+     * so read them here, holding the driving flag. */
+    bool expect = false;
+    if (rt->nworkers == 1 && !atomic_load_explicit(&rt->shutdown, memory_order_acquire) &&
+        atomic_compare_exchange_strong(&rt->driving, &expect, true)) {
+        dump_worker(w, NULL, job);
+        atomic_store(&rt->driving, false);
+        return true;
+    }
+    atomic_store_explicit(&job->done, 0, memory_order_relaxed);
+    atomic_store_explicit(&w->obs.job, job, memory_order_release);
+    braid__sched_unpark(w);
+    uint64_t until = braid__now_ns() + DUMP_WAIT_NS;
+    while (!atomic_load_explicit(&job->done, memory_order_acquire)) {
+        serve_own();
+        if (braid__now_ns() >= until) {
+            struct braid__obs_job *mine = job;
+            if (atomic_compare_exchange_strong(&w->obs.job, &mine, NULL))
+                return false; /* withdrawn: w never saw it */
+        }
+        nap_us(100);
+    }
+    return true;
+}
+
+/* w did not take its dump job: say what it runs, if its thread answers
+ * the watchdog's signal. */
+static void dump_busy(braid__worker *w, FILE *f)
+{
+    fprintf(f, "worker %u: busy: did not reach a scheduling point in %" PRIu64 " ms\n", w->index,
+            DUMP_WAIT_NS / 1000000);
+    pthread_mutex_lock(&sample_lock);
+    if (sample_worker(w) && smp.has_task) {
+        fprintf(f, "  task %" PRIu64 "%s%s%s: running on worker %u, not suspending\n", smp.id,
+                smp.name[0] ? " \"" : "", smp.name, smp.name[0] ? "\"" : "", w->index);
+        fprintf(f, "    spawned at %s:%u\n", smp.file ? smp.file : "?", smp.line);
+        print_frames(f, smp.pcs, smp.n);
+    }
+    pthread_mutex_unlock(&sample_lock);
+}
+
+int braid_dump(braid_runtime *rt, FILE *f)
+{
+    if (!rt)
+        rt = braid_current_runtime();
+    if (!rt || !f)
+        return -EINVAL;
+    int saved = errno;
+    while (pthread_mutex_trylock(&dump_lock) != 0) {
+        serve_own();
+        nap_us(200);
+    }
+    struct braid__obs_job job = { f, 0, 0 };
+    uint64_t s = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
+    uint64_t fin = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        s += atomic_load_explicit(&rt->workers[i]->spawned, memory_order_acquire);
+        fin += atomic_load_explicit(&rt->workers[i]->finished, memory_order_acquire);
+    }
+    fprintf(f, "braid dump: runtime %p, %u workers, %" PRIu64 " tasks alive, %zu in the injection "
+               "queue\n",
+            (void *)rt, rt->nworkers, s > fin ? s - fin : 0, braid__inject_len(&rt->inject));
+    fflush(f);
+    braid__worker *me = braid__tls_worker;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        braid__worker *w = rt->workers[i];
+        if (w == me) {
+            dump_worker(w, braid__tls_task, &job);
+        } else if (!dump_remote(w, &job)) {
+            dump_busy(w, f);
+        }
+        fflush(f);
+    }
+    fprintf(f, "end of braid dump\n");
+    fflush(f);
+    if (rt->obs)
+        max_store(&rt->obs->stack_hwm, job.hwm);
+    pthread_mutex_unlock(&dump_lock);
+    int rc = ferror(f) ? -EIO : 0;
+    errno = saved;
+    return rc;
+}
+
+/* ---- metrics ------------------------------------------------------------------------------ */
+
+int braid_metrics_get(braid_runtime *rt, braid_metrics *m)
+{
+    if (!rt)
+        rt = braid_current_runtime();
+    if (!rt || !m || (m->size && m->size < offsetof(braid_metrics, max_workers)))
+        return -EINVAL;
+    size_t size = m->size ? m->size : sizeof *m;
+    braid_metrics out;
+    memset(&out, 0, sizeof out);
+    out.size = size;
+    out.nworkers = rt->nworkers;
+    uint64_t spawned = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
+    uint64_t finished = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    if (rt->obs) {
+        out.tasks_panicked = atomic_load_explicit(&rt->obs->ext_panicked, memory_order_relaxed);
+        out.tasks_cancelled = atomic_load_explicit(&rt->obs->ext_cancelled, memory_order_relaxed);
+        out.stack_high_water = atomic_load_explicit(&rt->obs->stack_hwm, memory_order_relaxed);
+    }
+    uint64_t now = braid__now_ns();
+    bool has_array = size >= sizeof *m && m->workers;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        braid__worker *w = rt->workers[i];
+        braid__wobs *o = &w->obs;
+        spawned += atomic_load_explicit(&w->spawned, memory_order_acquire);
+        finished += atomic_load_explicit(&w->finished, memory_order_acquire);
+        out.tasks_panicked += braid__load_relaxed(&o->panicked);
+        out.tasks_cancelled += braid__load_relaxed(&o->cancelled);
+        braid_worker_metrics wm = {
+            .polls = braid__load_relaxed(&o->polls),
+            .steals = braid__load_relaxed(&o->steals),
+            .parks = braid__load_relaxed(&o->parks),
+            .local_queue = braid__ring_len(&w->ring) +
+                           (atomic_load_explicit(&w->ring.newest, memory_order_relaxed) != 0),
+            .timers = braid__load_relaxed(&o->timers),
+            .io_registered = braid__load_relaxed(&o->io_registered),
+        };
+        uint64_t idle = braid__load_relaxed(&o->idle_ns), up = now - o->start_ns;
+        wm.busy_ns = up > idle ? up - idle : 0;
+        out.timers += wm.timers;
+        out.io_registered += wm.io_registered;
+        if (has_array && i < m->max_workers)
+            m->workers[i] = wm;
+    }
+    out.tasks_spawned = spawned;
+    out.tasks_completed = finished;
+    out.tasks_alive = spawned > finished ? spawned - finished : 0;
+    out.global_queue = braid__inject_len(&rt->inject);
+    braid__bpool_stats st;
+    braid__bpool_get_stats(rt, &st);
+    out.blocking_busy = st.running;
+    out.blocking_idle = st.idle;
+    out.blocking_queued = st.queued;
+    if (size >= sizeof *m) {
+        out.max_workers = m->max_workers;
+        out.workers = m->workers;
+    }
+    memcpy(m, &out, BRAID_MIN(size, sizeof out));
+    return 0;
+}
+
+/* ---- the watchdog ------------------------------------------------------------------------ */
+
+static void report(braid_runtime *rt, int event, uint64_t id)
+{
+    if (rt->cfg.observe_hook)
+        rt->cfg.observe_hook(rt, event, id, rt->cfg.observe_hook_arg);
+}
+
+static void watchdog_report(braid_runtime *rt, braid__worker *w, uint64_t ran_ns)
+{
+    pthread_mutex_lock(&sample_lock);
+    bool answered = sample_worker(w);
+    if (answered && !smp.has_task) {
+        pthread_mutex_unlock(&sample_lock);
+        return; /* the scheduler itself (trimming stacks, say): not a task */
+    }
+    uint64_t id = answered ? smp.id : 0;
+    flockfile(stderr);
+    if (answered) {
+        fprintf(stderr,
+                "braid: task %" PRIu64 "%s%s%s (spawned at %s:%u) has run on worker %u for %" PRIu64
+                " ms without suspending: a blocking call inside a task?\n",
+                smp.id, smp.name[0] ? " \"" : "", smp.name, smp.name[0] ? "\"" : "",
+                smp.file ? smp.file : "?", smp.line, w->index, ran_ns / 1000000);
+        print_frames(stderr, smp.pcs, smp.n);
+    } else {
+        fprintf(stderr,
+                "braid: a task has run on worker %u for %" PRIu64
+                " ms without suspending: a blocking call inside a task? (its thread did not "
+                "answer for a backtrace)\n",
+                w->index, ran_ns / 1000000);
+    }
+    fflush(stderr);
+    funlockfile(stderr);
+    pthread_mutex_unlock(&sample_lock);
+    report(rt, BRAID_EVENT_BLOCKED, id);
+}
+
+static void watchdog_check(braid_runtime *rt, struct braid__robs *o, uint64_t now)
+{
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        braid__worker *w = rt->workers[i];
+        struct wd_state *s = &o->wd[i];
+        uint64_t polls = braid__load_relaxed(&w->obs.polls);
+        if (polls != s->polls || obs_parked(atomic_load_explicit(&w->park, memory_order_relaxed))) {
+            s->polls = polls;
+            s->since = now;
+            s->reported = false;
+            continue;
+        }
+        if (!s->reported && now - s->since >= o->watchdog_ns) {
+            s->reported = true;
+            watchdog_report(rt, w, now - s->since);
+        }
+    }
+}
+
+/* ---- deadlocks -------------------------------------------------------------------------------- */
+
+static int process_threads(void)
+{
+    FILE *f = fopen("/proc/self/status", "re");
+    if (!f)
+        return -1;
+    char line[256];
+    int n = -1;
+    while (fgets(line, sizeof line, f))
+        if (strncmp(line, "Threads:", 8) == 0)
+            n = atoi(line + 8);
+    fclose(f);
+    return n;
+}
+
+/* Whether rt looks deadlocked now (see braid.h); sig receives what must
+ * not change before the second look. */
+static bool deadlock_look(braid_runtime *rt, uint64_t sig[4])
+{
+    if (atomic_load_explicit(&rt->shutdown, memory_order_acquire))
+        return false;
+    if (rt->nworkers == 1 && !atomic_load_explicit(&rt->driving, memory_order_acquire))
+        return false; /* nobody runs its tasks: not waiting on them either */
+    uint64_t spawned = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
+    uint64_t finished = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    uint64_t polls = 0, parks = 0;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        braid__worker *w = rt->workers[i];
+        if (!atomic_load_explicit(&w->obs.asleep_for_good, memory_order_acquire) ||
+            braid__ring_len(&w->ring) ||
+            atomic_load_explicit(&w->ring.newest, memory_order_relaxed) ||
+            atomic_load_explicit(&w->inbox, memory_order_acquire))
+            return false;
+        spawned += atomic_load_explicit(&w->spawned, memory_order_acquire);
+        finished += atomic_load_explicit(&w->finished, memory_order_acquire);
+        polls += braid__load_relaxed(&w->obs.polls);
+        parks += braid__load_relaxed(&w->obs.parks);
+    }
+    if (spawned <= finished || braid__inject_len(&rt->inject))
+        return false;
+    braid__bpool_stats st;
+    braid__bpool_get_stats(rt, &st);
+    if (st.running || st.queued || st.resolving)
+        return false;
+    /* Every thread must be accounted for: the workers (or the one driving
+     * a current-thread runtime), the pool's idle threads, the observers,
+     * plain threads blocked in braid without a deadline, and
+     * ThreadSanitizer's background thread. */
+    int known = (int)rt->nworkers + (int)st.threads +
+                atomic_load_explicit(&observer_threads, memory_order_acquire) +
+                atomic_load_explicit(&braid__obs_blocked_threads, memory_order_acquire) +
+                (braid__under_tsan ? 1 : 0);
+    if (process_threads() != known)
+        return false;
+    sig[0] = spawned;
+    sig[1] = finished;
+    sig[2] = polls;
+    sig[3] = parks;
+    return true;
+}
+
+static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
+{
+    uint64_t sig[4];
+    if (!deadlock_look(rt, sig)) {
+        o->deadlock_armed = false;
+        return;
+    }
+    if (!o->deadlock_armed || memcmp(sig, o->deadlock_sig, sizeof sig) != 0) {
+        o->deadlock_armed = true;
+        memcpy(o->deadlock_sig, sig, sizeof sig);
+        return; /* look again next period */
+    }
+    o->deadlock_reported = true;
+    flockfile(stderr);
+    fprintf(stderr, "braid: deadlock: all %" PRIu64 " tasks of runtime %p wait and nothing can "
+                    "wake them (no timer, descriptor, blocking job or other thread)\n",
+            sig[0] - sig[1], (void *)rt);
+    funlockfile(stderr);
+    braid_dump(rt, stderr);
+    report(rt, BRAID_EVENT_DEADLOCK, 0);
+}
+
+/* ---- SIGQUIT ---------------------------------------------------------------------------------- */
+
+static pthread_mutex_t quit_lock = PTHREAD_MUTEX_INITIALIZER;
+static int quit_users;
+
+static void quit_handler(int sig)
+{
+    (void)sig;
+    int saved = errno;
+    atomic_fetch_add_explicit(&sigquit_count, 1, memory_order_seq_cst);
+    atomic_fetch_add_explicit(&obs_epoch, 1, memory_order_seq_cst);
+    braid__futex_wake(&obs_epoch, INT_MAX);
+    errno = saved;
+}
+
+static bool quit_acquire(void)
+{
+    pthread_mutex_lock(&quit_lock);
+    struct sigaction old;
+    bool ok = quit_users > 0;
+    if (!ok && sigaction(SIGQUIT, NULL, &old) == 0 && !(old.sa_flags & SA_SIGINFO) &&
+        old.sa_handler == SIG_DFL) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = quit_handler;
+        sigemptyset(&sa.sa_mask);
+        sa.sa_flags = SA_RESTART | SA_ONSTACK;
+        ok = sigaction(SIGQUIT, &sa, NULL) == 0;
+    }
+    if (ok)
+        quit_users++;
+    pthread_mutex_unlock(&quit_lock);
+    return ok;
+}
+
+static void quit_release(void)
+{
+    pthread_mutex_lock(&quit_lock);
+    struct sigaction cur;
+    if (--quit_users == 0 && sigaction(SIGQUIT, NULL, &cur) == 0 &&
+        !(cur.sa_flags & SA_SIGINFO) && cur.sa_handler == quit_handler) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = SIG_DFL;
+        sigaction(SIGQUIT, &sa, NULL);
+    }
+    pthread_mutex_unlock(&quit_lock);
+}
+
+/* ---- the observer thread ----------------------------------------------------------------------- */
+
+static void *observer_main(void *arg)
+{
+    braid_runtime *rt = arg;
+    struct braid__robs *o = rt->obs;
+    pthread_setname_np(pthread_self(), "braid-observe");
+    unsigned off = rt->cfg.observe_off;
+    uint64_t period = o->watchdog_ns / 4;
+    for (;;) {
+        uint32_t epoch = atomic_load_explicit(&obs_epoch, memory_order_seq_cst);
+        if (atomic_load_explicit(&o->stop, memory_order_acquire))
+            break;
+        uint32_t q = atomic_load_explicit(&sigquit_count, memory_order_seq_cst);
+        if (o->sigquit && q != o->sigquit_seen) {
+            o->sigquit_seen = q;
+            braid_dump(rt, stderr);
+        }
+        uint64_t now = braid__now_ns();
+        if (!(off & BRAID_OBSERVE_NO_WATCHDOG) && now >= o->next_watch) {
+            watchdog_check(rt, o, now);
+            o->next_watch = now + period;
+        }
+        if (!(off & BRAID_OBSERVE_NO_DEADLOCK) && !o->deadlock_reported &&
+            now >= o->next_deadlock) {
+            deadlock_check(rt, o);
+            o->next_deadlock = now + DEADLOCK_PERIOD_NS;
+        }
+        uint64_t next = UINT64_MAX;
+        if (!(off & BRAID_OBSERVE_NO_WATCHDOG))
+            next = o->next_watch;
+        if (!(off & BRAID_OBSERVE_NO_DEADLOCK) && !o->deadlock_reported)
+            next = BRAID_MIN(next, o->next_deadlock);
+        /* Never sleep long: under ThreadSanitizer a signal handler runs
+         * only when its thread leaves an intercepted call. */
+        next = BRAID_MIN(next, braid__now_ns() + DEADLOCK_PERIOD_NS);
+        braid__futex_wait(&obs_epoch, epoch, next);
+    }
+    return NULL;
+}
+
+int braid__obs_start(braid_runtime *rt)
+{
+    struct braid__robs *o = braid__calloc(1, sizeof *o);
+    struct wd_state *wd = braid__calloc(rt->nworkers, sizeof *wd);
+    if (!o || !wd) {
+        free(o);
+        free(wd);
+        return -ENOMEM;
+    }
+    o->wd = wd;
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        wd[i].since = braid__now_ns();
+    unsigned off = rt->cfg.observe_off;
+    /* Under Valgrind everything runs tens of times slower: the default
+     * threshold would report tasks that merely waited for the CPU. */
+    unsigned dflt = braid__under_valgrind ? 1000 : 100;
+    o->watchdog_ns = (rt->cfg.watchdog_ms ? rt->cfg.watchdog_ms : dflt) * UINT64_C(1000000);
+    rt->obs = o;
+    if ((off & BRAID_OBSERVE_OFF) == BRAID_OBSERVE_OFF)
+        return 0;
+    o->sigquit_seen = atomic_load_explicit(&sigquit_count, memory_order_seq_cst);
+    o->sigquit = !(off & BRAID_OBSERVE_NO_SIGQUIT) && quit_acquire();
+    if (!(off & BRAID_OBSERVE_NO_WATCHDOG))
+        install_sample_handler();
+    atomic_fetch_add_explicit(&observer_threads, 1, memory_order_seq_cst);
+    int e = braid__pthread_create(&o->thread, NULL, observer_main, rt);
+    if (e) {
+        atomic_fetch_sub_explicit(&observer_threads, 1, memory_order_seq_cst);
+        if (o->sigquit)
+            quit_release();
+        rt->obs = NULL;
+        free(wd);
+        free(o);
+        return e == ENOMEM ? -ENOMEM : -EAGAIN;
+    }
+    return 0;
+}
+
+void braid__obs_stop(braid_runtime *rt)
+{
+    struct braid__robs *o = rt->obs;
+    if (!o)
+        return;
+    unsigned off = rt->cfg.observe_off;
+    if ((off & BRAID_OBSERVE_OFF) != BRAID_OBSERVE_OFF) {
+        atomic_store_explicit(&o->stop, true, memory_order_release);
+        atomic_fetch_add_explicit(&obs_epoch, 1, memory_order_seq_cst);
+        braid__futex_wake(&obs_epoch, INT_MAX);
+        pthread_join(o->thread, NULL);
+        atomic_fetch_sub_explicit(&observer_threads, 1, memory_order_seq_cst);
+        if (o->sigquit)
+            quit_release();
+    }
+    rt->obs = NULL;
+    free(o->wd);
+    free(o);
+}
