@@ -341,8 +341,10 @@ BRAID_API int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, brai
  * (braid_spawn)(&t, fn, arg), and the shared library work as before, with
  * no site recorded).  Define BRAID_NO_SITE_MACROS before including braid.h
  * to do without the macros.  file must be a string that outlives the task
- * (a literal); line is kept as given.  Otherwise the _at functions are
- * exactly the functions they stand for. */
+ * (a literal); line is kept as given.  Otherwise braid_spawn_at,
+ * braid_spawn_ex_at, braid_spawn_on_at and braid_spawn_on_ex_at are exactly
+ * the functions they stand for, with the same errors (-EPERM, -EINVAL,
+ * -ENOMEM: see braid_spawn and braid_spawn_on). */
 BRAID_API int braid_spawn_at(const char *file, int line, braid_task *out, braid_fn fn, void *arg);
 BRAID_API int braid_spawn_ex_at(const char *file, int line, braid_task *out,
                                 const braid_spawn_opts *opts, braid_fn fn, void *arg);
