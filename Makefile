@@ -1,6 +1,7 @@
 # braid: build, test, install.
 #
-#   make                  libbraid.a, libbraid.so, libbraid-tsan.a, braid.pc
+#   make                  libbraid.a, libbraid.so, libbraid-tsan.a, braid.pc,
+#                         tools/braid-console (the live console)
 #   make test             unit and integration tests: normal, ASan+UBSan, TSan,
 #                         Valgrind; ends with "N passed, N failed"
 #   make test-aarch64     the normal tests cross-built for aarch64, under qemu-user
@@ -79,7 +80,7 @@ RENAME_CMD = $(if $(findstring -flto,$(CFLAGS_LIB)),,$(OBJCOPY) $(RENAME) $@)
 
 .PHONY: all test test-aarch64 demo bench install clean check-tools examples man
 
-all: $(B)/libbraid.a $(B)/libbraid.so $(B)/libbraid-tsan.a $(B)/braid.pc
+all: $(B)/libbraid.a $(B)/libbraid.so $(B)/libbraid-tsan.a $(B)/braid.pc $(B)/tools/braid-console
 
 # ---- library objects, per flavour ------------------------------------------------
 # $(1): flavour directory, $(2): extra flags (sanitizers); fiber.c never gets
@@ -165,6 +166,14 @@ endef
 TEST_SUBSET := tests/test_basic.c tests/test_examples.c tests/test_panic.c
 
 # Tests that run an example's binary (built next to them) as a server.
+# tools/braid-console: the live console's client (plain C, no libbraid).
+$(B)/tools/braid-console: tools/braid-console.c
+	@mkdir -p $(@D)
+	$(CC) -std=c11 -O2 -g -D_GNU_SOURCE $(WARN) $< -o $@
+
+# test_console runs it (found as ../tools/braid-console from the test).
+$(foreach c,normal asan tsan,$(eval $(B)/t-$(c)/test_console: $(B)/tools/braid-console))
+
 $(foreach c,normal asan tsan,$(foreach e,mini_redis http_hello,\
     $(eval $(B)/t-$(c)/test_$(e): $(B)/t-$(c)/ex_$(e))))
 
@@ -383,6 +392,8 @@ install: all man
 	install -d $(DESTDIR)$(INCDIR) $(DESTDIR)$(LIBDIR) $(DESTDIR)$(LIBDIR)/pkgconfig \
 	    $(DESTDIR)$(CMAKEDIR) $(DESTDIR)$(MANDIR)/man3
 	install -m 644 include/braid.h $(DESTDIR)$(INCDIR)/
+	install -d $(DESTDIR)$(PREFIX)/bin
+	install -m 755 $(B)/tools/braid-console $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(B)/libbraid.a $(B)/libbraid-tsan.a $(DESTDIR)$(LIBDIR)/
 	install -m 755 $(B)/libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/
 	ln -sf libbraid.so.$(VERSION) $(DESTDIR)$(LIBDIR)/libbraid.so.$(SOMAJOR)

@@ -190,6 +190,13 @@ typedef struct braid_config {
                                     suspending; 0 means 100 ms */
     braid_observe_hook observe_hook; /* NULL: report on stderr only */
     void *observe_hook_arg;
+    const char *console_path;    /* serve the live console (tools/braid-console)
+                                    on a Unix socket at this path, mode 0600;
+                                    a stale socket file is replaced.  NULL: the
+                                    BRAID_CONSOLE environment variable names
+                                    it, if set (then only the first runtime of
+                                    the process that can take the path serves
+                                    it).  Copied when the runtime is created */
 } braid_config;
 
 /* braid_config.observe_off bits. */
@@ -232,7 +239,9 @@ typedef struct braid_local_key {
  * 256 KiB, isolate_faults = false, shutdown_timeout_ms = 0 (forever),
  * blocking_threads = 0 (512), blocking_keepalive_ms = 0 (10 s),
  * deterministic = false, seed = 0, trace_path = NULL (BRAID_TRACE decides),
- * trace_max_bytes = 0 (16 MiB).  (BRAID_SEED is not read here: it only
+ * trace_max_bytes = 0 (16 MiB), observe_off = 0 (all on), watchdog_ms = 0
+ * (100 ms), observe_hook = NULL, console_path = NULL (BRAID_CONSOLE
+ * decides).  (BRAID_SEED is not read here: it only
  * applies to runtimes created with a NULL configuration.) */
 BRAID_API void braid_config_init(braid_config *cfg);
 
@@ -247,7 +256,9 @@ BRAID_API int braid_run(braid_fn fn, void *arg, void **result);
 
 /* Create a runtime.  cfg may be NULL for the defaults.  The worker threads
  * start at once (except with workers = 1).  Errors: -EINVAL (bad cfg),
- * -ENOMEM, -EAGAIN (thread creation failed).  Any thread. */
+ * -ENOMEM, -EAGAIN (thread creation failed), and for cfg->console_path the
+ * socket's errors: -EADDRINUSE (a live program serves that path), -EEXIST
+ * (a file that is not a socket), -ENAMETOOLONG, -EACCES, ...  Any thread. */
 BRAID_API int braid_runtime_new(const braid_config *cfg, braid_runtime **out);
 
 /* Run fn(arg) as a root task and block the calling plain thread until it
@@ -1247,9 +1258,11 @@ BRAID_API int braid_peer_addr(int fd, char *buf, size_t n);
 
 /* braid_listen() and braid_listen_sockaddr() (addr already parsed): a
  * socket of type (SOCK_STREAM or SOCK_DGRAM) bound to addr, listening if
- * it is a stream (backlog <= 0: SOMAXCONN).  A Unix socket's path is
- * unlinked first if a socket file is there.  Returns the descriptor or a
- * negative error (-EADDRINUSE, -EACCES, -EINVAL, -EMFILE, ...). */
+ * it is a stream (backlog <= 0: SOMAXCONN).  A Unix socket file left at
+ * the path by a server that no longer listens is removed first; a path a
+ * live server listens on gives -EADDRINUSE, one that is not a socket
+ * -EEXIST.  Returns the descriptor or a negative error (-EADDRINUSE,
+ * -EEXIST, -EACCES, -EINVAL, -EMFILE, ...). */
 BRAID_API int braid_listen(const char *addr, int type, int backlog, unsigned flags);
 BRAID_API int braid_listen_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
                                     int backlog, unsigned flags);

@@ -414,21 +414,14 @@ static int set_opt(int fd, int level, int name, int on)
     return setsockopt(fd, level, name, &on, sizeof on) < 0 ? -errno : 0;
 }
 
-/* Remove a stale Unix socket file left by an earlier server. */
-static void unlink_stale(const struct sockaddr *sa)
-{
-    const struct sockaddr_un *un = (const struct sockaddr_un *)sa;
-    struct stat st;
-    if (un->sun_path[0] && stat(un->sun_path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(un->sun_path);
-}
-
 static int listen_on(int fd, const struct sockaddr *sa, socklen_t len, int type, int backlog,
                      unsigned flags)
 {
     int rc = 0;
     if (sa->sa_family == AF_UNIX) {
-        unlink_stale(sa);
+        const char *path = ((const struct sockaddr_un *)sa)->sun_path;
+        if (path[0])
+            rc = braid__unlink_stale_socket(path);
     } else {
         if (flags & BRAID_REUSEADDR)
             rc = set_opt(fd, SOL_SOCKET, SO_REUSEADDR, 1);

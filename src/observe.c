@@ -22,6 +22,7 @@
  */
 #include "observe.h"
 #include "blocking.h"
+#include "console.h"
 #include "handle.h"
 #include "sched.h"
 #include "task.h"
@@ -57,6 +58,7 @@ struct braid__obs_job {
     FILE *f;
     _Atomic int done;
     uint64_t hwm;
+    bool records;                   /* console records (console.c), not text */
 };
 
 struct wd_state {
@@ -286,23 +288,59 @@ static void describe_wait(const braid__task *t, uint64_t now, char *buf, size_t 
     }
 }
 
+/* t's state in words: "running on worker 0", "waiting on join of task 5". */
+static void task_state(const braid__worker *w, const braid__task *t, const braid__task *self,
+                       int wake, uint64_t now, char *state, size_t n)
+{
+    char what[64];
+    if (t == self) {
+        snprintf(state, n, "running on worker %u", w->index);
+    } else if (wake == BRAID_WAKE_PARKED) {
+        describe_wait(t, now, what, sizeof what);
+        snprintf(state, n, "waiting on %s", what);
+    } else if (t->wait_reason == BRAID_WAIT_YIELD) {
+        snprintf(state, n, "runnable (yielded)");
+    } else if (t->wait_reason != BRAID_WAIT_NONE) {
+        snprintf(state, n, "runnable (woken from %s)", braid__wait_reason_name(t->wait_reason));
+    } else {
+        snprintf(state, n, "runnable");
+    }
+}
+
+/* t as one console record (console.c has the format); tabs and line ends
+ * in its name become spaces so that they cannot break the record. */
+static void record_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
+                        uint64_t now, uint64_t depth)
+{
+    char state[96], name[BRAID_NAME_MAX];
+    int wake = atomic_load_explicit(&t->wake, memory_order_acquire);
+    task_state(w, t, self, wake, now, state, sizeof state);
+    snprintf(name, sizeof name, "%s", t->ext ? t->ext->name : "");
+    for (char *c = name; *c; c++)
+        if (*c == '\t' || *c == '\n' || *c == '\r')
+            *c = ' ';
+    uint64_t in_state = 0, busy = t->busy_ns;
+    if (t == self && w->timing && now > w->run_start) {
+        in_state = now - w->run_start;
+        busy += in_state;
+    } else if (wake == BRAID_WAKE_PARKED && now > t->since_ns) {
+        in_state = now - t->since_ns;
+    }
+    const braid__site *site = task_site(t);
+    fprintf(f, "task\t%" PRIu64 "\t%s\t%s\t%u\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t", t->id,
+            name, state, w->index, in_state, busy, depth);
+    if (site && site->file)
+        fprintf(f, "%s:%u\n", site->file, site->line);
+    else
+        fputs("?\n", f);
+}
+
 static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
                           uint64_t now, struct braid__obs_job *job)
 {
-    char state[96], what[64];
+    char state[96];
     int wake = atomic_load_explicit(&t->wake, memory_order_acquire);
-    if (t == self) {
-        snprintf(state, sizeof state, "running on worker %u", w->index);
-    } else if (wake == BRAID_WAKE_PARKED) {
-        describe_wait(t, now, what, sizeof what);
-        snprintf(state, sizeof state, "waiting on %s", what);
-    } else if (t->wait_reason == BRAID_WAIT_YIELD) {
-        snprintf(state, sizeof state, "runnable (yielded)");
-    } else if (t->wait_reason != BRAID_WAIT_NONE) {
-        snprintf(state, sizeof state, "runnable (woken from %s)", braid__wait_reason_name(t->wait_reason));
-    } else {
-        snprintf(state, sizeof state, "runnable");
-    }
+    task_state(w, t, self, wake, now, state, sizeof state);
     const char *name = t->ext && t->ext->name[0] ? t->ext->name : NULL;
     fprintf(f, "  task %" PRIu64 "%s%s%s: %s", t->id, name ? " \"" : "", name ? name : "",
             name ? "\"" : "", state);
@@ -347,6 +385,14 @@ static void dump_worker(braid__worker *w, braid__task *self, struct braid__obs_j
     size_t live = 0;
     for (braid__task *t = w->live; t; t = t->live_next)
         live++;
+    if (job->records) {
+        for (braid__task *t = w->live; t; t = t->live_next) {
+            uint64_t depth = stack_depth(t);
+            job->hwm = BRAID_MAX(job->hwm, depth);
+            record_task(f, w, t, self, now, depth);
+        }
+        return;
+    }
     fprintf(f, "worker %u: %zu started tasks, %" PRIu64 " not started in its queue\n", w->index,
             live, queued);
     for (braid__task *t = w->live; t; t = t->live_next)
@@ -526,6 +572,38 @@ static void dump_busy(braid__worker *w, FILE *f)
     pthread_mutex_unlock(&sample_lock);
 }
 
+/* Every worker's part of a dump, or of a console snapshot (records).  The
+ * caller holds dump_lock. */
+static void dump_workers(braid_runtime *rt, struct braid__obs_job *job)
+{
+    braid__worker *me = braid__tls_worker;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        braid__worker *w = rt->workers[i];
+        if (w == me) {
+            dump_worker(w, braid__tls_task, job);
+        } else if (!dump_remote(w, job)) {
+            /* The console asks every second: no sampling signal for it. */
+            if (job->records)
+                fprintf(job->f, "warn\tworker %u did not reach a scheduling point in %" PRIu64
+                                " ms: a task runs without suspending\n",
+                        w->index, DUMP_WAIT_NS / 1000000);
+            else
+                dump_busy(w, job->f);
+        }
+        fflush(job->f);
+    }
+    if (rt->obs)
+        max_store(&rt->obs->stack_hwm, job->hwm);
+}
+
+static void dump_lock_take(void)
+{
+    while (pthread_mutex_trylock(&dump_lock) != 0) {
+        serve_own();
+        nap_us(200);
+    }
+}
+
 int braid_dump(braid_runtime *rt, FILE *f)
 {
     if (!rt)
@@ -533,11 +611,8 @@ int braid_dump(braid_runtime *rt, FILE *f)
     if (!rt || !f)
         return -EINVAL;
     int saved = errno;
-    while (pthread_mutex_trylock(&dump_lock) != 0) {
-        serve_own();
-        nap_us(200);
-    }
-    struct braid__obs_job job = { f, 0, 0 };
+    dump_lock_take();
+    struct braid__obs_job job = { f, 0, 0, false };
     uint64_t s = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
     uint64_t fin = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
     for (unsigned i = 0; i < rt->nworkers; i++) {
@@ -548,24 +623,21 @@ int braid_dump(braid_runtime *rt, FILE *f)
                "queue\n",
             (void *)rt, rt->nworkers, s > fin ? s - fin : 0, braid__inject_len(&rt->inject));
     fflush(f);
-    braid__worker *me = braid__tls_worker;
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        braid__worker *w = rt->workers[i];
-        if (w == me) {
-            dump_worker(w, braid__tls_task, &job);
-        } else if (!dump_remote(w, &job)) {
-            dump_busy(w, f);
-        }
-        fflush(f);
-    }
+    dump_workers(rt, &job);
     fprintf(f, "end of braid dump\n");
     fflush(f);
-    if (rt->obs)
-        max_store(&rt->obs->stack_hwm, job.hwm);
     pthread_mutex_unlock(&dump_lock);
     int rc = ferror(f) ? -EIO : 0;
     errno = saved;
     return rc;
+}
+
+void braid__obs_records(braid_runtime *rt, FILE *f)
+{
+    dump_lock_take();
+    struct braid__obs_job job = { f, 0, 0, true };
+    dump_workers(rt, &job);
+    pthread_mutex_unlock(&dump_lock);
 }
 
 /* ---- metrics ------------------------------------------------------------------------------ */
@@ -606,7 +678,11 @@ int braid_metrics_get(braid_runtime *rt, braid_metrics *m)
             .timers = braid__load_relaxed(&o->timers),
             .io_registered = braid__load_relaxed(&o->io_registered),
         };
-        uint64_t idle = braid__load_relaxed(&o->idle_ns), up = now - o->start_ns;
+        /* The sleep in progress counts as idle too (the sum is approximate
+         * while the worker wakes: clamped below). */
+        uint64_t asleep = braid__load_relaxed(&o->parked_at);
+        uint64_t idle = braid__load_relaxed(&o->idle_ns) + (asleep && now > asleep ? now - asleep : 0);
+        uint64_t up = now - o->start_ns;
         wm.busy_ns = up > idle ? up - idle : 0;
         out.timers += wm.timers;
         out.io_registered += wm.io_registered;
@@ -632,8 +708,9 @@ int braid_metrics_get(braid_runtime *rt, braid_metrics *m)
 
 /* ---- the watchdog ------------------------------------------------------------------------ */
 
-static void report(braid_runtime *rt, int event, uint64_t id)
+static void report(braid_runtime *rt, int event, uint64_t id, const char *summary)
 {
+    braid__console_warn(rt, summary);
     if (rt->cfg.observe_hook)
         rt->cfg.observe_hook(rt, event, id, rt->cfg.observe_hook_arg);
 }
@@ -647,6 +724,11 @@ static void watchdog_report(braid_runtime *rt, braid__worker *w, uint64_t ran_ns
         return; /* the scheduler itself (trimming stacks, say): not a task */
     }
     uint64_t id = answered ? smp.id : 0;
+    char summary[160];
+    snprintf(summary, sizeof summary,
+             "task %" PRIu64 "%s%s%s ran on worker %u for %" PRIu64 " ms without suspending", id,
+             answered && smp.name[0] ? " \"" : "", answered ? smp.name : "",
+             answered && smp.name[0] ? "\"" : "", w->index, ran_ns / 1000000);
     flockfile(stderr);
     if (answered) {
         fprintf(stderr,
@@ -665,7 +747,7 @@ static void watchdog_report(braid_runtime *rt, braid__worker *w, uint64_t ran_ns
     fflush(stderr);
     funlockfile(stderr);
     pthread_mutex_unlock(&sample_lock);
-    report(rt, BRAID_EVENT_BLOCKED, id);
+    report(rt, BRAID_EVENT_BLOCKED, id, summary);
 }
 
 static void watchdog_check(braid_runtime *rt, struct braid__robs *o, uint64_t now)
@@ -768,7 +850,7 @@ static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
             sig[0] - sig[1], (void *)rt);
     funlockfile(stderr);
     braid_dump(rt, stderr);
-    report(rt, BRAID_EVENT_DEADLOCK, 0);
+    report(rt, BRAID_EVENT_DEADLOCK, 0, "deadlock: every task waits and nothing can wake one");
 }
 
 /* ---- SIGQUIT ---------------------------------------------------------------------------------- */

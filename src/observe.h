@@ -17,6 +17,7 @@
 #include "internal.h"
 
 #include <pthread.h>
+#include <stdio.h>
 
 struct braid__obs_job;
 struct braid__robs;
@@ -24,7 +25,8 @@ struct braid__robs;
 typedef struct braid__wobs {
     _Atomic uint64_t polls;         /* tasks resumed or started */
     _Atomic uint64_t steals, parks;
-    _Atomic uint64_t idle_ns;       /* time asleep in park */
+    _Atomic uint64_t idle_ns;       /* time asleep in park, past sleeps */
+    _Atomic uint64_t parked_at;     /* when the current sleep began; 0: awake */
     _Atomic uint64_t panicked, cancelled;
     _Atomic uint64_t timers;        /* wheel.count at the last scheduling pass */
     _Atomic uint64_t io_registered; /* read-modify-writes: braid_close may run elsewhere */
@@ -72,6 +74,10 @@ void braid__obs_ext_finished(braid_runtime *rt, int fate);
 /* Plain threads blocked in a braid call without a deadline (for the
  * deadlock check: they cannot act).  Counted around their futex wait. */
 extern _Atomic int braid__obs_blocked_threads;
+
+/* Every started task of rt as console records (console.c), by their
+ * workers as braid_dump() does.  Any thread but rt's own workers. */
+void braid__obs_records(braid_runtime *rt, FILE *f);
 
 /* The observer of a runtime: started by braid_runtime_new, stopped first
  * thing by braid_runtime_free.  Returns 0, -ENOMEM or -EAGAIN. */

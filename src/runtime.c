@@ -19,6 +19,7 @@
 #include "blocking.h"
 #include "det.h"
 #include "debug.h"
+#include "console.h"
 #include "observe.h"
 #include "panic.h"
 #include "sched.h"
@@ -81,7 +82,9 @@ static void *worker_main(void *p)
 
 static void destroy(braid_runtime *rt)
 {
+    braid__console_stop_serving(rt);
     braid__obs_stop(rt);
+    braid__console_free(rt);
     braid__debug_unregister(rt);
     /* First: a pool thread may still be waking a task of some worker. */
     braid__bpool_free(rt->blocking);
@@ -175,6 +178,8 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
     }
     if (rc == 0)
         rc = braid__trace_init(rt);
+    if (rc == 0)
+        rc = braid__console_setup(rt);
     if (rc == 0)
         rc = braid__bpool_new(&rt->blocking, rt->cfg.blocking_threads,
                               rt->cfg.blocking_keepalive_ms);
@@ -349,7 +354,10 @@ int braid_runtime_free(braid_runtime *rt)
     }
     if (!quiescent(rt))
         return -ETIMEDOUT; /* stuck tasks: leave everything as it is */
-    braid__obs_stop(rt); /* it looks at the workers */
+    /* Snapshots read the observer, the observer reports to the console. */
+    braid__console_stop_serving(rt);
+    braid__obs_stop(rt);
+    braid__console_free(rt);
     stop_threads(rt);
     destroy(rt);
     return 0;

@@ -1,4 +1,5 @@
 #include "sched.h"
+#include "console.h"
 #include "det.h"
 #include "panic.h"
 #include "io.h"
@@ -524,6 +525,8 @@ static void switch_out(braid__worker *w, braid__task *from, bool dying)
     }
     if (BRAID__TRACING(w))
         braid__trace_switch(w->trace, from, dying, t);
+    if (BRAID_UNLIKELY(w->timing))
+        braid__console_account(w, from);
     braid__tls_task = t;
     braid__fiber *to = t ? &t->fiber : &w->sched;
     if (dying) {
@@ -591,6 +594,7 @@ static void park(braid__worker *w)
         BRAID__TRACE(w, BRAID_TR_PARK, 0, 0, 0);
         uint64_t slept = braid__now_ns();
         braid__obs_bump(&w->obs.parks);
+        atomic_store_explicit(&w->obs.parked_at, slept, memory_order_relaxed);
         atomic_store_explicit(&w->obs.asleep_for_good, !deadline && parked == BRAID_PARK_PARKED,
                               memory_order_release);
         while (atomic_load_explicit(&w->park, memory_order_acquire) == parked) {
@@ -608,6 +612,7 @@ static void park(braid__worker *w)
         atomic_store_explicit(&w->obs.idle_ns,
                               braid__load_relaxed(&w->obs.idle_ns) + braid__now_ns() - slept,
                               memory_order_relaxed);
+        atomic_store_explicit(&w->obs.parked_at, 0, memory_order_relaxed);
     }
     atomic_store_explicit(&w->park, BRAID_PARK_RUNNING, memory_order_seq_cst);
     /* If a notifier cleared our bit it also counted us as searching. */
@@ -631,6 +636,8 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
                 stop_searching(w, true);
             if (BRAID__TRACING(w))
                 braid__trace_switch(w->trace, NULL, false, t);
+            if (BRAID_UNLIKELY(w->timing))
+                braid__console_account(w, NULL);
             braid__obs_bump(&w->obs.polls);
             braid__tls_task = t;
             braid__fiber_switch(&w->sched, &t->fiber);

@@ -113,6 +113,8 @@ struct braid__worker {
     uint64_t rng;
     unsigned colour;                /* of the next task started (task.c) */
     int *errno_loc;                 /* the worker thread's errno */
+    bool timing;                    /* the console is on: account busy time */
+    uint64_t run_start;             /* timing: when the running task started */
     braid__wheel wheel;
     int epfd, evfd;                 /* the reactor (io.h) */
     bool has_io;                    /* some descriptor is registered with epfd */
@@ -168,6 +170,7 @@ struct braid_runtime {
     braid__trace *trace;            /* NULL unless tracing (trace.h) */
     braid_runtime *reg_prev, *reg_next; /* braid__runtimes (debug.c) */
     struct braid__robs *obs;        /* the observer (observe.c) */
+    struct braid__console *console; /* the live console (console.c), or NULL */
 };
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds

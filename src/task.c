@@ -299,6 +299,8 @@ braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id
     t->ext = NULL;
     t->panic = NULL;
     t->since_ns = braid__load_relaxed(&w->obs.now_ns);
+    t->wait_obj = 0;
+    t->busy_ns = 0;
     char *lo = braid__stack_lo(pool, cls, slot);
     braid__fiber_make(&t->fiber, lo, (size_t)((char *)t - lo), task_entry, t);
     live_insert(w, t);

@@ -120,6 +120,7 @@ struct braid__task {
      * set with those wait reasons only.  Its spawn site stays beside its
      * completion record (handle.h). */
     uint64_t wait_obj;
+    uint64_t busy_ns;               /* time run, while the console is on */
 };
 
 /* The worker running on this thread, if any, and the task it is running

@@ -9,6 +9,7 @@
 #include "blocking.c"
 #include "broadcast.c"
 #include "chan.c"
+#include "console.c"
 #include "det.c"
 #include "debug.c"
 #include "error.c"

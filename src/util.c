@@ -8,7 +8,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
+#include <sys/un.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -270,3 +273,30 @@ bool braid__fault_fired(void)
     return atomic_load(&fault_has_fired);
 }
 #endif
+
+/* Connecting tells a dead server's file (ECONNREFUSED) from a live one.
+ * Every other outcome counts as live: EAGAIN (a full backlog: the socket
+ * is non-blocking so that it cannot stall the caller), EPROTOTYPE (a live
+ * datagram socket), EACCES (we cannot tell). */
+int braid__unlink_stale_socket(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sa.sun_path)
+        return -ENAMETOOLONG;
+    strcpy(sa.sun_path, path);
+    struct stat st;
+    if (lstat(path, &st) < 0)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode))
+        return -EEXIST;
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    if (fd < 0)
+        return -errno;
+    int rc = -EADDRINUSE;
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0 && errno == ECONNREFUSED)
+        rc = 0;
+    close(fd);
+    if (rc == 0 && unlink(path) < 0 && errno != ENOENT)
+        rc = -errno;
+    return rc;
+}

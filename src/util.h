@@ -123,4 +123,10 @@ static inline int braid__pthread_create(pthread_t *t, const pthread_attr_t *attr
     return pthread_create(t, attr, fn, arg);
 }
 
+/* Remove the Unix socket file at path if no server listens on it any
+ * more.  0 (removed, or no such file), -EADDRINUSE (a live server), -EEXIST
+ * (not a socket), or another negative errno value.  Preserves nothing: the
+ * caller saves errno. */
+int braid__unlink_stale_socket(const char *path);
+
 #endif

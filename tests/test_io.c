@@ -342,6 +342,17 @@ static void *dgram_root(void *arg)
         braid_close(c);
         braid_close(l);
     }
+    /* The file left behind is stale and taken over; a live server's is not,
+     * nor is a file that is not a socket. */
+    int l = braid_listen(path, SOCK_STREAM, 0, 0);
+    CHECK(l >= 0);
+    CHECK_EQ(braid_listen(path, SOCK_STREAM, 0, 0), -EADDRINUSE);
+    braid_close(l);
+    unlink(path + 5);
+    int plain = open(path + 5, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    CHECK(plain >= 0);
+    close(plain);
+    CHECK_EQ(braid_listen(path, SOCK_STREAM, 0, 0), -EEXIST);
     unlink(path + 5);
     /* Unix datagrams. */
     int d = braid_listen(path, SOCK_DGRAM, 0, 0);

@@ -1,0 +1,48 @@
+/*
+ * The live console (console.c): a thread serving snapshots of a runtime on
+ * a Unix socket, for tools/braid-console.
+ */
+#ifndef BRAID_CONSOLE_H
+#define BRAID_CONSOLE_H
+
+#include "internal.h"
+
+#include <stdio.h>
+
+typedef struct braid__console braid__console;
+
+/* Listen on path and start the server thread.  -ENAMETOOLONG, -EADDRINUSE
+ * (another live program serves that path), -EEXIST (a file that is not a
+ * socket), -ENOMEM, -EAGAIN, or the errno of socket/bind/listen. */
+int braid__console_start(braid_runtime *rt, const char *path, braid__console **out);
+
+/* Stop the thread, close every connection, remove the socket file; c
+ * itself stays allocated (braid__console_free). */
+void braid__console_stop(braid__console *c);
+
+/* Start rt's console if braid_config.console_path or BRAID_CONSOLE asks
+ * for one; call before the workers' threads start.  An explicit path's
+ * errors are returned; the environment's are reported on stderr only. */
+int braid__console_setup(braid_runtime *rt);
+
+/* Stop serving rt's console, if any (idempotent): the thread ends, the
+ * socket is removed.  Before the observer stops, as snapshots read it. */
+void braid__console_stop_serving(braid_runtime *rt);
+
+/* Then, once the observer (which keeps its reports here) has stopped,
+ * free what is left. */
+void braid__console_free(braid_runtime *rt);
+
+/* The console is on (w->timing): charge the time since the last switch to
+ * from (the task being left, or NULL from the scheduler) and start timing
+ * the next.  On w's thread. */
+void braid__console_account(braid__worker *w, braid__task *from);
+
+/* Keep an observer report for the console's "warn" records. */
+void braid__console_warn(braid_runtime *rt, const char *summary);
+
+/* Write the records of one snapshot of rt (everything between the header
+ * line and "end"); any thread, while rt is alive. */
+void braid__console_snapshot(braid_runtime *rt, FILE *f);
+
+#endif

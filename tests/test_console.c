@@ -1,0 +1,569 @@
+/* The live console: the runtime's socket protocol, its errors, the
+ * BRAID_CONSOLE variable, and tools/braid-console (once, and live under
+ * tmux). */
+#include "test.h"
+
+#include <poll.h>
+#include <pthread.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+
+static char sock_path[108];
+
+static inline void cpu_relax(void)
+{
+#if defined(__x86_64__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield" ::: "memory");
+#endif
+}
+
+static void make_path(const char *tag)
+{
+    snprintf(sock_path, sizeof sock_path, "/tmp/braid-console-%s-%d.sock", tag, (int)getpid());
+    unlink(sock_path);
+}
+
+static braid_runtime *console_rt(unsigned workers, const char *path, int *rc)
+{
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = workers;
+    cfg.console_path = path;
+    cfg.observe_off = BRAID_OBSERVE_NO_WATCHDOG | BRAID_OBSERVE_NO_DEADLOCK;
+    braid_runtime *rt = NULL;
+    *rc = braid_runtime_new(&cfg, &rt);
+    return rt;
+}
+
+static int connect_console(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    CHECK(fd >= 0);
+    if (connect(fd, (struct sockaddr *)&sa, sizeof sa) != 0) {
+        close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+/* Send req and read the answer up to "end\n" or an "error" line. */
+static char *ask(int fd, const char *req)
+{
+    CHECK_EQ(write(fd, req, strlen(req)), (long)strlen(req));
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    CHECK(buf != NULL);
+    for (;;) {
+        buf[n] = 0;
+        if ((n >= 4 && strcmp(buf + n - 4, "end\n") == 0) ||
+            (strncmp(buf, "error", 5) == 0 && n > 0 && buf[n - 1] == '\n'))
+            return buf;
+        if (n + 1 == cap) {
+            buf = realloc(buf, cap *= 2);
+            CHECK(buf != NULL);
+        }
+        struct pollfd p = { .fd = fd, .events = POLLIN };
+        CHECK(poll(&p, 1, 30000) == 1);
+        ssize_t r = read(fd, buf + n, cap - n - 1);
+        CHECK(r > 0);
+        n += (size_t)r;
+    }
+}
+
+/* The record of the task called name, or NULL. */
+static const char *find_task(const char *snap, const char *name)
+{
+    char key[64];
+    for (const char *p = snap; (p = strstr(p, "\ntask\t")) != NULL; p++) {
+        const char *f = strchr(p + 6, '\t');
+        snprintf(key, sizeof key, "\t%s\t", name);
+        if (f && strncmp(f, key, strlen(key)) == 0)
+            return p + 1;
+    }
+    return NULL;
+}
+
+/* Field i (0: "task") of the record at rec. */
+static unsigned long long field(const char *rec, int i)
+{
+    for (; i > 0; i--) {
+        rec = strchr(rec, '\t');
+        CHECK(rec != NULL);
+        rec++;
+    }
+    return strtoull(rec, NULL, 10);
+}
+
+static bool has_state(const char *snap, const char *name, const char *state)
+{
+    const char *rec = find_task(snap, name);
+    const char *nl = rec ? strchr(rec, '\n') : NULL;
+    const char *s = rec ? strstr(rec, state) : NULL;
+    return s && s < nl;
+}
+
+/* ---- the tasks a snapshot shows ---------------------------------------------------------- */
+
+static braid_chan *never;           /* nobody sends on it */
+
+static void *sleeper(void *arg)
+{
+    (void)arg;
+    braid_sleep_ms(600000);
+    return NULL;
+}
+
+static void *receiver(void *arg)
+{
+    (void)arg;
+    int v;
+    braid_chan_recv(never, &v);
+    return NULL;
+}
+
+/* Runs at least 30 ms of CPU, then waits: its busy time is known. */
+static void *worker_task(void *arg)
+{
+    (void)arg;
+    struct timespec t0, t;
+    clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t0);
+    do {
+        clock_gettime(CLOCK_THREAD_CPUTIME_ID, &t);
+    } while ((t.tv_sec - t0.tv_sec) * 1000000000L + (t.tv_nsec - t0.tv_nsec) < 30000000L);
+    int v;
+    braid_chan_recv(never, &v);
+    return NULL;
+}
+
+static void spawn_named(braid_task *t, const char *name, braid_fn fn)
+{
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    o.name = name;
+    CHECK_EQ(braid_spawn_ex(t, &o, fn, NULL), 0);
+}
+
+struct scene {
+    braid_task t[3];
+};
+
+static void scene_start(struct scene *s)
+{
+    CHECK_EQ(braid_chan_new(&never, sizeof(int), 0), 0);
+    spawn_named(&s->t[0], "sleeper", sleeper);
+    spawn_named(&s->t[1], "receiver", receiver);
+    spawn_named(&s->t[2], "cruncher", worker_task);
+}
+
+static void scene_end(struct scene *s)
+{
+    for (int i = 0; i < 3; i++) {
+        CHECK_EQ(braid_cancel(s->t[i]), 0);
+        CHECK_EQ(braid_join(s->t[i], NULL), BRAID_CANCELLED);
+    }
+    CHECK_EQ(braid_chan_sender_drop(never), 0);
+    CHECK_EQ(braid_chan_receiver_drop(never), 0);
+}
+
+/* Ask for snapshots until every task of the scene waits (the tasks park
+ * soon after they start; no sleep guesses how soon). */
+static char *settled_snapshot(int fd)
+{
+    for (uint64_t t0 = test_now_ms(); test_now_ms() - t0 < 30000;) {
+        char *snap = ask(fd, "snapshot\n");
+        if (has_state(snap, "sleeper", "waiting on sleep") &&
+            has_state(snap, "receiver", "waiting on channel receive") &&
+            has_state(snap, "cruncher", "waiting on channel receive"))
+            return snap;
+        free(snap);
+        struct timespec ts = { 0, 5000000 };
+        nanosleep(&ts, NULL);
+    }
+    TEST_FAIL("the tasks never showed as waiting");
+}
+
+static void *client(void *arg)
+{
+    (void)arg;
+    int fd = connect_console(sock_path);
+    CHECK(fd >= 0);
+    char *snap = settled_snapshot(fd);
+    CHECK(strncmp(snap, "braid-console 1\nruntime\tworkers=2\t", 34) == 0);
+    CHECK(strstr(snap, "\nworker\t0\tpolls=") != NULL);
+    CHECK(strstr(snap, "\nworker\t1\tpolls=") != NULL);
+    const char *rec = find_task(snap, "cruncher");
+    CHECK(field(rec, 6) >= 25000000ull);   /* its busy time: >= 30 ms of CPU */
+    CHECK(strstr(rec, "test_console.c:") != NULL);
+    rec = find_task(snap, "sleeper");
+    CHECK(field(rec, 6) < 25000000ull);
+    CHECK(field(rec, 7) > 0);              /* stack touched */
+    /* The root waits for this job, which runs on the blocking pool (its
+     * handle is a task that waits for the pool). */
+    CHECK(has_state(snap, "root", "waiting on join of task"));
+    CHECK(strstr(snap, "\twaiting on blocking pool\t") != NULL);
+    free(snap);
+    /* A bad request is answered and the connection stays usable. */
+    snap = ask(fd, "hello\n");
+    CHECK_STR(snap, "error unknown request\n");
+    free(snap);
+    /* Several clients at once. */
+    int fd2 = connect_console(sock_path);
+    CHECK(fd2 >= 0);
+    snap = ask(fd2, "snapshot\n");
+    CHECK(find_task(snap, "receiver") != NULL);
+    free(snap);
+    close(fd2);
+    /* A client that asks and leaves without reading harms nobody. */
+    int fd3 = connect_console(sock_path);
+    CHECK(fd3 >= 0);
+    CHECK_EQ(write(fd3, "snapshot\nsnapshot\n", 18), 18);
+    close(fd3);
+    snap = ask(fd, "snapshot\n");
+    CHECK(find_task(snap, "sleeper") != NULL);
+    free(snap);
+    close(fd);
+    return NULL;
+}
+
+static void *snapshot_root(void *arg)
+{
+    (void)arg;
+    struct scene s;
+    scene_start(&s);
+    braid_task c;
+    CHECK_EQ(braid_spawn_blocking(&c, client, NULL), 0);
+    CHECK_EQ(braid_join(c, NULL), BRAID_OK);
+    scene_end(&s);
+    return NULL;
+}
+
+static void run_named_root(braid_runtime *rt, braid_fn fn)
+{
+    braid_task root;
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    o.name = "root";
+    CHECK_EQ(braid_spawn_on_ex(rt, &root, &o, fn, NULL), 0);
+    CHECK_EQ(braid_join(root, NULL), BRAID_OK);
+}
+
+TEST(console_snapshot)
+{
+    make_path("snap");
+    int rc;
+    braid_runtime *rt = console_rt(2, sock_path, &rc);
+    CHECK_EQ(rc, 0);
+    struct stat st;
+    CHECK_EQ(stat(sock_path, &st), 0);
+    CHECK(S_ISSOCK(st.st_mode));
+    CHECK_EQ(st.st_mode & 0777, 0600);
+    run_named_root(rt, snapshot_root);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK(stat(sock_path, &st) != 0); /* removed */
+}
+
+/* ---- the watchdog's reports ---------------------------------------------------------------- */
+
+static atomic_int seen_warning;
+
+/* A blocking call inside a task, as the watchdog sees it: runs without
+ * suspending until the console has shown the report. */
+static void *hog(void *arg)
+{
+    (void)arg;
+    while (!atomic_load(&seen_warning))
+        cpu_relax();
+    return NULL;
+}
+
+static void *warn_client(void *arg)
+{
+    (void)arg;
+    int fd = connect_console(sock_path);
+    CHECK(fd >= 0);
+    for (uint64_t t0 = test_now_ms(); !atomic_load(&seen_warning);) {
+        char *snap = ask(fd, "snapshot\n");
+        const char *w = strstr(snap, "\nwarn\t");
+        if (w && strstr(w, "without suspending"))
+            atomic_store(&seen_warning, 1);
+        free(snap);
+        if (test_now_ms() - t0 > 30000)
+            TEST_FAIL("no watchdog report in the console");
+    }
+    close(fd);
+    return NULL;
+}
+
+static void *warn_root(void *arg)
+{
+    (void)arg;
+    braid_task h, c;
+    CHECK_EQ(braid_spawn(&h, hog, NULL), 0);
+    CHECK_EQ(braid_spawn_blocking(&c, warn_client, NULL), 0);
+    CHECK_EQ(braid_join(c, NULL), BRAID_OK);
+    CHECK_EQ(braid_join(h, NULL), BRAID_OK);
+    return NULL;
+}
+
+TEST(console_shows_watchdog_reports)
+{
+    make_path("warn");
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = 2;
+    cfg.console_path = sock_path;
+    cfg.observe_off = BRAID_OBSERVE_NO_DEADLOCK | BRAID_OBSERVE_NO_SIGQUIT;
+    braid_runtime *rt;
+    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+    CHECK_EQ(braid_block_on(rt, warn_root, NULL, NULL), BRAID_OK);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+/* ---- errors ------------------------------------------------------------------------------- */
+
+TEST(console_path_errors)
+{
+    make_path("err");
+    int rc;
+    braid_runtime *a = console_rt(2, sock_path, &rc);
+    CHECK_EQ(rc, 0);
+    /* A live console's path is not taken over. */
+    braid_runtime *b = console_rt(2, sock_path, &rc);
+    CHECK_EQ(rc, -EADDRINUSE);
+    CHECK(b == NULL);
+    CHECK_EQ(braid_runtime_free(a), 0);
+    /* A stale socket file (its server died without removing it) is. */
+    int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    snprintf(sa.sun_path, sizeof sa.sun_path, "%s", sock_path);
+    CHECK_EQ(bind(fd, (struct sockaddr *)&sa, sizeof sa), 0);
+    close(fd);
+    a = console_rt(1, sock_path, &rc);
+    CHECK_EQ(rc, 0);
+    fd = connect_console(sock_path);
+    CHECK(fd >= 0);
+    char *snap = ask(fd, "snapshot\n");
+    CHECK(strstr(snap, "runtime\tworkers=1\t") != NULL);
+    free(snap);
+    close(fd);
+    CHECK_EQ(braid_runtime_free(a), 0);
+    /* Not a socket, too long, no such directory. */
+    int plain = open(sock_path, O_CREAT | O_WRONLY | O_CLOEXEC, 0600);
+    CHECK(plain >= 0);
+    close(plain);
+    CHECK(console_rt(2, sock_path, &rc) == NULL);
+    CHECK_EQ(rc, -EEXIST);
+    unlink(sock_path);
+    char longp[200];
+    memset(longp, 'x', sizeof longp - 1);
+    longp[0] = '/';
+    longp[sizeof longp - 1] = 0;
+    CHECK(console_rt(2, longp, &rc) == NULL);
+    CHECK_EQ(rc, -ENAMETOOLONG);
+    CHECK(console_rt(2, "/nonexistent-braid-dir/c.sock", &rc) == NULL);
+    CHECK_EQ(rc, -ENOENT);
+}
+
+/* BRAID_CONSOLE: the first runtime that can take the path serves it; the
+ * others run without a console (and say so), and the path is free again
+ * once the first is gone. */
+TEST(console_from_environment)
+{
+    make_path("env");
+    setenv("BRAID_CONSOLE", sock_path, 1);
+    int rc;
+    braid_runtime *a = console_rt(2, NULL, &rc);
+    CHECK_EQ(rc, 0);
+    braid_runtime *b = console_rt(2, NULL, &rc);
+    CHECK_EQ(rc, 0);
+    int fd = connect_console(sock_path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK_EQ(braid_runtime_free(a), 0);
+    CHECK(connect_console(sock_path) < 0);
+    CHECK_EQ(braid_runtime_free(b), 0);
+    braid_runtime *c = console_rt(2, NULL, &rc);
+    CHECK_EQ(rc, 0);
+    fd = connect_console(sock_path);
+    CHECK(fd >= 0);
+    close(fd);
+    CHECK_EQ(braid_runtime_free(c), 0);
+    unsetenv("BRAID_CONSOLE");
+}
+
+/* ---- tools/braid-console ------------------------------------------------------------------- */
+
+static char tool[PATH_MAX];
+
+static void find_tool(void)
+{
+    test_need_exec();
+    test_sibling("../tools/braid-console", tool, sizeof tool);
+    if (access(tool, X_OK) != 0)
+        TEST_FAIL("%s is not built", tool);
+}
+
+/* Run argv to its end; its stdout, NUL-terminated. */
+static char *run_capture(char *const argv[], int *status)
+{
+    pid_t pid;
+    int fd = test_spawn_piped(argv, &pid);
+    size_t cap = 1 << 16, n = 0;
+    char *out = malloc(cap);
+    CHECK(out != NULL);
+    ssize_t r;
+    while ((r = read(fd, out + n, cap - n - 1)) > 0) {
+        n += (size_t)r;
+        if (n + 1 == cap) {
+            out = realloc(out, cap *= 2);
+            CHECK(out != NULL);
+        }
+    }
+    out[n] = 0;
+    close(fd);
+    CHECK_EQ(waitpid(pid, status, 0), pid);
+    return out;
+}
+
+static void *once_client(void *arg)
+{
+    (void)arg;
+    int fd = connect_console(sock_path);
+    CHECK(fd >= 0);
+    free(settled_snapshot(fd));
+    close(fd);
+    char *argv[] = { tool, "--once", "-s", "busy", sock_path, NULL };
+    int status;
+    char *out = run_capture(argv, &status);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK(strstr(out, "runtime: workers=2") != NULL);
+    CHECK(strstr(out, "sorted by busy") != NULL);
+    /* Sorted by busy time: the cruncher (30 ms of CPU) before the tasks
+     * that only started to wait (the root may be busier under Valgrind). */
+    char *cruncher = strstr(out, "cruncher"), *receiver = strstr(out, "receiver");
+    char *sleeper = strstr(out, "sleeper");
+    if (!cruncher || !receiver || !sleeper || cruncher > receiver || cruncher > sleeper)
+        TEST_FAIL("wrong order:\n%s", out);
+    CHECK(strstr(out, "waiting on sleep") != NULL);
+    free(out);
+    /* A path nobody serves: a message and status 1, no hang. */
+    char *bad[] = { tool, "--once", "/nonexistent-braid-dir/c.sock", NULL };
+    out = run_capture(bad, &status);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 1);
+    free(out);
+    return NULL;
+}
+
+static void *tool_root(void *arg)
+{
+    struct scene s;
+    scene_start(&s);
+    braid_task c;
+    CHECK_EQ(braid_spawn_blocking(&c, (braid_fn)arg, NULL), 0);
+    CHECK_EQ(braid_join(c, NULL), BRAID_OK);
+    scene_end(&s);
+    return NULL;
+}
+
+static void run_tool_scene(const char *tag, braid_fn client_fn)
+{
+    make_path(tag);
+    int rc;
+    braid_runtime *rt = console_rt(2, sock_path, &rc);
+    CHECK_EQ(rc, 0);
+    braid_task root;
+    CHECK_EQ(braid_spawn_on(rt, &root, tool_root, (void *)client_fn), 0);
+    CHECK_EQ(braid_join(root, NULL), BRAID_OK);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+TEST(console_tool_once)
+{
+    find_tool();
+    run_tool_scene("once", once_client);
+}
+
+/* ---- live, under tmux ------------------------------------------------------------------------ */
+
+static char tmux_sock[64];
+
+static int tmux(const char *fmt, const char *arg, char **out)
+{
+    char cmd[1024];
+    char inner[512];
+    snprintf(inner, sizeof inner, fmt, arg);
+    snprintf(cmd, sizeof cmd, "tmux -L %s %s 2>/dev/null", tmux_sock, inner);
+    FILE *p = popen(cmd, "r");
+    CHECK(p != NULL);
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    CHECK(buf != NULL);
+    n = fread(buf, 1, cap - 1, p);
+    buf[n] = 0;
+    int st = pclose(p);
+    if (out)
+        *out = buf;
+    else
+        free(buf);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Capture the pane until it holds want (or 30 s pass). */
+static void await_pane(const char *want)
+{
+    for (uint64_t t0 = test_now_ms(); test_now_ms() - t0 < 30000;) {
+        char *pane;
+        tmux("capture-pane -p -t braid%s", "", &pane);
+        bool found = strstr(pane, want) != NULL;
+        free(pane);
+        if (found)
+            return;
+        struct timespec ts = { 0, 20000000 };
+        nanosleep(&ts, NULL);
+    }
+    char *pane;
+    tmux("capture-pane -p -t braid%s", "", &pane);
+    TEST_FAIL("the console never showed \"%s\"; the pane:\n%s", want, pane);
+}
+
+static void *tmux_client(void *arg)
+{
+    (void)arg;
+    int fd = connect_console(sock_path);
+    CHECK(fd >= 0);
+    free(settled_snapshot(fd));
+    close(fd);
+    char cmd[PATH_MAX + 200];
+    snprintf(cmd, sizeof cmd, "new-session -d -s braid -x 160 -y 40 '%s -i 100 %s'", tool,
+             sock_path);
+    CHECK_EQ(tmux("%s", cmd, NULL), 0);
+    await_pane("sorted by busy");
+    await_pane("cruncher");
+    await_pane("waiting on channel receive");
+    CHECK_EQ(tmux("send-keys -t braid w%s", "", NULL), 0);
+    await_pane("sorted by in state");
+    CHECK_EQ(tmux("send-keys -t braid q%s", "", NULL), 0);
+    /* q ends the program, and with it the session. */
+    for (uint64_t t0 = test_now_ms(); tmux("has-session -t braid%s", "", NULL) == 0;) {
+        if (test_now_ms() - t0 > 30000)
+            TEST_FAIL("braid-console did not quit on q");
+        struct timespec ts = { 0, 20000000 };
+        nanosleep(&ts, NULL);
+    }
+    return NULL;
+}
+
+TEST(console_tool_live_tmux)
+{
+    find_tool();
+    if (system("tmux -V >/dev/null 2>&1") != 0)
+        SKIP("tmux is not installed");
+    snprintf(tmux_sock, sizeof tmux_sock, "braid-test-%d", (int)getpid());
+    run_tool_scene("tmux", tmux_client);
+    tmux("kill-server%s", "", NULL);
+}

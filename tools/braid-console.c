@@ -1,0 +1,379 @@
+/*
+ * braid-console: a live view of a running braid program, like top(1).
+ *
+ * The program must run with its console enabled (BRAID_CONSOLE=/path or
+ * braid_config.console_path): the runtime then answers on that Unix socket.
+ * The protocol is line-based text, so that it can be read with socat and
+ * parsed without a library: the client sends "snapshot\n" and the runtime
+ * answers with tab-separated records ending in "end\n" (docs/design.md,
+ * "Live console", lists the records).
+ *
+ *   braid-console [-i MS] [-s busy|wait|id] [-n COUNT] [--once] SOCKET
+ *
+ * Interactive keys: b, w, i sort by busy time, time in state, id; q quits.
+ * --once prints one snapshot as a plain table and exits (for scripts).
+ * The console never writes to the program: it only reads snapshots, so
+ * watching cannot disturb what is watched beyond the cost of a snapshot.
+ */
+#ifndef _GNU_SOURCE
+#define _GNU_SOURCE
+#endif
+#include <errno.h>
+#include <inttypes.h>
+#include <poll.h>
+#include <signal.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <termios.h>
+#include <time.h>
+#include <unistd.h>
+
+#define MAX_FIELDS 16
+
+enum sort_key { SORT_BUSY, SORT_WAIT, SORT_ID };
+
+struct task_row {
+    uint64_t id;
+    char *name, *state, *site;
+    int worker;
+    uint64_t state_ns, busy_ns, stack_bytes;
+};
+
+struct snapshot {
+    char *buf;                  /* the raw answer; the rows point into it */
+    size_t len;
+    char *runtime;              /* the "runtime" record, tabs as spaces */
+    char **workers;
+    size_t nworkers;
+    char **warnings;
+    size_t nwarnings;
+    struct task_row *tasks;
+    size_t ntasks;
+};
+
+static volatile sig_atomic_t stop;
+static struct termios saved_tty;
+static bool tty_raw;
+
+static void on_signal(int signo)
+{
+    (void)signo;
+    stop = 1;
+}
+
+static int connect_to(const char *path)
+{
+    struct sockaddr_un sa = { .sun_family = AF_UNIX };
+    if (strlen(path) >= sizeof sa.sun_path) {
+        fprintf(stderr, "braid-console: socket path too long: %s\n", path);
+        return -1;
+    }
+    strcpy(sa.sun_path, path);
+    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
+        fprintf(stderr, "braid-console: %s: %s\n", path, strerror(errno));
+        if (fd >= 0)
+            close(fd);
+        return -1;
+    }
+    return fd;
+}
+
+static bool ends_with_end(const char *buf, size_t len)
+{
+    return len >= 4 && memcmp(buf + len - 4, "end\n", 4) == 0 &&
+           (len == 4 || buf[len - 5] == '\n');
+}
+
+/* Ask for one snapshot; returns the raw answer (NUL-terminated) or NULL. */
+static char *fetch_snapshot(int fd, size_t *len)
+{
+    static const char req[] = "snapshot\n";
+    if (write(fd, req, sizeof req - 1) != (ssize_t)(sizeof req - 1))
+        return NULL;
+    size_t cap = 1 << 16, n = 0;
+    char *buf = malloc(cap);
+    while (buf && !ends_with_end(buf, n)) {
+        if (n + 1 >= cap) {
+            char *nb = realloc(buf, cap *= 2);
+            if (!nb)
+                break;
+            buf = nb;
+        }
+        ssize_t r = read(fd, buf + n, cap - n - 1);
+        if (r <= 0)
+            break;
+        n += (size_t)r;
+    }
+    if (!buf || !ends_with_end(buf, n)) {
+        free(buf);
+        return NULL;
+    }
+    buf[n] = '\0';
+    *len = n;
+    return buf;
+}
+
+static size_t split_tabs(char *line, char **f)
+{
+    size_t n = 0;
+    for (char *p = line; n < MAX_FIELDS; ) {
+        f[n++] = p;
+        p = strchr(p, '\t');
+        if (!p)
+            break;
+        *p++ = '\0';
+    }
+    return n;
+}
+
+static void detab(char *s)
+{
+    for (; *s; s++)
+        if (*s == '\t')
+            *s = ' ';
+}
+
+static bool push(void *arrp, size_t *n, size_t elem)
+{
+    char **arr = arrp;
+    void *na = realloc(*arr, (*n + 1) * elem);
+    if (!na)
+        return false;
+    *arr = na;
+    (*n)++;
+    return true;
+}
+
+/* task <id> <name> <state> <worker> <state_ns> <busy_ns> <stack_bytes> <site> */
+static bool parse_task(char *line, struct snapshot *s)
+{
+    char *f[MAX_FIELDS];
+    if (split_tabs(line, f) < 9 || !push(&s->tasks, &s->ntasks, sizeof *s->tasks))
+        return false;
+    struct task_row *t = &s->tasks[s->ntasks - 1];
+    t->id = strtoull(f[1], NULL, 10);
+    t->name = f[2];
+    t->state = f[3];
+    t->worker = atoi(f[4]);
+    t->state_ns = strtoull(f[5], NULL, 10);
+    t->busy_ns = strtoull(f[6], NULL, 10);
+    t->stack_bytes = strtoull(f[7], NULL, 10);
+    t->site = f[8];
+    return true;
+}
+
+static bool parse_snapshot(char *buf, size_t len, struct snapshot *s)
+{
+    memset(s, 0, sizeof *s);
+    s->buf = buf;
+    s->len = len;
+    char *save = NULL;
+    for (char *line = strtok_r(buf, "\n", &save); line; line = strtok_r(NULL, "\n", &save)) {
+        if (strncmp(line, "task\t", 5) == 0) {
+            if (!parse_task(line, s))
+                return false;
+        } else if (strncmp(line, "worker\t", 7) == 0) {
+            detab(line);
+            if (!push(&s->workers, &s->nworkers, sizeof *s->workers))
+                return false;
+            s->workers[s->nworkers - 1] = line + 7;
+        } else if (strncmp(line, "warn\t", 5) == 0) {
+            if (!push(&s->warnings, &s->nwarnings, sizeof *s->warnings))
+                return false;
+            s->warnings[s->nwarnings - 1] = line + 5;
+        } else if (strncmp(line, "runtime\t", 8) == 0) {
+            detab(line);
+            s->runtime = line + 8;
+        }
+    }
+    return s->runtime != NULL;
+}
+
+static void free_snapshot(struct snapshot *s)
+{
+    free(s->tasks);
+    free(s->workers);
+    free(s->warnings);
+    free(s->buf);
+}
+
+static enum sort_key sort_by;
+
+static int cmp_u64_desc(uint64_t a, uint64_t b)
+{
+    return a < b ? 1 : a > b ? -1 : 0;
+}
+
+static int cmp_rows(const void *pa, const void *pb)
+{
+    const struct task_row *a = pa, *b = pb;
+    int c = 0;
+    if (sort_by == SORT_BUSY)
+        c = cmp_u64_desc(a->busy_ns, b->busy_ns);
+    else if (sort_by == SORT_WAIT)
+        c = cmp_u64_desc(a->state_ns, b->state_ns);
+    return c ? c : a->id < b->id ? -1 : a->id > b->id;
+}
+
+static void fmt_duration(char *out, size_t cap, uint64_t ns)
+{
+    if (ns < 1000000)
+        snprintf(out, cap, "%" PRIu64 "us", ns / 1000);
+    else if (ns < 10000000000ull)
+        snprintf(out, cap, "%" PRIu64 "ms", ns / 1000000);
+    else
+        snprintf(out, cap, "%" PRIu64 "s", ns / 1000000000);
+}
+
+static const char *sort_name(void)
+{
+    return sort_by == SORT_BUSY ? "busy" : sort_by == SORT_WAIT ? "in state" : "id";
+}
+
+/* The screen: the runtime line, one line per worker, warnings, then as
+ * many tasks as fit in rows (0: all). */
+static void render(FILE *out, struct snapshot *s, int rows, bool clear)
+{
+    if (clear)
+        fputs("\033[H\033[2J", out);
+    fprintf(out, "braid-console  runtime: %s\n", s->runtime);
+    for (size_t i = 0; i < s->nworkers; i++)
+        fprintf(out, "  worker %s\n", s->workers[i]);
+    for (size_t i = 0; i < s->nwarnings; i++)
+        fprintf(out, "  WARNING %s\n", s->warnings[i]);
+    fprintf(out, "%zu tasks, sorted by %s (keys: b busy, w in state, i id, q quit)\n", s->ntasks,
+            sort_name());
+    fprintf(out, "%10s  %-20s %-28s %3s %9s %9s %8s  %s\n", "ID", "NAME", "STATE", "WRK",
+            "IN STATE", "BUSY", "STACK", "SPAWNED AT");
+    qsort(s->tasks, s->ntasks, sizeof *s->tasks, cmp_rows);
+    int used = (int)(s->nworkers + s->nwarnings) + 3;
+    for (size_t i = 0; i < s->ntasks && (rows <= 0 || used < rows); i++, used++) {
+        struct task_row *t = &s->tasks[i];
+        char in_state[16], busy[16];
+        fmt_duration(in_state, sizeof in_state, t->state_ns);
+        fmt_duration(busy, sizeof busy, t->busy_ns);
+        fprintf(out, "%10" PRIu64 "  %-20.20s %-28.28s %3d %9s %9s %7" PRIu64 "K  %s\n", t->id,
+                t->name, t->state, t->worker, in_state, busy, t->stack_bytes / 1024, t->site);
+    }
+    fflush(out);
+}
+
+static void restore_tty(void)
+{
+    if (tty_raw)
+        tcsetattr(STDIN_FILENO, TCSANOW, &saved_tty);
+}
+
+static void raw_tty(void)
+{
+    if (!isatty(STDIN_FILENO) || tcgetattr(STDIN_FILENO, &saved_tty) < 0)
+        return;
+    struct termios t = saved_tty;
+    t.c_lflag &= ~(tcflag_t)(ICANON | ECHO);
+    t.c_cc[VMIN] = 0;
+    t.c_cc[VTIME] = 0;
+    if (tcsetattr(STDIN_FILENO, TCSANOW, &t) == 0) {
+        tty_raw = true;
+        atexit(restore_tty);
+    }
+}
+
+static int screen_rows(void)
+{
+    struct winsize ws;
+    return ioctl(STDOUT_FILENO, TIOCGWINSZ, &ws) == 0 ? ws.ws_row : 0;
+}
+
+/* Wait up to ms for a key; returns false on q. */
+static bool handle_keys(int ms)
+{
+    if (!tty_raw) {
+        struct timespec ts = { ms / 1000, (long)(ms % 1000) * 1000000 };
+        nanosleep(&ts, NULL);
+        return true;
+    }
+    struct pollfd p = { .fd = STDIN_FILENO, .events = POLLIN };
+    if (poll(&p, 1, ms) <= 0 || !(p.revents & POLLIN))
+        return true;
+    char c;
+    if (read(STDIN_FILENO, &c, 1) != 1)
+        return true;
+    switch (c) {
+    case 'q': return false;
+    case 'b': sort_by = SORT_BUSY; break;
+    case 'w': sort_by = SORT_WAIT; break;
+    case 'i': sort_by = SORT_ID; break;
+    default: break;
+    }
+    return true;
+}
+
+static void usage(void)
+{
+    fputs("usage: braid-console [-i MS] [-s busy|wait|id] [-n COUNT] [--once] SOCKET\n", stderr);
+    exit(2);
+}
+
+int main(int argc, char **argv)
+{
+    int interval = 1000, count = -1;
+    bool once = false;
+    const char *path = NULL;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--once") == 0)
+            once = true;
+        else if (strcmp(argv[i], "-i") == 0 && i + 1 < argc)
+            interval = atoi(argv[++i]);
+        else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
+            count = atoi(argv[++i]);
+        else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
+            const char *k = argv[++i];
+            sort_by = k[0] == 'w' ? SORT_WAIT : k[0] == 'i' ? SORT_ID : SORT_BUSY;
+        } else if (argv[i][0] != '-' && !path)
+            path = argv[i];
+        else
+            usage();
+    }
+    if (!path)
+        usage();
+    if (interval < 50)
+        interval = 50;
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+
+    int fd = connect_to(path);
+    if (fd < 0)
+        return 1;
+    if (!once)
+        raw_tty();
+    for (int n = 0; !stop && (count < 0 || n < count); n++) {
+        size_t len;
+        char *buf = fetch_snapshot(fd, &len);
+        struct snapshot s;
+        if (!buf) {
+            fprintf(stderr, "braid-console: the program closed the console\n");
+            close(fd);
+            return 1;
+        }
+        if (!parse_snapshot(buf, len, &s)) {
+            fprintf(stderr, "braid-console: malformed snapshot\n");
+            free_snapshot(&s);
+            close(fd);
+            return 1;
+        }
+        render(stdout, &s, once ? 0 : screen_rows(), !once);
+        free_snapshot(&s);
+        if (once || !handle_keys(interval))
+            break;
+    }
+    close(fd);
+    return 0;
+}
