@@ -77,10 +77,11 @@ static _Atomic bool env_path_taken;
 static int open_listener(braid__console *c, const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof sa.sun_path)
+    size_t len = strlen(path);
+    if (len >= sizeof sa.sun_path)
         return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
-    strcpy(c->path, path);
+    memcpy(sa.sun_path, path, len + 1);
+    memcpy(c->path, path, len + 1);
     int rc = braid__unlink_stale_socket(path);
     if (rc < 0)
         return rc;

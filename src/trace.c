@@ -242,9 +242,10 @@ int braid__trace_init(braid_runtime *rt)
     const char *want = rt->cfg.trace_path;
     char *path;
     if (want) {
-        path = braid__malloc(strlen(want) + 1);
+        size_t len = strlen(want) + 1;
+        path = braid__malloc(len);
         if (path)
-            strcpy(path, want);
+            memcpy(path, want, len);
     } else {
         /* Not for set-user-ID programs: the variable names a file to write. */
         const char *env = secure_getenv("BRAID_TRACE");
@@ -523,8 +524,10 @@ static void worker_close(tr_out *o, unsigned src, uint64_t ts, const char *then)
     tr_task *t = map_get(&o->tasks, op->task, &fresh);
     char label[96], args[160];
     task_label(t, label, sizeof label);
-    if (op->kind == BRAID_KIND_CALL)
-        strcat(label, " (join_all call)");
+    if (op->kind == BRAID_KIND_CALL) {
+        size_t used = strlen(label);
+        snprintf(label + used, sizeof label - used, " (join_all call)");
+    }
     snprintf(args, sizeof args, "\"task\":%" PRIu64 ",\"then\":\"%s\"", op->task, then);
     ev_slice(o, "run", label, o->pid, o->worker_tid[src], op->since, ts, args);
 }

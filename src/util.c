@@ -281,9 +281,10 @@ bool braid__fault_fired(void)
 int braid__unlink_stale_socket(const char *path)
 {
     struct sockaddr_un sa = { .sun_family = AF_UNIX };
-    if (strlen(path) >= sizeof sa.sun_path)
+    size_t len = strlen(path);
+    if (len >= sizeof sa.sun_path)
         return -ENAMETOOLONG;
-    strcpy(sa.sun_path, path);
+    memcpy(sa.sun_path, path, len + 1);
     struct stat st;
     if (lstat(path, &st) < 0)
         return errno == ENOENT ? 0 : -errno;
