@@ -336,7 +336,7 @@ lint:
 
 # ---- examples ------------------------------------------------------------------------
 EXAMPLES := spawn join spawn_join task_failure pipeline fanout echo cancel actor shared_state \
-            select blocking debug
+            select blocking debug inspect
 $(B)/ex/%: examples/%.c $(B)/libbraid.a | $(B)/ex
 	$(CC) $(TFLAGS) -O2 $< $(B)/libbraid.a -o $@ -lpthread
 $(B)/ex:

@@ -304,6 +304,18 @@ TEST(example_debug)
     CHECK(strstr(out, ": disk /var is full\n") != NULL);
 }
 
+TEST(example_inspect)
+{
+    run_example_memcheck("inspect");
+    CHECK(strncmp(out, "braid dump: runtime ", 20) == 0);
+    CHECK(strstr(out, "1 workers, 3 tasks alive") != NULL);
+    CHECK(strstr(out, "\"consumer\": waiting on channel receive") != NULL);
+    CHECK(strstr(out, "\"napper\": waiting on sleep until") != NULL);
+    CHECK(strstr(out, "task 1: running on worker 0\n") != NULL);
+    CHECK(strstr(out, "spawned at examples/inspect.c:") != NULL);
+    CHECK(strstr(out, "\nend of braid dump\n3 tasks alive, 3 spawned, 0 completed\n") != NULL);
+}
+
 /* "debug faults": the overflow and the null write become panics. */
 TEST(example_debug_faults)
 {
