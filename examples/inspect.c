@@ -42,14 +42,14 @@ static void *root(void *arg)
     spawn_named(&n, "napper", napper);
     braid_yield(); /* one worker: both run until they wait */
 
-    // guide:begin dump
+    /* guide:begin dump */
     braid_dump(NULL, stdout); /* NULL: the caller's runtime */
 
     braid_metrics m = BRAID_METRICS_INIT;
     braid_metrics_get(NULL, &m);
     printf("%" PRIu64 " tasks alive, %" PRIu64 " spawned, %" PRIu64 " completed\n",
            m.tasks_alive, m.tasks_spawned, m.tasks_completed);
-    // guide:end dump
+    /* guide:end dump */
 
     braid_cancel(c);
     braid_cancel(n);
