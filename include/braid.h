@@ -1428,17 +1428,19 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  * runnable, or what it waits for: sleep until T, join of task M, channel,
  * mutex, descriptor N, the blocking pool, ...), for how long, its spawn
  * site and parent, the deepest stack page it has touched, and a backtrace
- * of its suspended stack (frame pointers; names from dladdr(), so only
- * exported symbols are named; every frame also shows module+offset for
- * addr2line).  Tasks not started yet are counted per worker and in the
- * injection queue.  Each worker writes its own tasks, at its next
- * scheduling point (a parked one is woken for it); a worker whose task
- * does not suspend within 500 ms is reported as busy instead, with that
- * task's id, name, site and backtrace if its thread answers the
- * watchdog's signal (not when the watchdog is off).  Blocks the
- * calling thread (and, from a task, its worker) meanwhile; one dump at a
- * time per process.  rt NULL: the caller's runtime.  Any thread, any task,
- * but not a signal handler (SIGQUIT does it on the observer thread).
+ * of its suspended stack (frame pointers; each frame named from dladdr(),
+ * or else from its module's ELF symbol table, so static functions of a
+ * program linked with libbraid.a are named unless the file is stripped;
+ * every frame also shows module+offset for addr2line).  Tasks not
+ * started yet are counted per worker and in the injection queue.  Each
+ * worker writes its own tasks, at its next scheduling point (a parked one
+ * is woken for it); a worker whose task does not suspend within 500 ms
+ * is reported as busy instead, with that task's id, name, site and
+ * backtrace if its thread answers the watchdog's signal (not when the
+ * watchdog is off).  Blocks the calling thread (and, from a task, its
+ * worker) meanwhile; one dump at a time per process.  rt NULL: the
+ * caller's runtime.  Any thread, any task, but not a signal handler
+ * (SIGQUIT does it on the observer thread).
  * Returns 0, -EINVAL (no runtime), -EIO (writing f failed). */
 BRAID_API int braid_dump(braid_runtime *rt, FILE *f);
 

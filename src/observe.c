@@ -25,6 +25,7 @@
 #include "console.h"
 #include "handle.h"
 #include "sched.h"
+#include "symbolize.h"
 #include "task.h"
 #include "util.h"
 
@@ -236,6 +237,8 @@ __attribute__((no_sanitize("address"))) static int suspended_frames(const braid_
 #endif
 }
 
+/* Each frame as "#N 0xPC name+0xOFF (module+0xOFF)", the name from dladdr()
+ * (exported symbols) or else the module's own symbol table. */
 static void print_frames(FILE *f, const uintptr_t *pcs, int n)
 {
     for (int i = 0; i < n; i++) {
@@ -243,19 +246,20 @@ static void print_frames(FILE *f, const uintptr_t *pcs, int n)
         uintptr_t at = i ? pcs[i] - 1 : pcs[i];
         Dl_info di;
         memset(&di, 0, sizeof di);
-        if (!dladdr((void *)at, &di) || !di.dli_fname) {
-            fprintf(f, "      #%d 0x%" PRIxPTR "\n", i, pcs[i]);
-            continue;
+        bool known = dladdr((void *)at, &di) && di.dli_fname;
+        const char *name = known ? di.dli_sname : NULL;
+        uintptr_t off = name ? pcs[i] - (uintptr_t)di.dli_saddr : 0;
+        if (!name && (name = braid__symbolize(at, &off)) != NULL)
+            off += pcs[i] - at;
+        fprintf(f, "      #%d 0x%" PRIxPTR, i, pcs[i]);
+        if (name)
+            fprintf(f, " %s+0x%" PRIxPTR, name, off);
+        if (known) {
+            const char *mod = strrchr(di.dli_fname, '/');
+            fprintf(f, " (%s+0x%" PRIxPTR ")", mod ? mod + 1 : di.dli_fname,
+                    pcs[i] - (uintptr_t)di.dli_fbase);
         }
-        const char *mod = strrchr(di.dli_fname, '/');
-        mod = mod ? mod + 1 : di.dli_fname;
-        if (di.dli_sname)
-            fprintf(f, "      #%d 0x%" PRIxPTR " %s+0x%" PRIxPTR " (%s+0x%" PRIxPTR ")\n", i,
-                    pcs[i], di.dli_sname, pcs[i] - (uintptr_t)di.dli_saddr, mod,
-                    pcs[i] - (uintptr_t)di.dli_fbase);
-        else
-            fprintf(f, "      #%d 0x%" PRIxPTR " (%s+0x%" PRIxPTR ")\n", i, pcs[i], mod,
-                    pcs[i] - (uintptr_t)di.dli_fbase);
+        fputc('\n', f);
     }
 }
 

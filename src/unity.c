@@ -28,6 +28,7 @@
 #include "signal.c"
 #include "sleep.c"
 #include "stack.c"
+#include "symbolize.c"
 #include "sync.c"
 #include "task.c"
 #include "timer.c"

@@ -2,6 +2,11 @@
  * metrics, the blocked-task watchdog, stack depth. */
 #include "test.h"
 
+#include "symbolize.h"
+
+#include <elf.h>
+#include <link.h>
+
 #include <pthread.h>
 #include <sys/wait.h>
 
@@ -89,7 +94,8 @@ struct world {
     braid_task inner;
 };
 
-static void *sleeper(void *arg)
+/* Not inlined, so that it is a frame of its own that the dump names. */
+__attribute__((noinline)) static void *sleeper(void *arg)
 {
     (void)arg;
     braid_sleep_ms(3600 * 1000);
@@ -220,6 +226,16 @@ static void *dump_root(void *arg)
     CHECK(strstr(d, site) != NULL);
     CHECK(strstr(d, "braid dump: runtime") != NULL);
     CHECK(strstr(d, "#0 0x") != NULL);
+    /* The sleeper's frames (none with the portable context switch) are
+     * named from the test binary's .symtab: dladdr knows neither the
+     * static sleeper nor libbraid's functions (task_entry: static). */
+    const char *sl = strstr(d, "\"sleeper\": waiting");
+    const char *sl_end = strstr(sl, "\n  task ");
+    size_t sl_len = sl_end ? (size_t)(sl_end - sl) : strlen(sl);
+    if (memmem(sl, sl_len, "#0 0x", 5)) {
+        CHECK(memmem(sl, sl_len, " sleeper+0x", 11) != NULL);
+        CHECK(memmem(sl, sl_len, " task_entry", 11) != NULL);
+    }
     CHECK(strstr(d, "KiB deep") != NULL);
     CHECK(strstr(d, "end of braid dump") != NULL);
     free(d);
@@ -684,4 +700,106 @@ TEST(spawn_without_site)
     CHECK_EQ(braid_cancel(t), 0);
     CHECK_EQ(braid_join(t, NULL), BRAID_CANCELLED);
     CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+/* ---- the ELF symbolizer on good and damaged images ---------------------------------- */
+
+/* The load bias of the main program (the first module listed). */
+static int first_module(struct dl_phdr_info *info, size_t size, void *arg)
+{
+    (void)size;
+    *(uintptr_t *)arg = info->dlpi_addr;
+    return 1;
+}
+
+/* This test binary's file, read whole (caller frees). */
+static unsigned char *read_self(size_t *len)
+{
+    FILE *f = fopen("/proc/self/exe", "rb");
+    CHECK(f != NULL);
+    CHECK_EQ(fseek(f, 0, SEEK_END), 0);
+    long n = ftell(f);
+    CHECK(n > (long)sizeof(Elf64_Ehdr));
+    rewind(f);
+    unsigned char *img = malloc((size_t)n);
+    CHECK(img != NULL);
+    CHECK_EQ(fread(img, 1, (size_t)n, f), (size_t)n);
+    fclose(f);
+    *len = (size_t)n;
+    return img;
+}
+
+/* Parse img[0, len), an allocation of exactly len bytes (so that the
+ * sanitizers catch a read past its end); a table it accepts is sorted and
+ * its names are strings. */
+static int parse_checked(const unsigned char *img, size_t len)
+{
+    braid__symtab t;
+    int rc = braid__symtab_parse(img, len, 0, &t);
+    for (size_t i = 0; rc == 0 && i < t.n; i++) {
+        CHECK(i == 0 || t.syms[i - 1].start <= t.syms[i].start);
+        CHECK(strlen(t.names + t.syms[i].name) > 0);
+    }
+    braid__symtab_free(&t);
+    return rc;
+}
+
+/* img's first len bytes, parsed from an allocation of their size. */
+static int parse_prefix(const unsigned char *img, size_t len)
+{
+    unsigned char *copy = malloc(len ? len : 1);
+    CHECK(copy != NULL);
+    memcpy(copy, img, len);
+    int rc = parse_checked(copy, len);
+    free(copy);
+    return rc;
+}
+
+TEST(symbolize_elf)
+{
+    size_t len;
+    unsigned char *img = read_self(&len);
+    uintptr_t bias = 0;
+    dl_iterate_phdr(first_module, &bias);
+    braid__symtab t;
+    CHECK_EQ(braid__symtab_parse(img, len, bias, &t), 0);
+    uintptr_t off = 99;
+    const char *name = braid__symtab_find(&t, (uintptr_t)sleeper + 3, &off);
+    CHECK(name && strcmp(name, "sleeper") == 0);
+    CHECK_EQ(off, 3);
+    CHECK(braid__symtab_find(&t, 1, &off) == NULL); /* below every function */
+    braid__symtab_free(&t);
+    name = braid__symbolize((uintptr_t)sleeper + 1, &off);
+    CHECK(name && strcmp(name, "sleeper") == 0);
+    CHECK_EQ(off, 1);
+    CHECK(braid__symbolize(0, &off) == NULL);
+
+    /* Truncated: every short prefix, and around the end, where the linker
+     * puts the section headers. */
+    for (size_t n = 0; n < 200; n++)
+        CHECK(parse_prefix(img, n) < 0);
+    for (size_t cut = 1; cut < 4096 && cut < len; cut += 97)
+        CHECK(parse_prefix(img, len - cut) < 0);
+    /* Corrupted: bytes of the ELF header and of the section headers
+     * (whose fields locate everything else) set to chosen and random
+     * values; the result may parse or not, but is never read outside. */
+    Elf64_Ehdr eh;
+    memcpy(&eh, img, sizeof eh);
+    CHECK(eh.e_shoff < len);
+    size_t sh_bytes = (size_t)eh.e_shnum * sizeof(Elf64_Shdr);
+    CHECK(sh_bytes > 0 && sh_bytes <= len - eh.e_shoff);
+    static const unsigned char pick[] = {0x00, 0x01, 0x02, 0x0b, 0x7f, 0x80, 0xfe, 0xff};
+    uint64_t seed = 88172645463325252u;
+    for (int round = 0; round < 400; round++) {
+        seed ^= seed << 13, seed ^= seed >> 7, seed ^= seed << 17; /* xorshift */
+        size_t at = round % 3 == 0 ? seed % sizeof eh : eh.e_shoff + seed % sh_bytes;
+        unsigned char was = img[at];
+        img[at] = round & 1 ? pick[(seed >> 32) % sizeof pick] : (unsigned char)(seed >> 40);
+        (void)parse_checked(img, len);
+        img[at] = was;
+    }
+    CHECK_EQ(parse_checked(img, len), 0);
+    img[EI_CLASS] = ELFCLASS32;
+    CHECK_EQ(parse_checked(img, len), -ENOEXEC);
+    free(img);
 }
