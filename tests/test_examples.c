@@ -321,6 +321,7 @@ TEST(example_debug_faults)
 {
     if (test_instrumented())
         SKIP("ASan, TSan and Valgrind own SIGSEGV: no fault isolation");
+    test_need_isolation();
     test_need_exec();
     char cmd[PATH_MAX + 64];
     test_sibling("ex_debug", cmd, sizeof cmd);
