@@ -159,6 +159,23 @@ static inline int test_no_isolation(void)
             SKIP("a static -flto libbraid converts no fault");                     \
     } while (0)
 
+/* Use n bytes of stack, in 1 KiB frames.  An index the compiler cannot
+ * know keeps the whole array in the frame (clang keeps only the bytes used
+ * at constant indices), and the result is written after the recursive
+ * call, so the frame lives across it (clang turns "return f(..) + x" into
+ * a loop). */
+static __attribute__((noinline)) int test_use_stack(size_t n)
+{
+    volatile char frame[1024];
+    frame[n % sizeof frame] = 1;
+    frame[0] = (char)n;
+    frame[1023] = 1;
+    if (n <= sizeof frame)
+        return frame[0];
+    frame[1] = (char)test_use_stack(n - sizeof frame);
+    return frame[1] + frame[1023];
+}
+
 /* Which tools the test runs under. */
 #if defined(__SANITIZE_ADDRESS__)
 #define TEST_ASAN 1

@@ -2,28 +2,11 @@
 #include "test.h"
 #include "task.h"
 
-/* Use n bytes of stack, in 1 KiB frames. */
 static volatile int depth_sink;
-
-static int use_stack(size_t n)
-{
-    volatile char frame[1024];
-    /* An index the compiler cannot know keeps the whole array in the
-     * frame (clang keeps only the bytes used at constant indices). */
-    frame[n % sizeof frame] = 1;
-    frame[0] = (char)n;
-    frame[1023] = 1;
-    if (n <= sizeof frame)
-        return frame[0];
-    /* Written after the call, so the frame lives across it: clang turns
-     * "return f(..) + x" into a loop (accumulator recursion elimination). */
-    frame[1] = (char)use_stack(n - sizeof frame);
-    return frame[1] + frame[1023];
-}
 
 static void *use_arg_bytes(void *arg)
 {
-    depth_sink = use_stack((size_t)(uintptr_t)arg);
+    depth_sink = test_use_stack((size_t)(uintptr_t)arg);
     return NULL;
 }
 
@@ -111,7 +94,7 @@ static atomic_int started, release;
 static void *deep_sleeper(void *arg)
 {
     (void)arg;
-    depth_sink = use_stack(48 << 10); /* 48 KiB of the stack touched */
+    depth_sink = test_use_stack(48 << 10); /* 48 KiB of the stack touched */
     atomic_fetch_add(&started, 1);
     while (!atomic_load(&release))
         braid_sleep_ms(1);
