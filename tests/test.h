@@ -164,7 +164,7 @@ static inline int test_no_isolation(void)
  * at constant indices), and the result is written after the recursive
  * call, so the frame lives across it (clang turns "return f(..) + x" into
  * a loop). */
-static __attribute__((noinline)) int test_use_stack(size_t n)
+static __attribute__((noinline, unused)) int test_use_stack(size_t n)
 {
     volatile char frame[1024];
     frame[n % sizeof frame] = 1;
