@@ -309,7 +309,7 @@ test-builds:
 # failures and the tally (the full log: build-*/test.log).
 test-portable:
 	$(MAKE) -s --no-print-directory PORTABLE=1 B=build-portable code-tests-normal code-tests-asan
-	@rc=0; BRAID_TEST_CONFIGS="normal asan" tests/run-all.sh build-portable >build-portable/test.log \
+	@rc=0; BRAID_TEST_PORTABLE=1 BRAID_TEST_CONFIGS="normal asan" tests/run-all.sh build-portable >build-portable/test.log \
 	    || rc=$$?; grep -v -e '^PASS' -e '^SKIP' build-portable/test.log; [ $$rc -eq 0 ]
 
 # ---- static analysis -------------------------------------------------------------------

@@ -249,7 +249,7 @@ int braid__console_start(braid_runtime *rt, const char *path, braid__console **o
     return 0;
 }
 
-void braid__console_stop(braid__console *c)
+static void console_stop(braid__console *c)
 {
     if (!c || c->stop_fd < 0)
         return;
@@ -372,7 +372,7 @@ void braid__console_stop_serving(braid_runtime *rt)
 {
     braid__console *c = rt->console;
     if (c && c->stop_fd >= 0) {
-        braid__console_stop(c);
+        console_stop(c);
         if (c->from_env)
             atomic_store(&env_path_taken, false);
     }

@@ -16,10 +16,6 @@ typedef struct braid__console braid__console;
  * socket), -ENOMEM, -EAGAIN, or the errno of socket/bind/listen. */
 int braid__console_start(braid_runtime *rt, const char *path, braid__console **out);
 
-/* Stop the thread, close every connection, remove the socket file; c
- * itself stays allocated (braid__console_free). */
-void braid__console_stop(braid__console *c);
-
 /* Start rt's console if braid_config.console_path or BRAID_CONSOLE asks
  * for one; call before the workers' threads start.  An explicit path's
  * errors are returned; the environment's are reported on stderr only. */

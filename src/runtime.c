@@ -258,7 +258,7 @@ int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
         }
     }
     braid_task root;
-    int rc = braid__spawn(rt, NULL, &root, NULL, fn, arg);
+    int rc = braid__spawn(rt, NULL, &root, NULL, fn, arg, NULL, 0);
     if (rc == 0) {
         if (current_thread)
             drive(rt, task_done, &root, braid__rec_lookup(root));
@@ -269,19 +269,6 @@ int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
     return rc;
 }
 
-int braid_spawn_on_ex(braid_runtime *rt, braid_task *out, const braid_spawn_opts *opts,
-                      braid_fn fn, void *arg)
-{
-    if (!rt)
-        return -EINVAL;
-    braid__worker *w = braid__tls_worker;
-    return braid__spawn(rt, w && w->rt == rt && braid__tls_task ? w : NULL, out, opts, fn, arg);
-}
-
-int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg)
-{
-    return braid_spawn_on_ex(rt, out, NULL, fn, arg);
-}
 
 /* ---- shutdown ------------------------------------------------------------------ */
 

@@ -444,27 +444,21 @@ static int make_ext(braid_runtime *rt, const braid_spawn_opts *o, void *arg,
     return 0;
 }
 
-/* The site the _at entry points pass down to braid__spawn, which takes it
- * (so spawns through other paths, the JoinSet's say, record none). */
-static BRAID_TLS const char *spawn_file;
-static BRAID_TLS int spawn_line;
-
-static inline void site_set(braid__rec *r, uint32_t index, const char *file, int line)
+/* Where a task was spawned (file NULL: not recorded), and by which task. */
+static inline void site_set(braid__rec *r, uint32_t index, const char *file, int line,
+                            uint64_t parent)
 {
     braid__site *s = braid__rec_site(r, index);
     s->file = file;
     s->line = (uint32_t)line;
-    braid__task *self = braid__tls_task;
-    s->parent = self ? self->id : 0;
+    s->parent = parent;
 }
 
 /* Spawn on rt; w is the calling thread's worker if it belongs to rt and a
  * task is running on it (its ring is then used), else NULL. */
 int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const braid_spawn_opts *o,
-                 braid_fn fn, void *arg)
+                 braid_fn fn, void *arg, const char *file, int line)
 {
-    const char *file = spawn_file;
-    spawn_file = NULL;
     if (!fn)
         return -EINVAL;
     braid__spawn_ext *ext;
@@ -493,7 +487,7 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
     r->a.fn = fn;
     r->b = ext ? (void *)ext : arg;
     r->waiter = NULL;
-    site_set(r, index, file, spawn_line);
+    site_set(r, index, file, line, braid_current_id());
     uint64_t s = id << BRAID_REC_INDEX_BITS | BRAID_REC_QUEUED;
     if (!out)
         s |= BRAID_REC_DETACHED | BRAID_REC_NOHANDLE;
@@ -523,38 +517,47 @@ int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const bra
     return 0;
 }
 
-int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg)
-{
-    braid__worker *w = braid__tls_worker;
-    if (!braid__tls_task) {
-        spawn_file = NULL;
-        return -EPERM;
-    }
-    return braid__spawn(w->rt, w, out, opts, fn, arg);
-}
-
 int braid_spawn_ex_at(const char *file, int line, braid_task *out, const braid_spawn_opts *opts,
                       braid_fn fn, void *arg)
 {
-    spawn_file = file;
-    spawn_line = line;
-    return braid_spawn_ex(out, opts, fn, arg);
+    braid__worker *w = braid__tls_worker;
+    if (!braid__tls_task)
+        return -EPERM;
+    return braid__spawn(w->rt, w, out, opts, fn, arg, file, line);
+}
+
+int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg)
+{
+    return braid_spawn_ex_at(NULL, 0, out, opts, fn, arg);
 }
 
 int braid_spawn_on_ex_at(const char *file, int line, braid_runtime *rt, braid_task *out,
                          const braid_spawn_opts *opts, braid_fn fn, void *arg)
 {
-    spawn_file = file;
-    spawn_line = line;
-    int rc = braid_spawn_on_ex(rt, out, opts, fn, arg);
-    spawn_file = NULL; /* braid_spawn_on_ex may fail before braid__spawn */
-    return rc;
+    if (!rt)
+        return -EINVAL;
+    /* The caller's worker serves the spawn only if it is one of rt's and
+     * a task runs on it (its ring); otherwise the injection queue. */
+    braid__worker *w = braid__tls_worker;
+    return braid__spawn(rt, w && w->rt == rt && braid__tls_task ? w : NULL, out, opts, fn, arg,
+                        file, line);
+}
+
+int braid_spawn_on_ex(braid_runtime *rt, braid_task *out, const braid_spawn_opts *opts,
+                      braid_fn fn, void *arg)
+{
+    return braid_spawn_on_ex_at(NULL, 0, rt, out, opts, fn, arg);
 }
 
 int braid_spawn_on_at(const char *file, int line, braid_runtime *rt, braid_task *out, braid_fn fn,
                       void *arg)
 {
     return braid_spawn_on_ex_at(file, line, rt, out, NULL, fn, arg);
+}
+
+int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg)
+{
+    return braid_spawn_on_ex_at(NULL, 0, rt, out, NULL, fn, arg);
 }
 
 /* braid_spawn from a task when the worker's caches can serve it: the same
@@ -569,21 +572,15 @@ static inline int spawn_fast(const char *file, int line, braid_task *out, braid_
     braid_runtime *rt = w->rt;
     braid__rec_cache *c = &w->recs;
     if (BRAID_UNLIKELY(!c->n || c->id_next == c->id_end || !(c->id_next & BRAID_REC_GEN_MASK) ||
-                       braid__stack_exhausted(&rt->stacks))) {
-        spawn_file = file;
-        spawn_line = line;
-        return braid__spawn(rt, w, out, NULL, fn, arg);
-    }
+                       braid__stack_exhausted(&rt->stacks)))
+        return braid__spawn(rt, w, out, NULL, fn, arg, file, line);
     struct braid__rec_slot *s = &c->slot[--c->n];
     braid__rec *r = s->r;
     uint64_t id = c->id_next++ & BRAID_REC_GEN_MASK;
     r->a.fn = fn;
     r->b = arg;
     r->waiter = NULL;
-    braid__site *site = braid__rec_site(r, s->index);
-    site->file = file;
-    site->line = (uint32_t)line;
-    site->parent = self->id;
+    site_set(r, s->index, file, line, self->id);
     uint64_t st = id << BRAID_REC_INDEX_BITS | BRAID_REC_QUEUED;
     if (!out)
         st |= BRAID_REC_DETACHED | BRAID_REC_NOHANDLE;

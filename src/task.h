@@ -187,9 +187,10 @@ braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id
                               void *arg);
 
 /* Spawn on rt; w is the calling thread's worker if it belongs to rt and a
- * task runs on it (its ring is used), else NULL (the injection queue). */
+ * task runs on it (its ring is used), else NULL (the injection queue).
+ * file and line: the spawn site (file NULL: none recorded). */
 int braid__spawn(braid_runtime *rt, braid__worker *w, braid_task *out, const braid_spawn_opts *o,
-                 braid_fn fn, void *arg);
+                 braid_fn fn, void *arg, const char *file, int line);
 
 /* A join_all call ended (joinall.c). */
 void braid__call_finish(braid__task *t, int fate, void *value);

@@ -153,6 +153,15 @@ static inline int test_no_isolation(void)
     return v && *v == '1';
 }
 
+/* Whether the library uses the portable (ucontext) context switch, whose
+ * saved registers dumps and gdb cannot walk (make test-portable sets
+ * BRAID_TEST_PORTABLE). */
+static inline int test_portable_ctx(void)
+{
+    const char *v = getenv("BRAID_TEST_PORTABLE");
+    return v && *v == '1';
+}
+
 #define test_need_isolation()                                                    \
     do {                                                                           \
         if (test_no_isolation())                                                   \

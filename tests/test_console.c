@@ -206,7 +206,9 @@ static void *client(void *arg)
     /* The root waits for this job, which runs on the blocking pool (its
      * handle is a task that waits for the pool). */
     CHECK(has_state(snap, "root", "waiting on join of task"));
-    CHECK(strstr(snap, "\twaiting on blocking pool\t") != NULL);
+    const char *proxy = strstr(snap, "\twaiting on blocking pool\t");
+    CHECK(proxy != NULL);
+    CHECK(strncmp(strchr(proxy, '\n') - 2, "\t?\n", 3) == 0); /* no site recorded */
     free(snap);
     /* A bad request is answered and the connection stays usable. */
     snap = ask(fd, "hello\n");
