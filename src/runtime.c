@@ -180,6 +180,9 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         rc = braid__trace_init(rt);
     if (rc == 0)
         rc = braid__console_setup(rt);
+    /* Before the workers' threads start: the flag is theirs after. */
+    for (unsigned i = 0; i < rt->nworkers && rc == 0; i++)
+        rt->workers[i]->switch_hooks = rt->workers[i]->trace || rt->workers[i]->timing;
     if (rc == 0)
         rc = braid__bpool_new(&rt->blocking, rt->cfg.blocking_threads,
                               rt->cfg.blocking_keepalive_ms);

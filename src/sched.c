@@ -506,6 +506,17 @@ void braid__sched_after_switch(braid__worker *w)
  * a current-thread block_on waits for returns to the scheduler context when
  * it ends, so that block_on returns at once.
  */
+/* What a switch from `from` (NULL: the scheduler) to t records when a
+ * trace or the console is on: kept out of line, behind one flag. */
+static __attribute__((noinline)) void run_switch_hooks(braid__worker *w, braid__task *from,
+                                                       bool dying, braid__task *t)
+{
+    if (w->trace)
+        braid__trace_switch(w->trace, from, dying, t);
+    if (w->timing)
+        braid__console_account(w, from);
+}
+
 static void switch_out(braid__worker *w, braid__task *from, bool dying)
 {
     braid__tls_task = NULL;
@@ -523,10 +534,8 @@ static void switch_out(braid__worker *w, braid__task *from, bool dying)
         braid__tls_task = from;
         return;
     }
-    if (BRAID__TRACING(w))
-        braid__trace_switch(w->trace, from, dying, t);
-    if (BRAID_UNLIKELY(w->timing))
-        braid__console_account(w, from);
+    if (BRAID_UNLIKELY(w->switch_hooks))
+        run_switch_hooks(w, from, dying, t);
     braid__tls_task = t;
     braid__fiber *to = t ? &t->fiber : &w->sched;
     if (dying) {
@@ -634,10 +643,8 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
         if (t) {
             if (w->searching)
                 stop_searching(w, true);
-            if (BRAID__TRACING(w))
-                braid__trace_switch(w->trace, NULL, false, t);
-            if (BRAID_UNLIKELY(w->timing))
-                braid__console_account(w, NULL);
+            if (BRAID_UNLIKELY(w->switch_hooks))
+                run_switch_hooks(w, NULL, false, t);
             braid__obs_bump(&w->obs.polls);
             braid__tls_task = t;
             braid__fiber_switch(&w->sched, &t->fiber);

@@ -114,6 +114,7 @@ struct braid__worker {
     unsigned colour;                /* of the next task started (task.c) */
     int *errno_loc;                 /* the worker thread's errno */
     bool timing;                    /* the console is on: account busy time */
+    bool switch_hooks;              /* trace or timing: one test per switch */
     uint64_t run_start;             /* timing: when the running task started */
     braid__wheel wheel;
     int epfd, evfd;                 /* the reactor (io.h) */
