@@ -427,8 +427,9 @@ BRAID_API int braid_worker_index(void);
  * in calls[i].result.  If one call panics, the others are cancelled, and once
  * they have returned the panic is raised again in the caller with the
  * original message and location.  Cancelling the caller cancels the calls.
- * Task only.  Cancellation point.  Returns 0, -ECANCELED (the caller was
- * cancelled; calls that returned still have their result), -EPERM, -EINVAL,
+ * Task only.  Cancellation point.  Returns 0 (every call ran and returned),
+ * -ECANCELED (the caller was cancelled, or shutdown cancelled a call before
+ * it ran; calls that returned still have their result), -EPERM, -EINVAL,
  * -ENOMEM (stacks for the calls could not be allocated; nothing ran). */
 BRAID_API int braid_join_all(braid_call *calls, size_t n);
 

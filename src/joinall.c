@@ -20,6 +20,7 @@ struct braid__group {
     size_t n, pending;
     braid__panic_info *panic;   /* the first panic of a call */
     bool cancelling;
+    bool skipped;               /* a call was cancelled before it ran */
 };
 
 static void cancel_calls(braid__group *g, size_t except)
@@ -35,6 +36,11 @@ void braid__call_finish(braid__task *t, int fate, void *value)
     braid__group *g = t->group;
     size_t i = t->call_index;
     g->calls[i].result = value;
+    /* Shutdown cancels every live task, calls included, possibly before
+     * the caller notices its own cancellation: a call that never ran must
+     * not let join_all report success. */
+    if (fate == BRAID_CANCELLED)
+        g->skipped = true;
     if (fate == BRAID_PANICKED) {
         if (!g->panic) {
             g->panic = t->panic;
@@ -109,5 +115,5 @@ int braid_join_all(braid_call *calls, size_t n)
         braid__panic_info_free(g.panic);
         braid_panic_at(info.file, info.line, "%s", info.message);
     }
-    return cancelled ? -ECANCELED : 0;
+    return cancelled || g.skipped ? -ECANCELED : 0;
 }

@@ -754,13 +754,25 @@ static void watchdog_report(braid_runtime *rt, braid__worker *w, uint64_t ran_ns
     report(rt, BRAID_EVENT_BLOCKED, id, summary);
 }
 
+/* A current-thread runtime's worker has no thread between braid_block_on
+ * calls: its polls stand still because nobody drives it, not because a task
+ * is stuck. */
+static bool worker_driven(braid__worker *w)
+{
+    thread_lock(w);
+    bool known = w->obs.thread_known;
+    thread_unlock(w);
+    return known;
+}
+
 static void watchdog_check(braid_runtime *rt, struct braid__robs *o, uint64_t now)
 {
     for (unsigned i = 0; i < rt->nworkers; i++) {
         braid__worker *w = rt->workers[i];
         struct wd_state *s = &o->wd[i];
         uint64_t polls = braid__load_relaxed(&w->obs.polls);
-        if (polls != s->polls || obs_parked(atomic_load_explicit(&w->park, memory_order_relaxed))) {
+        if (polls != s->polls || obs_parked(atomic_load_explicit(&w->park, memory_order_relaxed)) ||
+            !worker_driven(w)) {
             s->polls = polls;
             s->since = now;
             s->reported = false;

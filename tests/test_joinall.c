@@ -226,3 +226,50 @@ TEST(calls_can_join_spawned_tasks)
 {
     test_run(2, mixed_root, NULL);
 }
+
+/* Shutdown cancels every live task, calls included, in no particular order:
+ * a call can be cancelled before it ever ran while its caller is still
+ * parked, unaware.  join_all must then not report success. */
+static atomic_int shutdown_rounds, shutdown_lies;
+
+static void *ran_call(void *arg)
+{
+    braid_yield();
+    *(int *)arg = 1;
+    braid_yield();
+    return NULL;
+}
+
+static void *join_all_loop(void *arg)
+{
+    (void)arg;
+    for (;;) {
+        int ran[8] = { 0 };
+        braid_call calls[8];
+        for (int i = 0; i < 8; i++)
+            calls[i] = (braid_call){ ran_call, &ran[i], NULL };
+        int rc = braid_join_all(calls, 8);
+        for (int i = 0; i < 8; i++)
+            if (rc == 0 && !ran[i])
+                atomic_fetch_add(&shutdown_lies, 1);
+        if (rc != 0)
+            return NULL;
+        atomic_fetch_add(&shutdown_rounds, 1);
+    }
+}
+
+TEST(shutdown_during_join_all_reports_cancellation)
+{
+    for (int round = 0; round < 20; round++) {
+        braid_config cfg = { .workers = 2 };
+        braid_runtime *rt;
+        CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+        atomic_store(&shutdown_rounds, 0);
+        for (int i = 0; i < 32; i++)
+            CHECK_EQ(braid_spawn_on(rt, NULL, join_all_loop, NULL), 0);
+        while (atomic_load(&shutdown_rounds) < 64 + round * 16)
+            sched_yield();
+        CHECK_EQ(braid_runtime_free(rt), 0);
+    }
+    CHECK_EQ(atomic_load(&shutdown_lies), 0);
+}

@@ -622,6 +622,32 @@ TEST(watchdog_quiet)
     CHECK_EQ(atomic_load(&h.blocked), 0);
 }
 
+/* Between braid_block_on calls a current-thread runtime has no thread:
+ * tasks waiting there are not a blocked worker.  Nothing to wait for but
+ * many watchdog periods passing (no event marks an absent report). */
+static void *returns_arg(void *arg)
+{
+    return arg;
+}
+
+TEST(watchdog_ignores_undriven_runtime)
+{
+    struct hook_log h = { 0 };
+    braid_runtime *rt = new_rt(1, BRAID_OBSERVE_NO_DEADLOCK, 10, hook, &h);
+    CHECK_EQ(braid_spawn_on(rt, NULL, returns_arg, NULL), 0);
+    uint64_t until = test_now_ms() + 300;
+    while (test_now_ms() < until)
+        usleep(10000);
+    void *r;
+    CHECK_EQ(braid_block_on(rt, returns_arg, (void *)7, &r), 0);
+    CHECK_EQ((uintptr_t)r, 7);
+    until = test_now_ms() + 200;
+    while (test_now_ms() < until)
+        usleep(10000);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK_EQ(atomic_load(&h.blocked), 0);
+}
+
 /* A dump names the task that keeps a worker busy. */
 static _Atomic int busy_worker = -1;
 static _Atomic bool busy_release;
