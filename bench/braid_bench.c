@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -522,6 +523,19 @@ static int prewarm(uint64_t mib)
 
 static int http_listener;
 
+/* CPU time in microseconds, user + system, of who (RUSAGE_SELF: this
+ * process, every thread; RUSAGE_CHILDREN: wrk, once waited for). */
+static double cpu_us(int who)
+{
+    struct rusage u;
+    getrusage(who, &u);
+    return (double)(u.ru_utime.tv_sec + u.ru_stime.tv_sec) * 1e6 +
+           (double)(u.ru_utime.tv_usec + u.ru_stime.tv_usec);
+}
+
+/* The server's CPU time while wrk ran, and wrk's own. */
+static double http_server_us, http_wrk_us;
+
 static void *http_accept_loop(void *arg)
 {
     (void)arg;
@@ -594,6 +608,7 @@ static void *http_driver(void *arg)
     posix_spawn_file_actions_adddup2(&fa, p[1], 1);
     char *argv[] = { "wrk", "-t1", "-c64", "-d5s", "--latency", url, NULL };
     pid_t pid;
+    double cpu0 = cpu_us(RUSAGE_SELF);
     int rc = posix_spawnp(&pid, "wrk", &fa, NULL, argv, environ);
     posix_spawn_file_actions_destroy(&fa);
     close(p[1]);
@@ -607,6 +622,8 @@ static void *http_driver(void *arg)
     int status = 1;
     if (rc == 0)
         waitpid(pid, &status, 0);
+    http_server_us = cpu_us(RUSAGE_SELF) - cpu0;
+    http_wrk_us = cpu_us(RUSAGE_CHILDREN);
     braid_close(http_listener); /* the accept loop ends */
     braid_join(acc, NULL);
     if (rc != 0 || !WIFEXITED(status) || WEXITSTATUS(status) != 0) {
@@ -633,9 +650,12 @@ static int http_hello(uint64_t port)
     free(text);
     if (r.requests == 0 || r.rps <= 0)
         fail("http_hello", "wrk completed no requests");
-    char extra[160];
-    snprintf(extra, sizeof extra, "rps=%.0f p50_us=%.0f p99_us=%.0f errors=%" PRIu64 " port=%" PRIu64,
-             r.rps, r.p50_us, r.p99_us, r.errors, port);
+    char extra[200];
+    snprintf(extra, sizeof extra,
+             "rps=%.0f p50_us=%.0f p99_us=%.0f cpu_ns_per_req=%.0f wrk_cpu_pct=%.0f errors=%" PRIu64
+             " port=%" PRIu64,
+             r.rps, r.p50_us, r.p99_us, http_server_us * 1e3 / (double)r.requests,
+             http_wrk_us / (r.seconds * 1e4), r.errors, port);
     printf("workload=http_hello n=%" PRIu64 " wall_ms=%.0f ns_per_op=%.1f %s\n", r.requests,
            r.seconds * 1e3, 1e9 / r.rps, extra);
     braid_runtime_free(rt);

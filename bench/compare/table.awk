@@ -32,6 +32,8 @@ BEGIN {
     M[++nm] = "http_hello|rps|req/s|rate|1"
     M[++nm] = "http_hello|p99_us|p99 latency µs|cost|1"
     M[++nm] = "http_hello|p50_us|p50 latency µs|cost|0"
+    M[++nm] = "http_hello|cpu_ns_per_req|server CPU ns per request|cost|1"
+    M[++nm] = "http_hello|wrk_cpu_pct|wrk's CPU, % of one core|info|0"
     nw = split("spawn_many spawn_many_remote yield_many ping_pong chained_spawn fib_spawn sleep_many idle_memory http_hello", W, " ")
 }
 
@@ -91,6 +93,7 @@ function cell(w, rt, k,    i, r, n, a) {
 # RMIN, RMAX and returns the cell text
 function ratio(w, rt, k, kind, b,    i, r, n, a, x, y) {
     RMED = RMIN = RMAX = ""
+    if (kind == "info") return ""
     if (fail[w, b] || fail[w, rt]) { RMED = "FAILED"; return "FAILED" }
     n = 0
     for (i = 1; i <= nround[w]; i++) {

@@ -27,6 +27,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 )
 
@@ -481,7 +482,9 @@ func httpHello(port uint64) {
 	url := fmt.Sprintf("http://127.0.0.1:%d/", port)
 	cmd := exec.Command("wrk", "-t1", "-c64", "-d5s", "--latency", url)
 	cmd.Stderr = os.Stderr
+	cpu0 := selfCPUMicros()
 	text, err := cmd.Output()
+	serverUs := selfCPUMicros() - cpu0
 	ln.Close()
 	if err != nil {
 		fail("http_hello", fmt.Sprintf("wrk failed (is it installed?): %v\n%s", err, text))
@@ -490,8 +493,19 @@ func httpHello(port uint64) {
 	if r.requests == 0 || r.rps <= 0 {
 		fail("http_hello", "wrk completed no requests")
 	}
-	fmt.Printf("workload=http_hello n=%d wall_ms=%.0f ns_per_op=%.1f rps=%.0f p50_us=%.0f p99_us=%.0f errors=%d port=%d rss_kb=%d\n",
-		r.requests, r.seconds*1e3, 1e9/r.rps, r.rps, r.p50us, r.p99us, r.errors, port, vmHWMKB())
+	wrkUs := float64((cmd.ProcessState.UserTime() + cmd.ProcessState.SystemTime()).Microseconds())
+	fmt.Printf("workload=http_hello n=%d wall_ms=%.0f ns_per_op=%.1f rps=%.0f p50_us=%.0f p99_us=%.0f cpu_ns_per_req=%.0f wrk_cpu_pct=%.0f errors=%d port=%d rss_kb=%d\n",
+		r.requests, r.seconds*1e3, 1e9/r.rps, r.rps, r.p50us, r.p99us, serverUs*1e3/float64(r.requests),
+		wrkUs/(r.seconds*1e4), r.errors, port, vmHWMKB())
+}
+
+// selfCPUMicros is this process's CPU time so far, user + system, every thread.
+func selfCPUMicros() float64 {
+	var u syscall.Rusage
+	if syscall.Getrusage(syscall.RUSAGE_SELF, &u) != nil {
+		return 0
+	}
+	return float64(u.Utime.Sec+u.Stime.Sec)*1e6 + float64(u.Utime.Usec+u.Stime.Usec)
 }
 
 // ---- dispatch ----

@@ -56,6 +56,33 @@ fn vm_hwm_kb() -> u64 {
     status_kb("VmHWM")
 }
 
+/// `struct rusage` of Linux on 64-bit targets: two timevals, then 14 longs.
+#[repr(C)]
+struct Rusage {
+    utime: [i64; 2],
+    stime: [i64; 2],
+    rest: [i64; 14],
+}
+
+extern "C" {
+    fn getrusage(who: i32, usage: *mut Rusage) -> i32;
+}
+
+/// CPU time in microseconds, user + system, of `who` (0: this process,
+/// every thread; -1: its children that were waited for, here only wrk).
+fn cpu_us(who: i32) -> f64 {
+    let mut u = Rusage {
+        utime: [0; 2],
+        stime: [0; 2],
+        rest: [0; 14],
+    };
+    // SAFETY: getrusage writes one struct rusage, which Rusage mirrors.
+    if unsafe { getrusage(who, &mut u) } != 0 {
+        return 0.0;
+    }
+    ((u.utime[0] + u.stime[0]) * 1_000_000 + u.utime[1] + u.stime[1]) as f64
+}
+
 fn fail(workload: &str, why: &str) -> ! {
     eprintln!("{workload}: FAILED: {why}");
     exit(1);
@@ -578,20 +605,26 @@ fn parse_wrk(text: &str) -> Wrk {
 /// Serve 127.0.0.1:port while wrk, a child process, loads it for 5 s.
 fn http_hello(port: u64) {
     let rt = runtime();
-    let text = rt.block_on(async move {
+    let (text, server_us, wrk_us) = rt.block_on(async move {
         let listener = TcpListener::bind(("127.0.0.1", port as u16))
             .await
             .unwrap_or_else(|e| fail("http_hello", &format!("listen: {e}")));
         let acceptor = tokio::spawn(http_accept_loop(listener));
         let url = format!("http://127.0.0.1:{port}/");
+        let cpu0 = cpu_us(0);
         let out = tokio::process::Command::new("wrk")
             .args(["-t1", "-c64", "-d5s", "--latency", &url])
             .stderr(std::process::Stdio::inherit())
             .output()
             .await;
+        let server_us = cpu_us(0) - cpu0;
         acceptor.abort();
         match out {
-            Ok(o) if o.status.success() => String::from_utf8_lossy(&o.stdout).into_owned(),
+            Ok(o) if o.status.success() => (
+                String::from_utf8_lossy(&o.stdout).into_owned(),
+                server_us,
+                cpu_us(-1),
+            ),
             Ok(o) => fail(
                 "http_hello",
                 &format!(
@@ -611,13 +644,15 @@ fn http_hello(port: u64) {
         fail("http_hello", "wrk completed no requests");
     }
     println!(
-        "workload=http_hello n={} wall_ms={:.0} ns_per_op={:.1} rps={:.0} p50_us={:.0} p99_us={:.0} errors={} port={} rss_kb={}",
+        "workload=http_hello n={} wall_ms={:.0} ns_per_op={:.1} rps={:.0} p50_us={:.0} p99_us={:.0} cpu_ns_per_req={:.0} wrk_cpu_pct={:.0} errors={} port={} rss_kb={}",
         r.requests,
         r.seconds * 1e3,
         1e9 / r.rps,
         r.rps,
         r.p50_us,
         r.p99_us,
+        server_us * 1e3 / r.requests as f64,
+        wrk_us / (r.seconds * 1e4),
         r.errors,
         port,
         vm_hwm_kb()
