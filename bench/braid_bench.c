@@ -536,6 +536,18 @@ static double cpu_us(int who)
 /* The server's CPU time while wrk ran, and wrk's own. */
 static double http_server_us, http_wrk_us;
 
+/* Connections per worker (where each started; started tasks stay there):
+ * printed as conns=a/b, since p99 depends on the split (BENCHMARKS.md). */
+static _Atomic unsigned http_conns[2];
+
+static void *http_conn_counted(void *arg)
+{
+    int w = braid_worker_index();
+    if (w >= 0 && w < 2)
+        atomic_fetch_add_explicit(&http_conns[w], 1, memory_order_relaxed);
+    return http_hello_conn(arg);
+}
+
 static void *http_accept_loop(void *arg)
 {
     (void)arg;
@@ -547,7 +559,7 @@ static void *http_accept_loop(void *arg)
             braid_sleep_ms(10); /* out of descriptors: let connections end */
             continue;
         }
-        if (braid_spawn(&t, http_hello_conn, (void *)(intptr_t)fd) < 0)
+        if (braid_spawn(&t, http_conn_counted, (void *)(intptr_t)fd) < 0)
             braid_close(fd);
         else
             braid_detach(t);
@@ -650,12 +662,13 @@ static int http_hello(uint64_t port)
     free(text);
     if (r.requests == 0 || r.rps <= 0)
         fail("http_hello", "wrk completed no requests");
-    char extra[200];
+    char extra[256];
     snprintf(extra, sizeof extra,
-             "rps=%.0f p50_us=%.0f p99_us=%.0f cpu_ns_per_req=%.0f wrk_cpu_pct=%.0f errors=%" PRIu64
-             " port=%" PRIu64,
+             "rps=%.0f p50_us=%.0f p99_us=%.0f cpu_ns_per_req=%.0f wrk_cpu_pct=%.0f conns=%u/%u "
+             "errors=%" PRIu64 " port=%" PRIu64,
              r.rps, r.p50_us, r.p99_us, http_server_us * 1e3 / (double)r.requests,
-             http_wrk_us / (r.seconds * 1e4), r.errors, port);
+             http_wrk_us / (r.seconds * 1e4), atomic_load(&http_conns[0]), atomic_load(&http_conns[1]),
+             r.errors, port);
     printf("workload=http_hello n=%" PRIu64 " wall_ms=%.0f ns_per_op=%.1f %s\n", r.requests,
            r.seconds * 1e3, 1e9 / r.rps, extra);
     braid_runtime_free(rt);
