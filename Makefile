@@ -78,7 +78,7 @@ RENAME   := --rename-section .text=braid_text,alloc,load,readonly,code,contents 
 # stays in .text, and isolate_faults converts no fault (src/panic.c).
 RENAME_CMD = $(if $(findstring -flto,$(CFLAGS_LIB)),,$(OBJCOPY) $(RENAME) $@)
 
-.PHONY: all test test-aarch64 demo bench install clean check-tools examples man
+.PHONY: test-migrate all test test-aarch64 demo bench install clean check-tools examples man
 
 all: $(B)/libbraid.a $(B)/libbraid.so $(B)/libbraid-tsan.a $(B)/braid.pc $(B)/tools/braid-console
 
@@ -303,6 +303,11 @@ test-builds:
 	    BRAID_TEST_CONFIGS=shared tests/run-all.sh build-$$name >>build-$$name/test.log || rc=$$?; \
 	    grep -v -e '^PASS' -e '^SKIP' build-$$name/test.log; [ $$rc -eq 0 ]; \
 	done
+
+# Every test again with BRAID_MIGRATE=1 (braid_config.migrate for every
+# runtime), plain and under TSan; make test includes these two passes.
+test-migrate: all $(TESTS_normal) $(TESTS_tsan)
+	@BRAID_TEST_CONFIGS="migrate migrate-tsan" tests/run-all.sh $(B)
 
 # The ucontext context switch (PORTABLE=1) through the normal and
 # ASan+UBSan configurations, in build-portable.  Both targets print only

@@ -56,15 +56,28 @@ static long status_kb(const char *key)
     return v;
 }
 
-static braid_runtime *make_runtime(void)
+static braid_runtime *make_runtime_ex(bool migrate)
 {
     braid_config cfg;
     braid_config_init(&cfg);
     const char *w = getenv("BRAID_BENCH_WORKERS");
     cfg.workers = w ? (unsigned)atoi(w) : 2;
+    cfg.migrate = migrate;
     braid_runtime *rt;
     check(braid_runtime_new(&cfg, &rt), "braid_runtime_new");
     return rt;
+}
+
+static braid_runtime *make_runtime(void)
+{
+    return make_runtime_ex(false);
+}
+
+/* Whether a runtime asked for migrate gets it: BRAID_MIGRATE overrides. */
+static bool migrates(bool asked)
+{
+    const char *m = getenv("BRAID_MIGRATE");
+    return m && *m ? strcmp(m, "0") != 0 : asked;
 }
 
 static void report(const char *name, uint64_t n, uint64_t wall_ns, uint64_t ops, const char *extra)
@@ -536,8 +549,9 @@ static double cpu_us(int who)
 /* The server's CPU time while wrk ran, and wrk's own. */
 static double http_server_us, http_wrk_us;
 
-/* Connections per worker (where each started; started tasks stay there):
- * printed as conns=a/b, since p99 depends on the split (BENCHMARKS.md). */
+/* Connections per worker where each started (with migrate=0 they stay
+ * there): printed as conns=a/b, since the p99 then depends on the split
+ * (BENCHMARKS.md). */
 static _Atomic unsigned http_conns[2];
 
 static void *http_conn_counted(void *arg)
@@ -648,7 +662,8 @@ static void *http_driver(void *arg)
 
 static int http_hello(uint64_t port)
 {
-    braid_runtime *rt = make_runtime();
+    /* A server sharing its cores with wrk: tasks migrate (BENCHMARKS.md). */
+    braid_runtime *rt = make_runtime_ex(true);
     char addr[32];
     snprintf(addr, sizeof addr, "127.0.0.1:%" PRIu64, port);
     http_listener = braid_tcp_listen(addr, 1024);
@@ -665,10 +680,10 @@ static int http_hello(uint64_t port)
     char extra[256];
     snprintf(extra, sizeof extra,
              "rps=%.0f p50_us=%.0f p99_us=%.0f cpu_ns_per_req=%.0f wrk_cpu_pct=%.0f conns=%u/%u "
-             "errors=%" PRIu64 " port=%" PRIu64,
+             "migrate=%d errors=%" PRIu64 " port=%" PRIu64,
              r.rps, r.p50_us, r.p99_us, http_server_us * 1e3 / (double)r.requests,
              http_wrk_us / (r.seconds * 1e4), atomic_load(&http_conns[0]), atomic_load(&http_conns[1]),
-             r.errors, port);
+             migrates(true), r.errors, port);
     printf("workload=http_hello n=%" PRIu64 " wall_ms=%.0f ns_per_op=%.1f %s\n", r.requests,
            r.seconds * 1e3, 1e9 / r.rps, extra);
     braid_runtime_free(rt);

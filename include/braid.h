@@ -197,6 +197,29 @@ typedef struct braid_config {
                                     it, if set (then only the first runtime of
                                     the process that can take the path serves
                                     it).  Copied when the runtime is created */
+    bool migrate;                /* let started tasks move between workers:
+                                    a task woken by another worker of the
+                                    runtime (a descriptor it polled, a
+                                    channel, a mutex, a join) continues
+                                    there, unless it waits with a deadline
+                                    or inside braid_join_all().  Every
+                                    descriptor then shares one epoll, which
+                                    whichever worker is idle polls, so a
+                                    worker that the kernel preempts holds up
+                                    only the tasks already queued on it.
+                                    The price: a task must not keep the
+                                    address of a thread-local variable
+                                    across a braid call that can suspend.
+                                    That includes errno: glibc lets the
+                                    compiler reuse errno's address, so
+                                    `errno = 0; braid_read(..); if (errno)`
+                                    may touch another thread's.  Read errno
+                                    right after the libc call that set it.
+                                    braid carries the value of errno across
+                                    its own suspensions.  Off by
+                                    default; BRAID_MIGRATE=1 (or 0) in the
+                                    environment overrides it for every
+                                    runtime.  No effect with one worker */
 } braid_config;
 
 /* braid_config.observe_off bits. */
@@ -418,7 +441,8 @@ BRAID_API uint64_t braid_task_id(braid_task t);
 BRAID_API uint64_t braid_current_id(void);
 
 /* The index (0..workers-1) of the worker running the caller; -EPERM on a
- * plain thread.  A task that has started always stays on its worker. */
+ * plain thread.  A task that has started stays on its worker, unless the
+ * runtime lets tasks migrate (braid_config.migrate). */
 BRAID_API int braid_worker_index(void);
 
 /* Tokio's join!: run the n calls concurrently inside the calling task and

@@ -21,7 +21,8 @@ _Static_assert(BRAID_READABLE == POLLIN && BRAID_WRITABLE == POLLOUT && BRAID_ER
                    EPOLLERR == POLLERR && EPOLLHUP == POLLHUP,
                "readiness bits are poll's");
 
-/* epoll data of the worker's own eventfd; descriptors use gen << 32 | fd. */
+/* epoll data of the eventfd that wakes a worker out of epoll_wait;
+ * descriptors use gen << 32 | fd. */
 #define WAKER_TOKEN UINT64_MAX
 #define READ_EVENTS (EPOLLIN | EPOLLRDHUP | EPOLLHUP | EPOLLERR)
 #define WRITE_EVENTS (EPOLLOUT | EPOLLHUP | EPOLLERR)
@@ -128,6 +129,43 @@ int braid__io_worker_init(braid__worker *w)
     return 0;
 }
 
+/* With migration every descriptor goes to one epoll, so that whichever
+ * worker polls wakes the task and takes it (task.c).  The parked worker
+ * holding the poller role (sched.c) waits on it directly, woken through
+ * the runtime's eventfd in the same epoll.  A busy worker's periodic poll
+ * may take that wake-up instead: it passes it on (io_events). */
+int braid__io_rt_init(braid_runtime *rt)
+{
+    rt->epfd = rt->evfd = -1;
+    if (!rt->migrate)
+        return 0;
+    if (BRAID_FAULT(POLL))
+        errno = EMFILE;
+    else
+        rt->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (rt->epfd < 0)
+        return -errno;
+    rt->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u64 = WAKER_TOKEN };
+    if (rt->evfd < 0 || epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->evfd, &ev) < 0)
+        return -errno;
+    return 0;
+}
+
+void braid__io_rt_destroy(braid_runtime *rt)
+{
+    if (rt->evfd >= 0)
+        close(rt->evfd);
+    if (rt->epfd >= 0)
+        close(rt->epfd);
+    rt->epfd = rt->evfd = -1;
+}
+
+static int epfd_of(const braid__worker *w)
+{
+    return w->rt->migrate ? w->rt->epfd : w->epfd;
+}
+
 static void io_new_life(braid__io *io, int fd, braid__wnode **chain);
 
 /* w goes: forget the registrations that point at it, so that a later
@@ -159,18 +197,24 @@ void braid__io_worker_destroy(braid__worker *w)
     w->epfd = w->evfd = -1;
 }
 
-void braid__io_wake(braid__worker *w)
+static void evfd_signal(int evfd)
 {
     /* Edge-triggered: every write is an event, the counter is never read;
      * only if it ever saturates is it drained. */
     uint64_t one = 1;
     int saved = errno;
-    while (write(w->evfd, &one, sizeof one) < 0 && errno == EAGAIN) {
+    while (write(evfd, &one, sizeof one) < 0 && errno == EAGAIN) {
         uint64_t drain;
-        if (read(w->evfd, &drain, sizeof drain) < 0)
+        if (read(evfd, &drain, sizeof drain) < 0)
             break;
     }
     errno = saved;
+}
+
+void braid__io_wake(braid__worker *w)
+{
+    /* With migration only the poller polls: the runtime's eventfd is its. */
+    evfd_signal(w->rt->migrate ? w->rt->evfd : w->evfd);
 }
 
 /* Whether a read from fd that returns less than asked means that fd has
@@ -196,18 +240,22 @@ static int io_register(braid__io *io, int fd, uint32_t gen, braid__worker *w)
         .events = EPOLLIN | EPOLLOUT | EPOLLRDHUP | EPOLLET,
         .data.u64 = (uint64_t)gen << 32 | (uint32_t)fd,
     };
-    if (epoll_ctl(w->epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
+    int epfd = epfd_of(w);
+    if (epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) < 0) {
         if (errno == EPERM) { /* a regular file or directory: always ready */
             io->nopoll = true;
             return 0;
         }
         if (errno != EEXIST) /* EEXIST: an earlier life's registration lives on */
             return -errno;
-        if (epoll_ctl(w->epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
+        if (epoll_ctl(epfd, EPOLL_CTL_MOD, fd, &ev) < 0)
             return -errno;
     }
     io->owner = w;
-    w->has_io = true;
+    if (!w->rt->migrate)
+        w->has_io = true;
+    else if (!atomic_exchange_explicit(&w->rt->io_used, true, memory_order_seq_cst))
+        braid__sched_notify(w->rt); /* workers parked before this poll nothing */
     atomic_fetch_add_explicit(&w->obs.io_registered, 1, memory_order_relaxed);
     atomic_store_explicit(&io->stream, is_stream(fd), memory_order_relaxed);
     return 0;
@@ -217,7 +265,7 @@ static void io_unregister(braid__io *io, int fd)
 {
     if (io->owner) {
         struct epoll_event ev = { 0 };
-        (void)epoll_ctl(io->owner->epfd, EPOLL_CTL_DEL, fd, &ev);
+        (void)epoll_ctl(epfd_of(io->owner), EPOLL_CTL_DEL, fd, &ev);
         atomic_fetch_sub_explicit(&io->owner->obs.io_registered, 1, memory_order_relaxed);
         io->owner = NULL;
     }
@@ -278,11 +326,19 @@ int braid__io_poll(braid__worker *w, bool block, uint64_t deadline_ns)
 {
     struct epoll_event evs[128];
     int saved = errno, woken = 0;
-    int n = epoll_wait_until(w->epfd, evs, 128, block, deadline_ns);
-    for (int i = 0; i < n; i++)
-        if (evs[i].data.u64 != WAKER_TOKEN)
-            woken += io_event((int)(uint32_t)evs[i].data.u64, (uint32_t)(evs[i].data.u64 >> 32),
-                              evs[i].events);
+    braid_runtime *rt = w->rt;
+    int n = epoll_wait_until(rt->migrate ? rt->epfd : w->epfd, evs, 128, block, deadline_ns);
+    for (int i = 0; i < n; i++) {
+        uint64_t d = evs[i].data.u64;
+        if (d != WAKER_TOKEN) {
+            woken += io_event((int)(uint32_t)d, (uint32_t)(d >> 32), evs[i].events);
+        } else if (rt->migrate && !block) {
+            /* The poller's wake-up, taken by a busy worker: pass it on. */
+            braid__worker *p = atomic_load_explicit(&rt->poller, memory_order_acquire);
+            if (p && p != w)
+                evfd_signal(rt->evfd);
+        }
+    }
     errno = saved;
     return woken;
 }

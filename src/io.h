@@ -47,9 +47,21 @@ typedef struct braid__io {
 int braid__io_worker_init(braid__worker *w);
 void braid__io_worker_destroy(braid__worker *w);
 
-/* Handle w's ready descriptors, waiting for them until deadline_ns (0:
- * no deadline) if block, else not at all.  Called from w's scheduler
- * context.  Returns how many tasks it woke. */
+/* The shared epoll and eventfd of a runtime whose tasks migrate (made
+ * after the workers; closed after them). */
+int braid__io_rt_init(braid_runtime *rt);
+void braid__io_rt_destroy(braid_runtime *rt);
+
+/* Whether w should look at epoll when it runs its periodic work. */
+static inline bool braid__io_used(const braid__worker *w)
+{
+    return w->has_io ||
+           (w->rt->migrate && atomic_load_explicit(&w->rt->io_used, memory_order_relaxed));
+}
+
+/* Handle w's ready descriptors (with migration, the runtime's), waiting
+ * for them until deadline_ns (0: no deadline) if block, else not at all.
+ * Called from w's scheduler context.  Returns how many tasks it woke. */
 int braid__io_poll(braid__worker *w, bool block, uint64_t deadline_ns);
 
 /* Wake w out of braid__io_poll() (any thread). */

@@ -109,7 +109,7 @@ static ssize_t io_call(int fd, unsigned want, uint64_t deadline_ns, braid__io_fn
 {
     int saved = errno;
     ssize_t r = braid__io_do(fd, want, deadline_ns, fn, a, fn == do_read ? a->n : 0);
-    errno = saved;
+    braid__errno_set(saved); /* the task may have moved to another thread */
     return r;
 }
 
@@ -451,7 +451,7 @@ int braid_listen_sockaddr(const struct sockaddr *sa, socklen_t len, int type, in
             fd = rc;
         }
     }
-    errno = saved;
+    braid__errno_set(saved); /* the task may have moved to another thread */
     return fd;
 }
 
@@ -543,7 +543,7 @@ int braid_connect_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
             fd = rc;
         }
     }
-    errno = saved;
+    braid__errno_set(saved); /* the task may have moved to another thread */
     return fd;
 }
 

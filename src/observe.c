@@ -380,7 +380,7 @@ static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task
 
 /* Write w's part of a dump; on w's thread (self: the task running on it,
  * the caller, or NULL). */
-static void dump_worker(braid__worker *w, braid__task *self, struct braid__obs_job *job)
+static void dump_worker_locked(braid__worker *w, braid__task *self, struct braid__obs_job *job)
 {
     FILE *f = job->f;
     uint64_t now = braid__now_ns();
@@ -401,6 +401,13 @@ static void dump_worker(braid__worker *w, braid__task *self, struct braid__obs_j
             live, queued);
     for (braid__task *t = w->live; t; t = t->live_next)
         describe_task(f, w, t, self, now, job);
+}
+
+static void dump_worker(braid__worker *w, braid__task *self, struct braid__obs_job *job)
+{
+    braid__live_lock(w);
+    dump_worker_locked(w, self, job);
+    braid__live_unlock(w);
 }
 
 void braid__obs_serve_slow(braid__worker *w)

@@ -20,6 +20,7 @@
 #include "det.h"
 #include "debug.h"
 #include "console.h"
+#include "io.h"
 #include "observe.h"
 #include "panic.h"
 #include "sched.h"
@@ -62,6 +63,9 @@ static int configure(const braid_config *cfg, braid_config *out)
     int rc = read_config(cfg, out);
     if (rc == 0 && !cfg)
         rc = braid__det_from_env(out);
+    const char *m = getenv("BRAID_MIGRATE");
+    if (m && *m)
+        out->migrate = strcmp(m, "0") != 0;
     if (out->deterministic)
         out->workers = 1;
     return rc;
@@ -97,6 +101,7 @@ static void destroy(braid_runtime *rt)
             free(rt->workers[i]);
         }
     }
+    braid__io_rt_destroy(rt); /* after the workers: their registrations used it */
     free(rt->workers);
     free((void *)rt->idle);
     braid__inject_destroy(&rt->inject);
@@ -139,6 +144,7 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         return -ENOMEM;
     }
     memset(rt, 0, sizeof *rt);
+    rt->epfd = rt->evfd = -1;
     int rc = configure(cfg, &rt->cfg);
     if (rc == 0 && rt->cfg.deterministic)
         rc = braid__det_new(&rt->det, rt->cfg.seed);
@@ -161,6 +167,7 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         return rc;
     }
     rt->nworkers = rt->cfg.workers ? rt->cfg.workers : braid__usable_cpus();
+    rt->migrate = rt->cfg.migrate && rt->nworkers > 1;
     rt->idle_words = (rt->nworkers + 63) / 64;
     /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers: sizeof *p is meant */
     rt->workers = braid__calloc(rt->nworkers, sizeof *rt->workers);
@@ -176,6 +183,8 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         rt->workers[i] = w;
         rc = braid__worker_init(w, rt, i);
     }
+    if (rc == 0)
+        rc = braid__io_rt_init(rt);
     if (rc == 0)
         rc = braid__trace_init(rt);
     if (rc == 0)

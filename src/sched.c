@@ -358,7 +358,7 @@ static void poll_timers(braid__worker *w)
     /* Descriptors first when a timer is due: an I/O call whose data came
      * before its deadline must not time out while the event still sits in
      * epoll (braid__io_do may wait without trying its system call). */
-    if (w->has_io) {
+    if (braid__io_used(w)) {
         uint64_t next = braid__wheel_next_ns(&w->wheel);
         if (next && next <= now)
             braid__io_poll(w, false, 0);
@@ -375,7 +375,7 @@ static void maintenance(braid__worker *w)
         w->shutdown_seen = true;
         braid__task_cancel_all(w);
     }
-    if (w->has_io)
+    if (braid__io_used(w))
         braid__io_poll(w, false, 0);
     poll_timers(w);
     drain_inbox(w);
@@ -485,14 +485,19 @@ found:
 
 /* ---- switching ------------------------------------------------------------ */
 
-/* Release the task that ended just before this context resumed: its stack
- * could not be recycled while it was still running on it. */
+/* Finish the switch away from the previous task: release it if it ended
+ * (its stack could not be recycled while it was still running on it), or,
+ * with migration, mark it off the CPU (a waker on another worker that took
+ * it may now resume it; task.c, move_task). */
 void braid__sched_after_switch(braid__worker *w)
 {
-    braid__task *d = w->dead;
-    if (BRAID_UNLIKELY(d != NULL)) {
-        w->dead = NULL;
-        braid__task_release(w, d);
+    uintptr_t p = w->prev;
+    if (BRAID_UNLIKELY(p != 0)) {
+        w->prev = 0;
+        if (p & 1)
+            braid__task_release(w, (braid__task *)(p - 1));
+        else
+            atomic_store_explicit(&((braid__task *)p)->off_cpu, true, memory_order_release);
     }
 }
 
@@ -539,21 +544,23 @@ static void switch_out(braid__worker *w, braid__task *from, bool dying)
     braid__tls_task = t;
     braid__fiber *to = t ? &t->fiber : &w->sched;
     if (dying) {
-        w->dead = from;
+        w->prev = (uintptr_t)from | 1;
         braid__fiber_exit(&from->fiber, to);
+    } else if (BRAID_UNLIKELY(w->migrate)) {
+        w->prev = (uintptr_t)from;
     }
     braid__fiber_switch(&from->fiber, to);
-    braid__sched_after_switch(w);
+    /* from->home, not w: a migrating task may resume on another worker. */
+    braid__sched_after_switch(from->home);
 }
 
 void braid__sched_suspend(braid__task *t)
 {
-    /* The other tasks of this thread share its errno: keep ours.  (Through
-     * a cached address: tasks never change thread.) */
-    braid__worker *w = t->home;
-    int saved = *w->errno_loc;
-    switch_out(w, t, false);
-    *w->errno_loc = saved;
+    /* The other tasks of this thread share its errno: keep ours, and take
+     * it along if the task resumes on another thread. */
+    int saved = *t->home->errno_loc;
+    switch_out(t->home, t, false);
+    *t->home->errno_loc = saved;
 }
 
 void braid__sched_exit(braid__task *t)
@@ -581,14 +588,41 @@ static bool has_work(braid__worker *w, bool look_everywhere)
 }
 
 /* Sleep until there may be work, a timer is due or the runtime wakes us. */
+/* With migration one parked worker at a time polls the shared epoll (the
+ * poller); the others sleep on their futex. */
+static bool take_poller(braid__worker *w)
+{
+    braid_runtime *rt = w->rt;
+    braid__worker *none = NULL;
+    return atomic_load_explicit(&rt->io_used, memory_order_relaxed) &&
+           atomic_compare_exchange_strong_explicit(&rt->poller, &none, w, memory_order_acq_rel,
+                                                   memory_order_relaxed);
+}
+
+/* The poller woke: leave the role, and wake an idle worker (if any) to
+ * take it over while this one runs what it found; otherwise descriptors
+ * would wait for this worker's next periodic poll.  Not when the poll woke
+ * a single task: this worker will be back in a moment (as Tokio notifies
+ * only when its driver leaves work to steal). */
+static void leave_poller(braid__worker *w, int woken)
+{
+    atomic_store_explicit(&w->rt->poller, NULL, memory_order_release);
+    if (woken != 1)
+        notify(w->rt, true);
+}
+
 static void park(braid__worker *w)
 {
     braid_runtime *rt = w->rt;
-    uint32_t parked = w->has_io ? BRAID_PARK_POLLING : BRAID_PARK_PARKED;
+    bool poller = rt->migrate && take_poller(w);
+    uint32_t parked = w->has_io || poller ? BRAID_PARK_POLLING : BRAID_PARK_PARKED;
     if (atomic_exchange_explicit(&w->park, parked, memory_order_seq_cst) == BRAID_PARK_NOTIFIED) {
         atomic_store_explicit(&w->park, BRAID_PARK_RUNNING, memory_order_relaxed);
+        if (poller)
+            leave_poller(w, 0);
         return; /* a wake-up arrived while we were running */
     }
+    int woken = 0;
     bool was_searching = w->searching;
     if (was_searching) {
         w->searching = false;
@@ -608,7 +642,7 @@ static void park(braid__worker *w)
                               memory_order_release);
         while (atomic_load_explicit(&w->park, memory_order_acquire) == parked) {
             if (parked == BRAID_PARK_POLLING) {
-                if (braid__io_poll(w, true, deadline) > 0)
+                if ((woken = braid__io_poll(w, true, deadline)) > 0)
                     break; /* it woke tasks: run them */
             } else {
                 braid__futex_wait(&w->park, BRAID_PARK_PARKED, deadline);
@@ -627,6 +661,8 @@ static void park(braid__worker *w)
     /* If a notifier cleared our bit it also counted us as searching. */
     if (!idle_clear(rt, w->index))
         w->searching = true;
+    if (poller)
+        leave_poller(w, woken);
 }
 
 void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
@@ -688,6 +724,7 @@ int braid__worker_init(braid__worker *w, braid_runtime *rt, unsigned index)
     w->rng = UINT64_C(0x9e3779b97f4a7c15) * (index + 1);
     w->tick = BRAID_EVENT_INTERVAL;
     w->det = rt->det;
+    w->migrate = rt->migrate;
     braid__wheel_init(&w->wheel, braid__worker_now(w));
     braid__ring_init(&w->ring);
     atomic_init(&w->inbox, NULL);

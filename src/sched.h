@@ -76,6 +76,7 @@
 #include "timer.h"
 #include "trace.h"
 #include "observe.h"
+#include "wait.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -102,8 +103,11 @@ struct braid__worker {
     unsigned lifo_streak;
     braid__task *ready_head, *ready_tail;
     braid__task *yield_head, *yield_tail;
-    braid__task *live;              /* started tasks, for shutdown and dumps */
-    braid__task *dead;              /* ended task whose stack is still in use */
+    braid__task *live;              /* started tasks homed here, for shutdown and
+                                       dumps; under live_lock when tasks migrate */
+    uintptr_t prev;                 /* the task just switched away from: ended
+                                       (bit 0 set; its stack is still in use),
+                                       or parked, with migration (sched.c) */
     uint32_t tick;
     braid__rec *watch;              /* current-thread: block_on's root record */
     braid__det *det;                /* deterministic mode (det.h), else NULL */
@@ -115,6 +119,7 @@ struct braid__worker {
     int *errno_loc;                 /* the worker thread's errno */
     bool timing;                    /* the console is on: account busy time */
     bool switch_hooks;              /* trace or timing: one test per switch */
+    bool migrate;                   /* rt->migrate, on this hot line */
     uint64_t run_start;             /* timing: when the running task started */
     braid__wheel wheel;
     int epfd, evfd;                 /* the reactor (io.h) */
@@ -143,6 +148,7 @@ struct braid__worker {
     BRAID_ALIGNED_LINE _Atomic uint32_t park;
     pthread_t thread;
     bool has_thread;
+    braid__spin live_lock;          /* migrate: guards live against movers */
 };
 
 struct braid_runtime {
@@ -172,7 +178,28 @@ struct braid_runtime {
     braid_runtime *reg_prev, *reg_next; /* braid__runtimes (debug.c) */
     struct braid__robs *obs;        /* the observer (observe.c) */
     struct braid__console *console; /* the live console (console.c), or NULL */
+    /* Migration (cfg.migrate with two workers or more): one epoll for every
+     * descriptor, which the parked worker holding poller waits on, woken
+     * through evfd (io.c, sched.c). */
+    bool migrate;
+    int epfd, evfd;                 /* -1 unless migrate */
+    BRAID_ALIGNED_LINE _Atomic(braid__worker *) poller;
+    _Atomic bool io_used;           /* migrate: some descriptor is registered */
 };
+
+/* With migration, wakers on other workers move tasks between live lists:
+ * every use of w->live then holds w's lock. */
+static inline void braid__live_lock(braid__worker *w)
+{
+    if (BRAID_UNLIKELY(w->migrate))
+        braid__spin_lock(&w->live_lock);
+}
+
+static inline void braid__live_unlock(braid__worker *w)
+{
+    if (BRAID_UNLIKELY(w->migrate))
+        braid__spin_unlock(&w->live_lock);
+}
 
 /* Run w's scheduling loop on the calling thread until until(arg) holds
  * (checked whenever the worker is about to park), or until the runtime

@@ -33,6 +33,7 @@ int braid_sleep_until(uint64_t deadline_ns)
     t->timer_fired = false;
     if (!braid__timer_arm(wheel, &t->timer, deadline_ns))
         return braid_yield(); /* already due: still let others run */
+    t->timed = true; /* the wheel is the home worker's: no migrating now */
     t->wait_reason = BRAID_WAIT_SLEEP;
     int rc = 0;
     while (!t->timer_fired) {
@@ -42,6 +43,7 @@ int braid_sleep_until(uint64_t deadline_ns)
             break;
         }
     }
+    t->timed = false;
     t->wait_reason = BRAID_WAIT_NONE;
     return rc;
 }

@@ -16,6 +16,53 @@
 
 /* ---- park and wake --------------------------------------------------------- */
 
+static void live_insert(braid__worker *w, braid__task *t);
+static void live_remove(braid__worker *w, braid__task *t);
+
+/* Whether t, woken by worker w of another home, may continue on w.  Not
+ * with a timer armed (it sits in the home worker's wheel, which only that
+ * worker touches), and never a join_all caller or call: a group lives on
+ * one worker.  t is parked and the waker owns it: its fields are stable. */
+static bool may_move(const braid__task *t, const braid__worker *w)
+{
+    return w->rt->migrate && w->rt == t->home->rt && t->kind == BRAID_KIND_TASK && !t->timed &&
+           t->wait_reason != BRAID_WAIT_JOIN_ALL;
+}
+
+/* Re-home the parked task t on w, the calling thread's worker.  Its
+ * resumption then reads the new home (sched.c re-reads it after every
+ * switch). */
+static void move_task(braid__task *t, braid__worker *w)
+{
+    /* Parked is not yet off the CPU: its old worker may still be saving
+     * its registers (the switch follows the park).  At home that is
+     * harmless, since the same worker runs it next; here wait for the
+     * switch to finish. */
+    unsigned spins = 0;
+    while (!atomic_load_explicit(&t->off_cpu, memory_order_acquire))
+        braid__spin_backoff(&spins);
+    braid__worker *old = t->home;
+    braid__live_lock(old);
+    live_remove(old, t);
+    braid__live_unlock(old);
+    t->home = w;
+    braid__live_lock(w);
+    live_insert(w, t);
+    braid__live_unlock(w);
+}
+
+/* A wake from worker w of a migrating runtime, for a task homed elsewhere:
+ * kept out of line, off the path of the usual wakes. */
+static __attribute__((noinline)) void wake_migrating(braid__task *t, braid__worker *w)
+{
+    if (may_move(t, w)) {
+        move_task(t, w);
+        braid__sched_enqueue_local(w, t);
+    } else {
+        braid__sched_enqueue_remote(t);
+    }
+}
+
 void braid__wake_enqueue(braid__task *t)
 {
     if (BRAID__TRACING(t->home))
@@ -23,6 +70,8 @@ void braid__wake_enqueue(braid__task *t)
     braid__worker *w = braid__tls_worker;
     if (w == t->home)
         braid__sched_enqueue_local(w, t);
+    else if (BRAID_UNLIKELY(w && w->migrate))
+        wake_migrating(t, w);
     else
         braid__sched_enqueue_remote(t);
 }
@@ -44,6 +93,10 @@ int braid__task_park(braid__task *t, bool cancellable)
 {
     if (cancellable && braid__task_should_cancel(t))
         return -ECANCELED;
+    /* Set again once the switch below has saved its registers (sched.c);
+     * ordered before PARKED by the CAS. */
+    if (BRAID_UNLIKELY(t->home->migrate))
+        atomic_store_explicit(&t->off_cpu, false, memory_order_relaxed);
     int expect = BRAID_WAKE_IDLE;
     if (!atomic_compare_exchange_strong_explicit(&t->wake, &expect, BRAID_WAKE_PARKED,
                                                  memory_order_acq_rel, memory_order_acquire)) {
@@ -301,9 +354,12 @@ braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id
     t->since_ns = braid__load_relaxed(&w->obs.now_ns);
     t->wait_obj = 0;
     t->busy_ns = 0;
+    t->timed = false; /* off_cpu needs no start: set at every park */
     char *lo = braid__stack_lo(pool, cls, slot);
     braid__fiber_make(&t->fiber, lo, (size_t)((char *)t - lo), task_entry, t);
+    braid__live_lock(w);
     live_insert(w, t);
+    braid__live_unlock(w);
     return t;
 }
 
@@ -389,7 +445,9 @@ void braid__task_exit(braid__task *t, int fate, void *value)
 void braid__task_release(braid__worker *w, braid__task *t)
 {
     braid__stack_pool *pool = &w->rt->stacks;
+    braid__live_lock(w);
     live_remove(w, t);
+    braid__live_unlock(w);
     braid__fiber_release(&t->fiber);
     if (t->ext)
         free(t->ext);
@@ -400,6 +458,9 @@ void braid__task_release(braid__worker *w, braid__task *t)
 
 void braid__task_cancel_all(braid__worker *w)
 {
+    /* Its wakes stay local (every task here has home w): no lock taken
+     * inside. */
+    braid__live_lock(w);
     for (braid__task *t = w->live; t; t = t->live_next) {
         if (!t->rec) {
             braid__task_cancel_running(t);
@@ -414,6 +475,7 @@ void braid__task_cancel_all(braid__worker *w)
         }
         braid__rec_unlock(t->rec, ls);
     }
+    braid__live_unlock(w);
 }
 
 /* ---- spawning ------------------------------------------------------------- */
@@ -729,6 +791,7 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
         return rc;
     bool timed = deadline_ns != BRAID_FOREVER;
     self->timer_fired = false;
+    self->timed = timed;
     if (timed && !braid__timer_arm(&w->wheel, &self->timer, deadline_ns))
         self->timer_fired = true;
     self->wait_reason = BRAID_WAIT_JOIN;
@@ -747,6 +810,7 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
     }
     if (timed && !self->timer_fired)
         braid__timer_disarm(&w->wheel, &self->timer);
+    self->timed = false;
     self->wait_reason = BRAID_WAIT_NONE;
     return rc;
 }

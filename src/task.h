@@ -96,6 +96,8 @@ struct braid__task {
     /* The rest. */
     bool panicking;
     bool timer_fired;
+    bool timed;                     /* a wait with its timer armed: stays home */
+    _Atomic bool off_cpu;           /* migrate: its context is saved (sched.c) */
     uint16_t budget;                /* operations left before a forced yield */
     int stack_cls;
     uint64_t id;                    /* a call's id is its caller's */

@@ -22,6 +22,15 @@ uint64_t braid__now_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
+/* Called through a volatile pointer: the compiler can neither reuse a
+ * result nor see that it is the const __errno_location. */
+static int *(*volatile errno_location)(void) = __errno_location;
+
+void braid__errno_set(int v)
+{
+    *errno_location() = v;
+}
+
 void braid__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns)
 {
     int saved = errno;

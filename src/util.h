@@ -16,6 +16,12 @@
 
 uint64_t braid__now_ns(void);
 
+/* errno = v, on the calling thread for sure.  glibc declares errno's
+ * address function const, so the compiler may reuse an address it computed
+ * before a call; after a call that suspended a task that migrates
+ * (braid_config.migrate), that is another thread's errno. */
+void braid__errno_set(int v);
+
 /* Wait while *word == expected, until woken or until the absolute
  * CLOCK_MONOTONIC deadline (0: no deadline).  Spurious returns happen. */
 void braid__futex_wait(_Atomic uint32_t *word, uint32_t expected, uint64_t deadline_ns);

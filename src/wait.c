@@ -101,11 +101,13 @@ int braid__wait_block_slow(braid__wait *w, uint64_t deadline_ns, bool cancellabl
     }
     braid__wheel *wheel = &t->home->wheel;
     t->timer_fired = false;
+    t->timed = true; /* the wheel is the home worker's: no migrating now */
     if (!braid__timer_arm(wheel, &t->timer, deadline_ns))
         t->timer_fired = true; /* already due */
     int rc = braid__wait_task(w, t, cancellable, true);
     if (!t->timer_fired)
         braid__timer_disarm(wheel, &t->timer);
+    t->timed = false;
     return rc;
 }
 

@@ -7,7 +7,8 @@
 # ASan+UBSan), asanplain (the plain library inside an ASan program), tsan
 # (the TSan library), faultinj (the fault-injection sweep, ASan+UBSan),
 # shared (libbraid.so), valgrind (the normal binaries
-# under memcheck, leaks are errors).  BRAID_TEST_JOBS runs tests in
+# under memcheck, leaks are errors), migrate and migrate-tsan (the normal
+# and TSan binaries with BRAID_MIGRATE=1: every runtime's tasks migrate).  BRAID_TEST_JOBS runs tests in
 # parallel; BRAID_TEST_FILTER keeps only tests whose "config/binary/test"
 # matches the given regular expression; BRAID_TEST_CONFIGS lists the
 # configurations to run; BRAID_TEST_RUNNER is a command every test binary
@@ -24,8 +25,9 @@ jobs="$log/jobs"
 
 read -r -a runner <<<"${BRAID_TEST_RUNNER:-}"
 export BRAID_TEST_RUNNER
-for cfg in ${BRAID_TEST_CONFIGS:-normal asan asanplain faultinj tsan shared valgrind}; do
+for cfg in ${BRAID_TEST_CONFIGS:-normal asan asanplain faultinj tsan shared valgrind migrate migrate-tsan}; do
     dir="$B/t-$cfg"
+    case $cfg in migrate) dir="$B/t-normal" ;; migrate-tsan) dir="$B/t-tsan" ;; esac
     if [ "$cfg" = valgrind ]; then
         dir="$B/t-normal"
         if ! command -v valgrind >/dev/null; then
@@ -41,6 +43,8 @@ for cfg in ${BRAID_TEST_CONFIGS:-normal asan asanplain faultinj tsan shared valg
         # check linkage and detection, not every behaviour again.
         case "$cfg" in
             asanplain|shared) case $name in test_basic|test_examples|test_panic) ;; *) continue ;; esac ;;
+            # What does not run tasks needs no second pass.
+            migrate*) case $name in test_docs|test_install|test_guide) continue ;; esac ;;
         esac
         for t in $("${runner[@]}" "$bin" --list); do
             if [[ "$cfg/$name/$t" =~ $FILTER ]]; then

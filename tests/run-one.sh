@@ -15,8 +15,9 @@ case $cfg in
     # detect_stack_use_after_return exercises the fake-stack handling of
     # braid's fiber switches.
     asan*|faultinj) export ASAN_OPTIONS=detect_stack_use_after_return=1:detect_leaks=1:abort_on_error=0:allocator_may_return_null=1 ;;
-    tsan) export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 ;;
+    tsan|migrate-tsan) export TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 ;;
 esac
+case $cfg in migrate*) export BRAID_MIGRATE=1 ;; esac
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 out="$log/$cfg.$(basename "$bin").$t"
 start=$(date +%s%N)

@@ -217,6 +217,14 @@ static inline int test_instrumented(void)
 #endif
 }
 
+/* Whether the whole suite runs with migrating tasks (make test-migrate
+ * sets BRAID_MIGRATE=1, which every runtime honours). */
+static inline int test_migrating(void)
+{
+    const char *v = getenv("BRAID_MIGRATE");
+    return v && *v && strcmp(v, "0") != 0;
+}
+
 /* Scale a workload down under slow tools. */
 static inline long test_scale(long n)
 {

@@ -91,6 +91,9 @@ TEST(spawn_reports_enomem_and_runtime_survives)
         SKIP("sanitizers and Valgrind need the address space");
     if (test_emulated())
         SKIP("qemu-user does not apply RLIMIT_AS to the emulated program");
+    if (test_migrating())
+        SKIP("with migration the freed stacks sit in the cache of whichever worker each task "
+             "ended on, out of reach of the spawning worker once the address space is full");
     braid_task *h = malloc(sizeof *h * MAX);
     CHECK(h != NULL);
     memset(h, 0, sizeof *h * MAX); /* touch it now, not under the limit */

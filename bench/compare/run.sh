@@ -312,7 +312,7 @@ dirty=$(git diff --quiet HEAD -- src include bench examples 2>/dev/null || echo 
     echo
     echo "$(date -u '+%Y-%m-%d %H:%M UTC'), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$dirty."
     echo "Machine: $NCPU CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), $(uname -sr), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo)."
-    tc="braid: gcc $(gcc -dumpfullversion) -O2, 2 workers"
+    tc="braid: gcc $(gcc -dumpfullversion) -O2, 2 workers (http_hello: braid_config.migrate)"
     for rt in tokio go pthread; do [ -n "${NOTE[$rt]:-}" ] && tc="$tc; ${NOTE[$rt]}"; done
     wants http_hello && tc="$tc; $(wrk -v 2>&1 | head -1 | cut -d' ' -f1-2)"
     wants mini_redis && [ -n "${REDIS_VER:-}" ] && tc="$tc; redis-server $REDIS_VER"
