@@ -7,11 +7,11 @@
 #include <fcntl.h>
 #include <unistd.h>
 
-static braid_runtime *new_rt(bool migrate)
+static braid_runtime *new_rt(unsigned workers, bool migrate)
 {
     braid_config cfg;
     braid_config_init(&cfg);
-    cfg.workers = 2;
+    cfg.workers = workers;
     cfg.migrate = migrate;
     cfg.observe_off = BRAID_OBSERVE_OFF; /* the spinners below are meant */
     braid_runtime *rt;
@@ -92,7 +92,7 @@ static void *p_body(void *arg)
 
 static void meet(bool migrate, bool timed, struct meet *m)
 {
-    braid_runtime *rt = new_rt(migrate);
+    braid_runtime *rt = new_rt(2, migrate);
     *m = (struct meet){ .timed = timed };
     atomic_init(&m->q_worker, -1);
     CHECK_EQ(braid_chan_new(&m->ch, sizeof(int), 0), 0);
@@ -203,7 +203,7 @@ TEST(an_idle_worker_takes_a_busy_workers_descriptors)
         SKIP("BRAID_MIGRATE=0 in the environment");
     int moved = 0, rounds = 0;
     for (; rounds < 50 && moved < 5; rounds++) {
-        braid_runtime *rt = new_rt(true);
+        braid_runtime *rt = new_rt(2, true);
         struct io_case c = { .got = 0 };
         atomic_init(&c.s_worker, -1);
         atomic_init(&c.done, false);
@@ -283,12 +283,7 @@ TEST(pairs_talking_across_workers)
     if (env_forces(true))
         SKIP("BRAID_MIGRATE=0 in the environment");
     for (unsigned workers = 2; workers <= 4; workers += 2) {
-        braid_config cfg;
-        braid_config_init(&cfg);
-        cfg.workers = workers;
-        cfg.migrate = true;
-        braid_runtime *rt;
-        CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+        braid_runtime *rt = new_rt(workers, true);
         CHECK_EQ(braid_block_on(rt, talkers, NULL, NULL), 0);
         CHECK_EQ(braid_runtime_free(rt), 0);
     }
