@@ -52,13 +52,6 @@ void braid__io_worker_destroy(braid__worker *w);
 int braid__io_rt_init(braid_runtime *rt);
 void braid__io_rt_destroy(braid_runtime *rt);
 
-/* Whether w should look at epoll when it runs its periodic work. */
-static inline bool braid__io_used(const braid__worker *w)
-{
-    return w->has_io ||
-           (w->rt->migrate && atomic_load_explicit(&w->rt->io_used, memory_order_relaxed));
-}
-
 /* Handle w's ready descriptors (with migration, the runtime's), waiting
  * for them until deadline_ns (0: no deadline) if block, else not at all.
  * Called from w's scheduler context.  Returns how many tasks it woke. */

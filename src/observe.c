@@ -590,7 +590,7 @@ static void dump_workers(braid_runtime *rt, struct braid__obs_job *job)
     braid__worker *me = braid__tls_worker;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         braid__worker *w = rt->workers[i];
-        if (w == me) {
+        if (me && w == me) {
             dump_worker(w, braid__tls_task, job);
         } else if (!dump_remote(w, job)) {
             /* The console asks every second: no sampling signal for it. */

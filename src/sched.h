@@ -201,6 +201,13 @@ static inline void braid__live_unlock(braid__worker *w)
         braid__spin_unlock(&w->live_lock);
 }
 
+/* Whether w should look at epoll when it runs its periodic work (io.c). */
+static inline bool braid__io_used(const braid__worker *w)
+{
+    return w->has_io ||
+           (w->rt->migrate && atomic_load_explicit(&w->rt->io_used, memory_order_relaxed));
+}
+
 /* Run w's scheduling loop on the calling thread until until(arg) holds
  * (checked whenever the worker is about to park), or until the runtime
  * stops when until is NULL. */
