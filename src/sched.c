@@ -224,7 +224,7 @@ void braid__sched_notify(braid_runtime *rt)
 
 /* ---- never-started tasks ------------------------------------------------- */
 
-__attribute__((always_inline)) inline bool braid__sched_push_new(braid__worker *w, uint64_t handle)
+bool braid__sched_push_new(braid__worker *w, uint64_t handle)
 {
     uint64_t older = atomic_load_explicit(&w->ring.newest, memory_order_relaxed);
     if (older) {
