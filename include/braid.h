@@ -204,9 +204,10 @@ typedef struct braid_config {
                                     there, unless it waits with a deadline
                                     or inside braid_join_all().  Every
                                     descriptor then shares one epoll, which
-                                    whichever worker is idle polls, so a
-                                    worker that the kernel preempts holds up
-                                    only the tasks already queued on it.
+                                    whichever worker is idle polls, and an
+                                    idle worker takes over tasks that events
+                                    woke on a worker that the kernel
+                                    preempts or a long task holds.
                                     The price: a task must not keep the
                                     address of a thread-local variable
                                     across a braid call that can suspend.

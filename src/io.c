@@ -188,7 +188,8 @@ static void io_forget_worker(braid__worker *w)
 
 void braid__io_worker_destroy(braid__worker *w)
 {
-    if (w->has_io)
+    /* With migration has_io stays false: the runtime's flag says. */
+    if (w->has_io || atomic_load_explicit(&w->rt->io_used, memory_order_relaxed))
         io_forget_worker(w);
     if (w->evfd >= 0)
         close(w->evfd);

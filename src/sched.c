@@ -131,6 +131,63 @@ void braid__sched_enqueue_remote(braid__task *t)
         braid__sched_unpark(home);
 }
 
+/* ---- the shared queue (migrate) -------------------------------------------
+ * Started tasks that the scheduler context woke: events the worker polled,
+ * timers.  The owner runs them one at a time; an idle worker takes half of
+ * them if the owner is held up (preempted by the kernel, or running a long
+ * task), as Tokio's workers steal from each other's local queues. */
+
+void braid__sched_share(braid__worker *w, braid__task *t)
+{
+    braid__spin_lock(&w->sq_lock);
+    list_push(&w->sq_head, &w->sq_tail, t);
+    atomic_store_explicit(&w->sq_len, braid__load_relaxed(&w->sq_len) + 1, memory_order_relaxed);
+    braid__spin_unlock(&w->sq_lock);
+}
+
+/* Take up to max tasks from v's shared queue, oldest first, as a list. */
+static braid__task *sq_take(braid__worker *v, uint32_t max)
+{
+    if (!atomic_load_explicit(&v->sq_len, memory_order_relaxed))
+        return NULL;
+    braid__spin_lock(&v->sq_lock);
+    braid__task *head = v->sq_head, *t = head;
+    uint32_t n = 0;
+    while (t && ++n < max)
+        t = t->next;
+    if (t) {
+        v->sq_head = t->next;
+        t->next = NULL;
+    } else {
+        v->sq_head = NULL;
+    }
+    if (!v->sq_head)
+        v->sq_tail = NULL;
+    atomic_store_explicit(&v->sq_len, braid__load_relaxed(&v->sq_len) - n,
+                          memory_order_relaxed);
+    braid__spin_unlock(&v->sq_lock);
+    return head;
+}
+
+/* An idle worker takes half of a held-up worker's shared queue; the tasks
+ * move to it (outside the queue's lock: moving takes the live locks). */
+static braid__task *sq_steal(braid__worker *w, braid__worker *v)
+{
+    uint32_t len = atomic_load_explicit(&v->sq_len, memory_order_relaxed);
+    braid__task *t = len ? sq_take(v, (len + 1) / 2) : NULL;
+    if (!t)
+        return NULL;
+    braid__task *first = t;
+    for (braid__task *n; t; t = n) {
+        n = t->next;
+        t->next = NULL;
+        braid__task_move(t, w);
+        if (t != first) /* stealable again, should this worker be held up */
+            braid__sched_share(w, t);
+    }
+    return first;
+}
+
 void braid__sched_yield_enqueue(braid__worker *w, braid__task *t)
 {
     list_push(&w->yield_head, &w->yield_tail, t);
@@ -319,6 +376,11 @@ static braid__task *steal(braid__worker *w)
         uint64_t h;
         if (v == w)
             continue;
+        braid__task *s;
+        if (BRAID_UNLIKELY(w->migrate) && (s = sq_steal(w, v))) {
+            BRAID__TRACE(w, BRAID_TR_STEAL, 0, s->id, v->index);
+            return s;
+        }
         if (braid__ring_steal(&v->ring, &w->ring, &h)) {
             braid__task *t = braid__task_start_queued(w, h);
             if (!t)
@@ -407,6 +469,8 @@ static braid__task *pick_local(braid__worker *w)
     }
     w->lifo_streak = 0;
     if ((t = ready_pop(w)))
+        return t;
+    if (BRAID_UNLIKELY(w->migrate) && (t = sq_take(w, 1)))
         return t;
     if (drain_inbox(w) && (t = ready_pop(w)))
         return t;
@@ -575,6 +639,7 @@ static bool has_work(braid__worker *w, bool look_everywhere)
 {
     braid_runtime *rt = w->rt;
     if (w->lifo || w->ready_head || w->yield_head ||
+        atomic_load_explicit(&w->sq_len, memory_order_relaxed) ||
         atomic_load_explicit(&w->inbox, memory_order_seq_cst) || braid__ring_len(&w->ring) ||
         atomic_load_explicit(&w->ring.newest, memory_order_relaxed) ||
         braid__inject_len(&rt->inject))
@@ -582,6 +647,7 @@ static bool has_work(braid__worker *w, bool look_everywhere)
     if (look_everywhere)
         for (unsigned i = 0; i < rt->nworkers; i++)
             if (braid__ring_len(&rt->workers[i]->ring) ||
+                atomic_load_explicit(&rt->workers[i]->sq_len, memory_order_relaxed) ||
                 atomic_load_explicit(&rt->workers[i]->ring.newest, memory_order_relaxed))
                 return true;
     return false;
@@ -600,15 +666,14 @@ static bool take_poller(braid__worker *w)
 }
 
 /* The poller woke: leave the role, and wake an idle worker (if any) to
- * take it over while this one runs what it found; otherwise descriptors
- * would wait for this worker's next periodic poll.  Not when the poll woke
- * a single task: this worker will be back in a moment (as Tokio notifies
- * only when its driver leaves work to steal). */
-static void leave_poller(braid__worker *w, int woken)
+ * take it over while this one runs what it found (and to take some of it,
+ * from the shared queue); otherwise descriptors would wait for this
+ * worker's next periodic poll, which a task that runs long delays
+ * without bound. */
+static void leave_poller(braid__worker *w)
 {
     atomic_store_explicit(&w->rt->poller, NULL, memory_order_release);
-    if (woken != 1)
-        notify(w->rt, true);
+    notify(w->rt, true);
 }
 
 static void park(braid__worker *w)
@@ -619,10 +684,9 @@ static void park(braid__worker *w)
     if (atomic_exchange_explicit(&w->park, parked, memory_order_seq_cst) == BRAID_PARK_NOTIFIED) {
         atomic_store_explicit(&w->park, BRAID_PARK_RUNNING, memory_order_relaxed);
         if (poller)
-            leave_poller(w, 0);
+            leave_poller(w);
         return; /* a wake-up arrived while we were running */
     }
-    int woken = 0;
     bool was_searching = w->searching;
     if (was_searching) {
         w->searching = false;
@@ -642,7 +706,7 @@ static void park(braid__worker *w)
                               memory_order_release);
         while (atomic_load_explicit(&w->park, memory_order_acquire) == parked) {
             if (parked == BRAID_PARK_POLLING) {
-                if ((woken = braid__io_poll(w, true, deadline)) > 0)
+                if (braid__io_poll(w, true, deadline) > 0)
                     break; /* it woke tasks: run them */
             } else {
                 braid__futex_wait(&w->park, BRAID_PARK_PARKED, deadline);
@@ -662,7 +726,7 @@ static void park(braid__worker *w)
     if (!idle_clear(rt, w->index))
         w->searching = true;
     if (poller)
-        leave_poller(w, woken);
+        leave_poller(w);
 }
 
 void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)

@@ -149,6 +149,11 @@ struct braid__worker {
     pthread_t thread;
     bool has_thread;
     braid__spin live_lock;          /* migrate: guards live against movers */
+    /* migrate: tasks the scheduler context woke (events, timers), which an
+     * idle worker may take over (sched.c, "shared queue"). */
+    braid__spin sq_lock;
+    braid__task *sq_head, *sq_tail;
+    _Atomic uint32_t sq_len;
 };
 
 struct braid_runtime {
@@ -223,6 +228,10 @@ BRAID_NORETURN void braid__sched_exit(braid__task *t);
 /* Finish a switch: release the task that ended just before.  Every context
  * calls it when it resumes (new tasks in their entry function). */
 void braid__sched_after_switch(braid__worker *w);
+
+/* migrate: queue t, woken by w's scheduler context, where idle workers
+ * can take it (sched.c). */
+void braid__sched_share(braid__worker *w, braid__task *t);
 
 /* Put a started task on w's run queues; w must be the calling thread's
  * worker.  From a task the LIFO slot is used, else the ready list. */

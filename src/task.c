@@ -55,12 +55,23 @@ static void move_task(braid__task *t, braid__worker *w)
  * kept out of line, off the path of the usual wakes. */
 static __attribute__((noinline)) void wake_migrating(braid__task *t, braid__worker *w)
 {
-    if (may_move(t, w)) {
-        move_task(t, w);
-        braid__sched_enqueue_local(w, t);
-    } else {
+    if (!may_move(t, w)) {
         braid__sched_enqueue_remote(t);
+        return;
     }
+    if (t->home != w)
+        move_task(t, w);
+    /* Woken by the scheduler context (an event, a timer): where an idle
+     * worker can take it if this one is held up. */
+    if (!braid__tls_task)
+        braid__sched_share(w, t);
+    else
+        braid__sched_enqueue_local(w, t);
+}
+
+void braid__task_move(braid__task *t, braid__worker *w)
+{
+    move_task(t, w);
 }
 
 void braid__wake_enqueue(braid__task *t)
@@ -68,7 +79,7 @@ void braid__wake_enqueue(braid__task *t)
     if (BRAID__TRACING(t->home))
         braid__trace_wake(t);
     braid__worker *w = braid__tls_worker;
-    if (w == t->home)
+    if (w == t->home && !(BRAID_UNLIKELY(w->migrate) && !braid__tls_task && may_move(t, w)))
         braid__sched_enqueue_local(w, t);
     else if (BRAID_UNLIKELY(w && w->migrate))
         wake_migrating(t, w);

@@ -148,6 +148,9 @@ static inline bool braid__task_should_cancel(const braid__task *t)
     return !t->shield && atomic_load_explicit(&t->cancelled, memory_order_acquire);
 }
 
+/* migrate: re-home the parked, queued-by-nobody task t on w (task.c). */
+void braid__task_move(braid__task *t, struct braid__worker *w);
+
 /* Wake t (see the protocol above).  Any thread. */
 void braid__wake(braid__task *t);
 

@@ -226,6 +226,93 @@ TEST(an_idle_worker_takes_a_busy_workers_descriptors)
         TEST_FAIL("in %d rounds the spinner never ran on the reader's worker", rounds);
 }
 
+/* ---- woken tasks queued on a held-up worker ---- */
+
+enum { READERS = 8 };
+
+struct crowd {
+    int pipes[READERS][2];
+    _Atomic int reading, ran;
+    _Atomic bool timed_out;
+};
+
+struct reader_arg {
+    struct crowd *c;
+    int i;
+};
+
+/* The first reader to wake holds its worker until every other reader has
+ * run: they must run elsewhere, taken from this worker's queue if it
+ * polled their events. */
+static void *held_reader(void *arg)
+{
+    struct reader_arg *a = arg;
+    struct crowd *c = a->c;
+    char ch;
+    atomic_fetch_add(&c->reading, 1);
+    CHECK_EQ(braid_read(c->pipes[a->i][0], &ch, 1), 1);
+    if (atomic_fetch_add(&c->ran, 1) == 0) {
+        uint64_t until = test_now_ms() + 10000;
+        while (atomic_load(&c->ran) < READERS)
+            if (test_now_ms() > until) {
+                atomic_store(&c->timed_out, true);
+                braid_dump(braid_current_runtime(), stderr);
+                break;
+            }
+    }
+    return NULL;
+}
+
+static void *crowd_root(void *arg)
+{
+    struct crowd *c = arg;
+    struct reader_arg a[READERS];
+    braid_task t[READERS];
+    for (int i = 0; i < READERS; i++) {
+        a[i] = (struct reader_arg){ c, i };
+        CHECK_EQ(braid_spawn(&t[i], held_reader, &a[i]), 0);
+    }
+    for (int i = 0; i < READERS; i++)
+        CHECK_EQ(braid_join(t[i], NULL), BRAID_OK);
+    return NULL;
+}
+
+static void *write_all(void *arg)
+{
+    struct crowd *c = arg;
+    while (atomic_load(&c->reading) < READERS)
+        sched_yield();
+    usleep(20000); /* most are parked by now; either way is correct */
+    for (int i = 0; i < READERS; i++)
+        CHECK_EQ(write(c->pipes[i][1], "x", 1), 1);
+    return NULL;
+}
+
+TEST(a_held_up_workers_woken_tasks_run_elsewhere)
+{
+    if (env_forces(true))
+        SKIP("BRAID_MIGRATE=0 in the environment");
+    for (int round = 0; round < 10; round++) {
+        struct crowd c;
+        memset(&c, 0, sizeof c);
+        for (int i = 0; i < READERS; i++)
+            CHECK_EQ(pipe2(c.pipes[i], O_NONBLOCK | O_CLOEXEC), 0);
+        braid_runtime *rt = new_rt(2, true);
+        pthread_t wr;
+        CHECK_EQ(pthread_create(&wr, NULL, write_all, &c), 0);
+        CHECK_EQ(braid_block_on(rt, crowd_root, &c, NULL), 0);
+        CHECK_EQ(pthread_join(wr, NULL), 0);
+        CHECK_EQ(braid_runtime_free(rt), 0);
+        for (int i = 0; i < READERS; i++) {
+            braid_close(c.pipes[i][0]);
+            close(c.pipes[i][1]);
+        }
+        if (atomic_load(&c.timed_out))
+            TEST_FAIL("round %d: the other readers did not run within 10 s", round);
+        CHECK_EQ(atomic_load(&c.ran), READERS);
+    }
+}
+
 /* ---- many tasks moving while they talk ---- */
 
 enum { PAIRS = 64, ROUNDS = 2000 };
