@@ -220,7 +220,9 @@ typedef struct braid_config {
                                     its own suspensions.  Off by
                                     default; BRAID_MIGRATE=1 (or 0) in the
                                     environment overrides it for every
-                                    runtime.  No effect with one worker */
+                                    runtime.  No effect with one worker,
+                                    and for now only on x86-64 (elsewhere
+                                    tasks stay home) */
 } braid_config;
 
 /* braid_config.observe_off bits. */

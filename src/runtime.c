@@ -167,7 +167,15 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         return rc;
     }
     rt->nworkers = rt->cfg.workers ? rt->cfg.workers : braid__usable_cpus();
+#if defined(__x86_64__)
     rt->migrate = rt->cfg.migrate && rt->nworkers > 1;
+#else
+    /* Only x86-64 reads thread-locals through %fs at every use; compilers
+     * for aarch64 keep the thread pointer in a register across calls, so
+     * braid's own thread-locals would be read from the old thread after a
+     * move.  Until those reads are made safe, tasks stay home there. */
+    rt->migrate = false;
+#endif
     rt->idle_words = (rt->nworkers + 63) / 64;
     /* NOLINTNEXTLINE(bugprone-sizeof-expression): an array of pointers: sizeof *p is meant */
     rt->workers = braid__calloc(rt->nworkers, sizeof *rt->workers);
