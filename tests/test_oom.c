@@ -74,8 +74,9 @@ static void *hog_root(void *arg)
             failed++;
         }
     }
+    /* How many got a stack before the limit depends on what else the
+     * process had mapped (a CI run once had none): either way is clean. */
     CHECK_EQ(ok + failed, n);
-    CHECK(ok > 0);
     /* Memory is back: the runtime works as before. */
     braid_task again;
     CHECK_EQ(braid_spawn(&again, value, (void *)7), 0);
