@@ -73,13 +73,6 @@ static braid_runtime *make_runtime(void)
     return make_runtime_ex(false);
 }
 
-/* Whether a runtime asked for migrate gets it: BRAID_MIGRATE overrides. */
-static bool migrates(bool asked)
-{
-    const char *m = getenv("BRAID_MIGRATE");
-    return m && *m ? strcmp(m, "0") != 0 : asked;
-}
-
 static void report(const char *name, uint64_t n, uint64_t wall_ns, uint64_t ops, const char *extra)
 {
     printf("workload=%s n=%" PRIu64 " wall_ms=%.3f ns_per_op=%.1f%s%s\n", name, n,
@@ -683,7 +676,7 @@ static int http_hello(uint64_t port)
              "migrate=%d errors=%" PRIu64 " port=%" PRIu64,
              r.rps, r.p50_us, r.p99_us, http_server_us * 1e3 / (double)r.requests,
              http_wrk_us / (r.seconds * 1e4), atomic_load(&http_conns[0]), atomic_load(&http_conns[1]),
-             migrates(true), r.errors, port);
+             braid_runtime_migrates(rt), r.errors, port);
     printf("workload=http_hello n=%" PRIu64 " wall_ms=%.0f ns_per_op=%.1f %s\n", r.requests,
            r.seconds * 1e3, 1e9 / r.rps, extra);
     braid_runtime_free(rt);

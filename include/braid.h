@@ -351,6 +351,11 @@ BRAID_API bool braid_runtime_tainted(const braid_runtime *rt);
  * is its seed (print it when a test fails, to replay with BRAID_SEED). */
 BRAID_API bool braid_runtime_deterministic(const braid_runtime *rt, uint64_t *seed);
 
+/* Whether rt's started tasks migrate: braid_config.migrate (or
+ * BRAID_MIGRATE) took effect, which needs two workers or more and, for
+ * now, x86-64.  False for NULL.  Any thread. */
+BRAID_API bool braid_runtime_migrates(const braid_runtime *rt);
+
 /* The runtime of the calling task, or NULL on a plain thread. */
 BRAID_API braid_runtime *braid_current_runtime(void);
 

@@ -136,7 +136,6 @@ int braid__io_worker_init(braid__worker *w)
  * may take that wake-up instead: it passes it on (io_events). */
 int braid__io_rt_init(braid_runtime *rt)
 {
-    rt->epfd = rt->evfd = -1;
     if (!rt->migrate)
         return 0;
     if (BRAID_FAULT(POLL))
@@ -328,7 +327,7 @@ int braid__io_poll(braid__worker *w, bool block, uint64_t deadline_ns)
     struct epoll_event evs[128];
     int saved = errno, woken = 0;
     braid_runtime *rt = w->rt;
-    int n = epoll_wait_until(rt->migrate ? rt->epfd : w->epfd, evs, 128, block, deadline_ns);
+    int n = epoll_wait_until(epfd_of(w), evs, 128, block, deadline_ns);
     for (int i = 0; i < n; i++) {
         uint64_t d = evs[i].data.u64;
         if (d != WAKER_TOKEN) {

@@ -451,7 +451,7 @@ int braid_listen_sockaddr(const struct sockaddr *sa, socklen_t len, int type, in
             fd = rc;
         }
     }
-    braid__errno_set(saved); /* the task may have moved to another thread */
+    errno = saved;
     return fd;
 }
 

@@ -399,6 +399,11 @@ bool braid_runtime_deterministic(const braid_runtime *rt, uint64_t *seed)
     return true;
 }
 
+bool braid_runtime_migrates(const braid_runtime *rt)
+{
+    return rt && rt->migrate;
+}
+
 braid_runtime *braid_current_runtime(void)
 {
     braid__worker *w = braid__tls_worker;

@@ -552,7 +552,7 @@ found:
 /* Finish the switch away from the previous task: release it if it ended
  * (its stack could not be recycled while it was still running on it), or,
  * with migration, mark it off the CPU (a waker on another worker that took
- * it may now resume it; task.c, move_task). */
+ * it may now resume it; task.c, braid__task_move). */
 void braid__sched_after_switch(braid__worker *w)
 {
     uintptr_t p = w->prev;
@@ -565,16 +565,6 @@ void braid__sched_after_switch(braid__worker *w)
     }
 }
 
-/*
- * Give up the CPU from task `from` (which has queued itself somewhere, or
- * parked, or ended).  The next task is chosen right here, on from's stack,
- * and switched to directly: one context switch per hand-off instead of two
- * through the scheduler context.  Only when no cheap local work is there
- * does the worker go back to its scheduler context to look further, steal
- * or park.  The task
- * a current-thread block_on waits for returns to the scheduler context when
- * it ends, so that block_on returns at once.
- */
 /* What a switch from `from` (NULL: the scheduler) to t records when a
  * trace or the console is on: kept out of line, behind one flag. */
 static __attribute__((noinline)) void run_switch_hooks(braid__worker *w, braid__task *from,
@@ -586,6 +576,15 @@ static __attribute__((noinline)) void run_switch_hooks(braid__worker *w, braid__
         braid__console_account(w, from);
 }
 
+/*
+ * Give up the CPU from task `from` (which has queued itself somewhere, or
+ * parked, or ended).  The next task is chosen right here, on from's stack,
+ * and switched to directly: one context switch per hand-off instead of two
+ * through the scheduler context.  Only when no cheap local work is there
+ * does the worker go back to its scheduler context to look further, steal
+ * or park.  The task a current-thread block_on waits for returns to the
+ * scheduler context when it ends, so that block_on returns at once.
+ */
 static void switch_out(braid__worker *w, braid__task *from, bool dying)
 {
     braid__tls_task = NULL;
@@ -653,7 +652,6 @@ static bool has_work(braid__worker *w, bool look_everywhere)
     return false;
 }
 
-/* Sleep until there may be work, a timer is due or the runtime wakes us. */
 /* With migration one parked worker at a time polls the shared epoll (the
  * poller); the others sleep on their futex. */
 static bool take_poller(braid__worker *w)
@@ -676,6 +674,7 @@ static void leave_poller(braid__worker *w)
     notify(w->rt, true);
 }
 
+/* Sleep until there may be work, a timer is due or the runtime wakes us. */
 static void park(braid__worker *w)
 {
     braid_runtime *rt = w->rt;

@@ -213,6 +213,25 @@ static inline bool braid__io_used(const braid__worker *w)
            (w->rt->migrate && atomic_load_explicit(&w->rt->io_used, memory_order_relaxed));
 }
 
+/* Arm the running task t's timer for deadline_ns in its home worker's
+ * wheel: false (and nothing armed) if that is already due.  Until
+ * braid__task_timer_done(), t does not migrate: only the home worker
+ * touches its wheel. */
+static inline bool braid__task_timer_arm(braid__task *t, uint64_t deadline_ns)
+{
+    t->timer_fired = false;
+    t->timed = braid__timer_arm(&t->home->wheel, &t->timer, deadline_ns);
+    return t->timed;
+}
+
+/* After a wait with a timer armed: disarm it unless it fired. */
+static inline void braid__task_timer_done(braid__task *t)
+{
+    if (!t->timer_fired)
+        braid__timer_disarm(&t->home->wheel, &t->timer);
+    t->timed = false;
+}
+
 /* Run w's scheduling loop on the calling thread until until(arg) holds
  * (checked whenever the worker is about to park), or until the runtime
  * stops when until is NULL. */

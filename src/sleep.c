@@ -29,21 +29,17 @@ int braid_sleep_until(uint64_t deadline_ns)
         return -EPERM;
     if (braid__task_should_cancel(t))
         return -ECANCELED;
-    braid__wheel *wheel = &t->home->wheel;
-    t->timer_fired = false;
-    if (!braid__timer_arm(wheel, &t->timer, deadline_ns))
+    if (!braid__task_timer_arm(t, deadline_ns))
         return braid_yield(); /* already due: still let others run */
-    t->timed = true; /* the wheel is the home worker's: no migrating now */
     t->wait_reason = BRAID_WAIT_SLEEP;
     int rc = 0;
     while (!t->timer_fired) {
         if (braid__task_park(t, true) < 0) {
-            braid__timer_disarm(wheel, &t->timer);
             rc = -ECANCELED;
             break;
         }
     }
-    t->timed = false;
+    braid__task_timer_done(t);
     t->wait_reason = BRAID_WAIT_NONE;
     return rc;
 }

@@ -19,20 +19,18 @@
 static void live_insert(braid__worker *w, braid__task *t);
 static void live_remove(braid__worker *w, braid__task *t);
 
-/* Whether t, woken by worker w of another home, may continue on w.  Not
- * with a timer armed (it sits in the home worker's wheel, which only that
- * worker touches), and never a join_all caller or call: a group lives on
- * one worker.  t is parked and the waker owns it: its fields are stable. */
+/* Whether t, woken by worker w of a migrating runtime, may continue on w
+ * (or, woken at home, be taken by another worker).  Not with a timer armed
+ * (it sits in the home worker's wheel, which only that worker touches),
+ * and never a join_all caller or call: a group lives on one worker.  t is
+ * parked and the waker owns it: its fields are stable. */
 static bool may_move(const braid__task *t, const braid__worker *w)
 {
-    return w->rt->migrate && w->rt == t->home->rt && t->kind == BRAID_KIND_TASK && !t->timed &&
+    return w->rt == t->home->rt && t->kind == BRAID_KIND_TASK && !t->timed &&
            t->wait_reason != BRAID_WAIT_JOIN_ALL;
 }
 
-/* Re-home the parked task t on w, the calling thread's worker.  Its
- * resumption then reads the new home (sched.c re-reads it after every
- * switch). */
-static void move_task(braid__task *t, braid__worker *w)
+void braid__task_move(braid__task *t, braid__worker *w)
 {
     /* Parked is not yet off the CPU: its old worker may still be saving
      * its registers (the switch follows the park).  At home that is
@@ -51,16 +49,19 @@ static void move_task(braid__task *t, braid__worker *w)
     braid__live_unlock(w);
 }
 
-/* A wake from worker w of a migrating runtime, for a task homed elsewhere:
- * kept out of line, off the path of the usual wakes. */
+/* A wake from worker w of a migrating runtime: kept out of line, off the
+ * path of the usual wakes. */
 static __attribute__((noinline)) void wake_migrating(braid__task *t, braid__worker *w)
 {
     if (!may_move(t, w)) {
-        braid__sched_enqueue_remote(t);
+        if (w == t->home)
+            braid__sched_enqueue_local(w, t);
+        else
+            braid__sched_enqueue_remote(t);
         return;
     }
     if (t->home != w)
-        move_task(t, w);
+        braid__task_move(t, w);
     /* Woken by the scheduler context (an event, a timer): where an idle
      * worker can take it if this one is held up. */
     if (!braid__tls_task)
@@ -69,17 +70,12 @@ static __attribute__((noinline)) void wake_migrating(braid__task *t, braid__work
         braid__sched_enqueue_local(w, t);
 }
 
-void braid__task_move(braid__task *t, braid__worker *w)
-{
-    move_task(t, w);
-}
-
 void braid__wake_enqueue(braid__task *t)
 {
     if (BRAID__TRACING(t->home))
         braid__trace_wake(t);
     braid__worker *w = braid__tls_worker;
-    if (w == t->home && !(BRAID_UNLIKELY(w->migrate) && !braid__tls_task && may_move(t, w)))
+    if (w == t->home && !BRAID_UNLIKELY(w->migrate))
         braid__sched_enqueue_local(w, t);
     else if (BRAID_UNLIKELY(w && w->migrate))
         wake_migrating(t, w);
@@ -801,10 +797,7 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
     if (rc <= 0)
         return rc;
     bool timed = deadline_ns != BRAID_FOREVER;
-    self->timer_fired = false;
-    self->timed = timed;
-    if (timed && !braid__timer_arm(&w->wheel, &self->timer, deadline_ns))
-        self->timer_fired = true;
+    self->timer_fired = timed && !braid__task_timer_arm(self, deadline_ns);
     self->wait_reason = BRAID_WAIT_JOIN;
     self->wait_obj = gen;
     rc = 0;
@@ -819,9 +812,8 @@ static int wait_as_task(braid__task *self, braid_task h, braid__rec *r, braid__w
             break;
         }
     }
-    if (timed && !self->timer_fired)
-        braid__timer_disarm(&w->wheel, &self->timer);
-    self->timed = false;
+    if (timed)
+        braid__task_timer_done(self);
     self->wait_reason = BRAID_WAIT_NONE;
     return rc;
 }

@@ -148,7 +148,9 @@ static inline bool braid__task_should_cancel(const braid__task *t)
     return !t->shield && atomic_load_explicit(&t->cancelled, memory_order_acquire);
 }
 
-/* migrate: re-home the parked, queued-by-nobody task t on w (task.c). */
+/* migrate: re-home on w, the calling thread's worker, the parked task t
+ * that the caller owns (woken, queued nowhere).  Waits until t's old
+ * worker has saved its registers. */
 void braid__task_move(braid__task *t, struct braid__worker *w);
 
 /* Wake t (see the protocol above).  Any thread. */

@@ -99,15 +99,10 @@ int braid__wait_block_slow(braid__wait *w, uint64_t deadline_ns, bool cancellabl
             atomic_fetch_sub_explicit(&braid__obs_blocked_threads, 1, memory_order_seq_cst);
         return rc;
     }
-    braid__wheel *wheel = &t->home->wheel;
-    t->timer_fired = false;
-    t->timed = true; /* the wheel is the home worker's: no migrating now */
-    if (!braid__timer_arm(wheel, &t->timer, deadline_ns))
+    if (!braid__task_timer_arm(t, deadline_ns))
         t->timer_fired = true; /* already due */
     int rc = braid__wait_task(w, t, cancellable, true);
-    if (!t->timer_fired)
-        braid__timer_disarm(wheel, &t->timer);
-    t->timed = false;
+    braid__task_timer_done(t);
     return rc;
 }
 

@@ -217,12 +217,18 @@ static inline int test_instrumented(void)
 #endif
 }
 
-/* Whether the whole suite runs with migrating tasks (make test-migrate
- * sets BRAID_MIGRATE=1, which every runtime honours). */
-static inline int test_migrating(void)
+/* BRAID_MIGRATE, which every runtime honours over its configuration (the
+ * migrate passes of make test set it to 1): -1 unset, else 0 or 1. */
+static inline int test_env_migrate(void)
 {
     const char *v = getenv("BRAID_MIGRATE");
-    return v && *v && strcmp(v, "0") != 0;
+    return v && *v ? strcmp(v, "0") != 0 : -1;
+}
+
+/* Whether the whole suite runs with migrating tasks. */
+static inline int test_migrating(void)
+{
+    return test_env_migrate() == 1;
 }
 
 /* Scale a workload down under slow tools. */

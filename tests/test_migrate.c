@@ -1,12 +1,29 @@
 /* braid_config.migrate: started tasks continue on the worker that woke
- * them, except while a timer of theirs is armed; errno goes with them; a
- * worker that stops polling leaves its descriptors to an idle one. */
+ * them, except while a timer of theirs is armed; errno goes with them; an
+ * idle worker serves a held-up one's descriptors and the tasks they woke. */
 #include "test.h"
+#include "task.h" /* white-box: Q waits until P has parked */
 
 #include <pthread.h>
 #include <fcntl.h>
 #include <unistd.h>
 
+/* Tests of migration skip where it does not exist (x86-64 only for now:
+ * runtime.c says why) or where BRAID_MIGRATE=0 turns it off. */
+#if defined(__x86_64__)
+#define MIGRATION_ARCH 1
+#define NEED_MIGRATION()                                                       \
+    do {                                                                       \
+        if (test_env_migrate() == 0)                                           \
+            SKIP("BRAID_MIGRATE=0 in the environment");                        \
+    } while (0)
+#else
+#define MIGRATION_ARCH 0
+#define NEED_MIGRATION() SKIP("migration is x86-64 only for now")
+#endif
+
+/* A runtime with the given workers and migrate flag; it must report
+ * whether migration took effect (BRAID_MIGRATE overrides the flag). */
 static braid_runtime *new_rt(unsigned workers, bool migrate)
 {
     braid_config cfg;
@@ -16,28 +33,18 @@ static braid_runtime *new_rt(unsigned workers, bool migrate)
     cfg.observe_off = BRAID_OBSERVE_OFF; /* the spinners below are meant */
     braid_runtime *rt;
     CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+    int env = test_env_migrate();
+    bool asked = env < 0 ? migrate : env == 1;
+    CHECK_EQ(braid_runtime_migrates(rt), asked && workers > 1 && MIGRATION_ARCH);
     return rt;
 }
-
-/* BRAID_MIGRATE in the environment overrides the configuration. */
-static bool env_forces(bool migrate)
-{
-    const char *v = getenv("BRAID_MIGRATE");
-    return v && *v && (strcmp(v, "0") != 0) != migrate;
-}
-
-/* Migration exists on x86-64 only for now (runtime.c says why). */
-#if defined(__x86_64__)
-#define NEED_MIGRATION() ((void)0)
-#else
-#define NEED_MIGRATION() SKIP("migration is x86-64 only for now")
-#endif
 
 /* ---- a rendezvous between tasks on different workers ---- */
 
 struct meet {
     braid_chan *ch;
     bool timed;
+    braid__task *p;
     _Atomic int q_worker;
     int p_before, p_after, q_before, q_after;
     int err_after;
@@ -63,6 +70,9 @@ static void *q_body(void *arg)
 {
     struct meet *m = arg;
     atomic_store(&m->q_worker, braid_worker_index());
+    /* Send only once P waits: the send then wakes P, from this worker. */
+    while (atomic_load_explicit(&m->p->wake, memory_order_acquire) != BRAID_WAKE_PARKED)
+        ;
     int v = 1;
     CHECK_EQ(braid_chan_send(m->ch, &v), 0);
     m->q_after = braid_worker_index();
@@ -71,11 +81,11 @@ static void *q_body(void *arg)
 
 /* P starts Q on the other worker (P spins so that its own worker cannot
  * take Q; a second spawn makes Q stealable and wakes the idle worker), then
- * receives from Q on an unbuffered channel.  Whichever of the two waits is
- * woken by the other, on the other's worker. */
+ * receives from Q on an unbuffered channel, and Q's send wakes it. */
 static void *p_body(void *arg)
 {
     struct meet *m = arg;
+    m->p = braid__task_current();
     m->p_before = braid_worker_index();
     braid_task q, d;
     CHECK_EQ(braid_spawn(&q, q_body, m), 0);
@@ -97,64 +107,53 @@ static void *p_body(void *arg)
     return NULL;
 }
 
-static void meet(bool migrate, bool timed, struct meet *m)
+/* Twenty rendezvous: Q, the waker, always carries on where it is; P, woken
+ * by Q, continues on Q's worker if p_moves, else at home; its errno goes
+ * with it either way. */
+static void meet_rounds(bool migrate, bool timed, bool p_moves)
 {
-    braid_runtime *rt = new_rt(2, migrate);
-    *m = (struct meet){ .timed = timed };
-    atomic_init(&m->q_worker, -1);
-    CHECK_EQ(braid_chan_new(&m->ch, sizeof(int), 0), 0);
-    CHECK_EQ(braid_block_on(rt, p_body, m, NULL), 0);
-    chan_free(m->ch);
-    CHECK_EQ(braid_runtime_free(rt), 0);
+    for (int i = 0; i < 20; i++) {
+        braid_runtime *rt = new_rt(2, migrate);
+        struct meet m = { .timed = timed };
+        atomic_init(&m.q_worker, -1);
+        CHECK_EQ(braid_chan_new(&m.ch, sizeof(int), 0), 0);
+        CHECK_EQ(braid_block_on(rt, p_body, &m, NULL), 0);
+        chan_free(m.ch);
+        CHECK_EQ(braid_runtime_free(rt), 0);
+        CHECK_EQ(m.q_after, m.q_before);
+        CHECK_EQ(m.p_after, p_moves ? m.q_before : m.p_before);
+        CHECK_EQ(m.err_after, 4321);
+    }
+}
+
+TEST(migrates_says_whether_it_took_effect)
+{
+    CHECK(!braid_runtime_migrates(NULL));
+    /* new_rt checks the answer: one worker never migrates; two do when
+     * asked, on x86-64. */
+    CHECK_EQ(braid_runtime_free(new_rt(1, true)), 0);
+    CHECK_EQ(braid_runtime_free(new_rt(2, false)), 0);
+    CHECK_EQ(braid_runtime_free(new_rt(2, true)), 0);
 }
 
 TEST(woken_task_continues_on_the_wakers_worker)
 {
     NEED_MIGRATION();
-    if (env_forces(true))
-        SKIP("BRAID_MIGRATE=0 in the environment");
-    int moved = 0;
-    for (int i = 0; i < 20; i++) {
-        struct meet m;
-        meet(true, false, &m);
-        CHECK_EQ(m.err_after, 4321);
-        if (m.p_after == m.p_before && m.q_after == m.q_before)
-            continue; /* the second came before the first had parked: no wake-up */
-        /* The waker carries on where it is; the woken joins it. */
-        CHECK_EQ(m.p_after, m.q_after);
-        moved++;
-    }
-    if (!moved)
-        TEST_FAIL("no task moved in 20 rendezvous");
+    meet_rounds(true, false, true);
 }
 
 TEST(without_migrate_tasks_stay)
 {
-    if (env_forces(false))
+    if (test_env_migrate() == 1)
         SKIP("BRAID_MIGRATE=1 in the environment");
-    for (int i = 0; i < 20; i++) {
-        struct meet m;
-        meet(false, false, &m);
-        CHECK_EQ(m.p_after, m.p_before);
-        CHECK_EQ(m.q_after, m.q_before);
-        CHECK_EQ(m.err_after, 4321);
-    }
+    meet_rounds(false, false, false);
 }
 
+/* P's timer lives in its worker's wheel: P is not moved. */
 TEST(a_wait_with_a_deadline_stays_home)
 {
     NEED_MIGRATION();
-    if (env_forces(true))
-        SKIP("BRAID_MIGRATE=0 in the environment");
-    for (int i = 0; i < 20; i++) {
-        struct meet m;
-        meet(true, true, &m);
-        /* P's timer lives in its worker's wheel: P is never moved.  Q may
-         * be (P's receive wakes it when Q came first). */
-        CHECK_EQ(m.p_after, m.p_before);
-        CHECK(m.q_after == m.q_before || m.q_after == m.p_before);
-        CHECK_EQ(m.err_after, 4321);
-    }
+    meet_rounds(true, true, false);
 }
 
 /* ---- descriptors: the idle worker polls them ---- */
@@ -209,8 +208,6 @@ static void *write_when_spinning(void *arg)
 TEST(an_idle_worker_takes_a_busy_workers_descriptors)
 {
     NEED_MIGRATION();
-    if (env_forces(true))
-        SKIP("BRAID_MIGRATE=0 in the environment");
     int moved = 0, rounds = 0;
     for (; rounds < 50 && moved < 5; rounds++) {
         braid_runtime *rt = new_rt(2, true);
@@ -290,9 +287,10 @@ static void *crowd_root(void *arg)
 static void *write_all(void *arg)
 {
     struct crowd *c = arg;
+    /* Each reader counts itself just before its read, so by now each one
+     * is parked in it or about to find the data without parking. */
     while (atomic_load(&c->reading) < READERS)
         sched_yield();
-    usleep(20000); /* most are parked by now; either way is correct */
     for (int i = 0; i < READERS; i++)
         CHECK_EQ(write(c->pipes[i][1], "x", 1), 1);
     return NULL;
@@ -301,8 +299,6 @@ static void *write_all(void *arg)
 TEST(a_held_up_workers_woken_tasks_run_elsewhere)
 {
     NEED_MIGRATION();
-    if (env_forces(true))
-        SKIP("BRAID_MIGRATE=0 in the environment");
     for (int round = 0; round < 10; round++) {
         struct crowd c;
         memset(&c, 0, sizeof c);
@@ -379,8 +375,6 @@ static void *talkers(void *arg)
 TEST(pairs_talking_across_workers)
 {
     NEED_MIGRATION();
-    if (env_forces(true))
-        SKIP("BRAID_MIGRATE=0 in the environment");
     for (unsigned workers = 2; workers <= 4; workers += 2) {
         braid_runtime *rt = new_rt(workers, true);
         CHECK_EQ(braid_block_on(rt, talkers, NULL, NULL), 0);

@@ -624,10 +624,20 @@ TEST(watchdog_quiet)
 
 /* Between braid_block_on calls a current-thread runtime has no thread:
  * tasks waiting there are not a blocked worker.  Nothing to wait for but
- * many watchdog periods passing (no event marks an absent report). */
+ * many watchdog periods passing (no event marks an absent report); then a
+ * task that spins under block_on shows the watchdog was watching. */
 static void *returns_arg(void *arg)
 {
     return arg;
+}
+
+static void *spin_until_reported(void *arg)
+{
+    struct hook_log *h = arg;
+    uint64_t until = test_now_ms() + 10000;
+    while (!atomic_load(&h->blocked) && test_now_ms() < until)
+        ;
+    return NULL;
 }
 
 TEST(watchdog_ignores_undriven_runtime)
@@ -644,8 +654,12 @@ TEST(watchdog_ignores_undriven_runtime)
     until = test_now_ms() + 200;
     while (test_now_ms() < until)
         usleep(10000);
-    CHECK_EQ(braid_runtime_free(rt), 0);
     CHECK_EQ(atomic_load(&h.blocked), 0);
+    stderr_capture();
+    CHECK_EQ(braid_block_on(rt, spin_until_reported, &h, NULL), 0);
+    free(stderr_take());
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK_EQ(atomic_load(&h.blocked), 1);
 }
 
 /* A dump names the task that keeps a worker busy. */
