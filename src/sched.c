@@ -428,6 +428,16 @@ static void poll_timers(braid__worker *w)
     braid__wheel_advance(&w->wheel, now, fire_timer);
 }
 
+/* With migration, what the scheduler context's polls woke waits in the
+ * shared queue.  Beyond the one task this worker runs next, get an idle
+ * worker to take some: it may be the poller, asleep in an epoll whose
+ * events this worker's poll has just taken, and nothing else wakes it. */
+static void share_out(braid__worker *w)
+{
+    if (BRAID_UNLIKELY(w->migrate) && atomic_load_explicit(&w->sq_len, memory_order_relaxed) > 1)
+        notify(w->rt, true);
+}
+
 /* ---- choosing the next task ---------------------------------------------- */
 
 static void maintenance(braid__worker *w)
@@ -440,6 +450,7 @@ static void maintenance(braid__worker *w)
     if (braid__io_used(w))
         braid__io_poll(w, false, 0);
     poll_timers(w);
+    share_out(w);
     drain_inbox(w);
     release_yielders(w);
     braid__obs_pass(w);
@@ -541,6 +552,7 @@ static braid__task *sched_next(braid__worker *w)
         goto found;
     }
     poll_timers(w);
+    share_out(w);
     t = ready_pop(w);
 found:
     check_notify(w);
