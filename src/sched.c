@@ -605,14 +605,20 @@ static void switch_out(braid__worker *w, braid__task *from, bool dying)
      * to the scheduler context. */
     if (BRAID_LIKELY(w->tick > 1) && !(dying && BRAID_UNLIKELY(from->rec == w->watch && w->watch))) {
         w->tick--;
+        if (dying) /* it may give its record and stack to the next task */
+            w->donor = from;
         t = pick_local(w);
+        if (dying)
+            w->donor = NULL;
         check_notify(w);
     }
     if (t)
         braid__obs_bump(&w->obs.polls);
-    if (t == from) { /* a yield with nothing else to run, or an early wake */
+    if (t == from) {
         braid__tls_task = from;
-        return;
+        if (dying) /* the next task took from's record and stack */
+            braid__task_rerun(from);
+        return; /* a yield with nothing else to run, or an early wake */
     }
     if (BRAID_UNLIKELY(w->switch_hooks))
         run_switch_hooks(w, from, dying, t);

@@ -116,6 +116,8 @@ struct braid__worker {
     bool shutdown_seen;
     uint64_t rng;
     unsigned colour;                /* of the next task started (task.c) */
+    braid__task *donor;             /* an ended task whose record and stack
+                                       the next task started may take */
     int *errno_loc;                 /* the worker thread's errno */
     bool timing;                    /* the console is on: account busy time */
     bool switch_hooks;              /* trace or timing: one test per switch */

@@ -315,27 +315,13 @@ static void live_remove(braid__worker *w, braid__task *t)
         t->live_next->live_prev = t->live_prev;
 }
 
-/* Lay out a task record at the top of a stack slot and make its fiber. */
-braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id, braid_fn fn,
-                              void *arg)
+/* The fields a task starts with.  Field by field rather than memset: this
+ * runs for every task, and the fields left out are written before they are
+ * read (next by every enqueue, timer_fired by every sleep, the tool fields
+ * only when a tool is present, the live links by the live list). */
+static inline void task_fields(braid__worker *w, braid__task *t, void *slot, int cls, uint64_t id,
+                               braid_fn fn, void *arg)
 {
-    braid__stack_pool *pool = &w->rt->stacks;
-    char *top = braid__stack_top(pool, cls, slot);
-    braid__fiber_reuse(top);
-    /* Cache colouring.  A task's hottest lines (this record, then its
-     * innermost frames) sit at the top of its stack; at one fixed offset in
-     * a page they would all compete for the few L2 sets that offset maps to
-     * (32 sets of 16 ways on this 2 MiB L2: ~500 lines), and a worker with
-     * more than ~500 live tasks would miss to L3 on every switch (yield_many
-     * on one worker: 11 ns per yield at 500 tasks, 40 at 1,000).  Starting
-     * each task one more line down, over BRAID_COLOURS lines, spreads them. */
-    w->colour = (w->colour + 1) & (BRAID_COLOURS - 1);
-    uintptr_t at = ((uintptr_t)top - sizeof(braid__task)) & ~(uintptr_t)63;
-    braid__task *t = (braid__task *)(at - (uintptr_t)w->colour * 64);
-    /* Field by field rather than memset: this runs for every task, and the
-     * fields left out are written before they are read (next by every
-     * enqueue, timer_fired by every sleep, the tool fields only when a tool
-     * is present). */
     atomic_init(&t->wake, BRAID_WAKE_IDLE);
     atomic_init(&t->cancelled, false);
     t->shield = false;
@@ -362,12 +348,76 @@ braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id
     t->wait_obj = 0;
     t->busy_ns = 0;
     t->timed = false; /* off_cpu needs no start: set at every park */
+}
+
+/* Lay out a task record at the top of a stack slot and make its fiber. */
+braid__task *braid__task_init(braid__worker *w, void *slot, int cls, uint64_t id, braid_fn fn,
+                              void *arg)
+{
+    braid__stack_pool *pool = &w->rt->stacks;
+    char *top = braid__stack_top(pool, cls, slot);
+    braid__fiber_reuse(top);
+    /* Cache colouring.  A task's hottest lines (this record, then its
+     * innermost frames) sit at the top of its stack; at one fixed offset in
+     * a page they would all compete for the few L2 sets that offset maps to
+     * (32 sets of 16 ways on this 2 MiB L2: ~500 lines), and a worker with
+     * more than ~500 live tasks would miss to L3 on every switch (yield_many
+     * on one worker: 11 ns per yield at 500 tasks, 40 at 1,000).  Starting
+     * each task one more line down, over BRAID_COLOURS lines, spreads them. */
+    w->colour = (w->colour + 1) & (BRAID_COLOURS - 1);
+    uintptr_t at = ((uintptr_t)top - sizeof(braid__task)) & ~(uintptr_t)63;
+    braid__task *t = (braid__task *)(at - (uintptr_t)w->colour * 64);
+    task_fields(w, t, slot, cls, id, fn, arg);
     char *lo = braid__stack_lo(pool, cls, slot);
     braid__fiber_make(&t->fiber, lo, (size_t)((char *)t - lo), task_entry, t);
     braid__live_lock(w);
     live_insert(w, t);
     braid__live_unlock(w);
     return t;
+}
+
+/* Whether t, a task that has ended, may give its record and stack to the
+ * task its worker starts next.  Tools follow each fiber's life (fiber.h),
+ * and traces and the console record each end and start: they get the
+ * usual path. */
+static inline bool can_donate(const braid__worker *w, const braid__task *t, int cls)
+{
+#if defined(BRAID_CTX_PORTABLE)
+    (void)w, (void)t, (void)cls;
+    return false;
+#else
+    return t->stack_cls == cls && !braid__under_tools && !w->switch_hooks && !w->det &&
+           t->kind == BRAID_KIND_TASK && !t->extra_stacks;
+#endif
+}
+
+/* Start a task in the record and stack of w->donor, a task that has ended
+ * and is choosing its successor (sched.c, switch_out): the record keeps its
+ * place in the live list and its colour, and the stack is entered afresh by
+ * braid__task_rerun rather than made and switched to. */
+static braid__task *task_reuse(braid__worker *w, uint64_t id, braid_fn fn, void *arg)
+{
+    braid__task *t = w->donor;
+    w->donor = NULL;
+    free(t->ext);
+    braid__live_lock(w); /* with migration, other workers read live tasks */
+    task_fields(w, t, t->slot, t->stack_cls, id, fn, arg);
+    braid__live_unlock(w);
+    return t;
+}
+
+BRAID_NORETURN void braid__task_rerun(braid__task *t)
+{
+#if defined(BRAID_CTX_PORTABLE)
+    (void)t;
+    braid__die("braid: a task's stack was handed on without a jump (internal error)\n");
+#else
+    braid__stack_pool *pool = &t->home->rt->stacks;
+    char *lo = braid__stack_lo(pool, t->stack_cls, t->slot);
+    /* Where braid__fiber_make puts a fresh context's first frame. */
+    uintptr_t top = ((uintptr_t)lo + (size_t)((char *)t - lo)) & ~(uintptr_t)15;
+    braid__ctx_jump((void *)top, task_entry, t);
+#endif
 }
 
 /* Start the task of a record claimed by the caller (claimed: its locked
@@ -382,15 +432,20 @@ static braid__task *start_claimed(braid__worker *w, braid__rec *r, uint32_t inde
         return NULL;
     }
     int cls = ext ? ext->stack_cls : rt->stacks.default_cls;
-    void *slot = braid__stack_get(&rt->stacks, &w->stacks, cls);
-    if (!slot) {
-        drop_unstarted(r, index, claimed, BRAID_PANICKED,
-                       braid__panic_info_fmt(NULL, 0, "out of memory: no stack for task %llu",
-                                             (unsigned long long)braid__rec_gen(claimed)));
-        return NULL;
+    braid__task *t;
+    if (w->donor && can_donate(w, w->donor, cls)) {
+        t = task_reuse(w, braid__rec_gen(claimed), r->a.fn, ext ? ext->arg : r->b);
+    } else {
+        void *slot = braid__stack_get(&rt->stacks, &w->stacks, cls);
+        if (!slot) {
+            drop_unstarted(r, index, claimed, BRAID_PANICKED,
+                           braid__panic_info_fmt(NULL, 0, "out of memory: no stack for task %llu",
+                                                 (unsigned long long)braid__rec_gen(claimed)));
+            return NULL;
+        }
+        t = braid__task_init(w, slot, cls, braid__rec_gen(claimed), r->a.fn,
+                             ext ? ext->arg : r->b);
     }
-    braid__task *t = braid__task_init(w, slot, cls, braid__rec_gen(claimed), r->a.fn,
-                                      ext ? ext->arg : r->b);
     t->rec = r;
     t->rec_index = index;
     t->ext = ext;

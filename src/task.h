@@ -208,4 +208,8 @@ void braid__task_cancel_all(braid__worker *w);
 /* Release what a dead task still holds once nothing runs on its stack. */
 void braid__task_release(braid__worker *w, braid__task *t);
 
+/* Run the task its donor's record now holds, from the top of the stack the
+ * caller, that donor, is still running on.  Never returns. */
+BRAID_NORETURN void braid__task_rerun(braid__task *t);
+
 #endif

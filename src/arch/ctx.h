@@ -41,6 +41,13 @@ void braid__ctx_make(braid__ctx *c, void *lo, size_t size, void (*entry)(void *)
 /* The first frame of every new context (in the .S file). */
 void braid__ctx_start(void);
 
+/* Leave the running context for good and call entry(arg) on the stack
+ * below top (16-byte aligned), exactly as a context braid__ctx_make built
+ * for that stack would: a task that ends hands its stack to the next task
+ * this way, saving the switch and the stack's trip through the cache.
+ * Assembly backends only. */
+__attribute__((noreturn)) void braid__ctx_jump(void *top, void (*entry)(void *), void *arg);
+
 static inline void braid__ctx_make(braid__ctx *c, void *lo, size_t size, void (*entry)(void *),
                                    void *arg)
 {

@@ -65,4 +65,22 @@ braid__ctx_start:
     .cfi_endproc
     .size   braid__ctx_start, .-braid__ctx_start
 
+/* braid__ctx_jump(top, entry, arg): abandon the running context and call
+ * entry(arg) with the stack pointer at top, as braid__ctx_start would on a
+ * fresh context.  Nothing is saved: the caller's stack is being reused. */
+    .p2align 4
+    .globl  braid__ctx_jump
+    .hidden braid__ctx_jump
+    .type   braid__ctx_jump, @function
+braid__ctx_jump:
+    .cfi_startproc
+    .cfi_undefined rip
+    movq    %rdi, %rsp
+    xorl    %ebp, %ebp
+    movq    %rdx, %rdi
+    callq   *%rsi
+    ud2
+    .cfi_endproc
+    .size   braid__ctx_jump, .-braid__ctx_jump
+
     .section .note.GNU-stack,"",@progbits
