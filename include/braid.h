@@ -135,7 +135,7 @@ enum {
 /* Called on the runtime's observer thread (a plain thread) after the report
  * was written to stderr: event is a BRAID_EVENT_*, task_id the task
  * concerned (0 for a deadlock).  It may call braid_dump() and
- * braid_metrics(), or end the program; it must not free rt. */
+ * braid_metrics_get(), or end the program; it must not free rt. */
 typedef void (*braid_observe_hook)(braid_runtime *rt, int event, uint64_t task_id, void *user);
 
 /* Runtime configuration.  Always start from braid_config_init(). */
