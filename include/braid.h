@@ -297,6 +297,21 @@ BRAID_API int braid_runtime_new(const braid_config *cfg, braid_runtime **out);
  * -ENOMEM, -EBUSY (a current-thread runtime already being driven). */
 BRAID_API int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result);
 
+/* The root task's spawn site (see "Spawn sites" below): braid_run and
+ * braid_block_on are also macros that pass __FILE__ and __LINE__ to these
+ * _at entry points, so that dumps show where the root was started.
+ * Otherwise braid_run_at and braid_block_on_at are exactly braid_run() and
+ * braid_block_on(), with the same errors (-EPERM, -EINVAL, -ENOMEM, ...). */
+BRAID_API int braid_run_at(const char *file, int line, braid_fn fn, void *arg, void **result);
+BRAID_API int braid_block_on_at(const char *file, int line, braid_runtime *rt, braid_fn fn,
+                                void *arg, void **result);
+
+#ifndef BRAID_NO_SITE_MACROS
+#define braid_run(fn, arg, result) braid_run_at(__FILE__, __LINE__, fn, arg, result)
+#define braid_block_on(rt, fn, arg, result)                                                    \
+    braid_block_on_at(__FILE__, __LINE__, rt, fn, arg, result)
+#endif
+
 /* Spawn a task on rt from any thread (a plain thread's spawns go through the
  * runtime's injection queue).  out == NULL detaches the task at once.
  * Errors: -EINVAL, -ENOMEM. */
@@ -383,10 +398,13 @@ BRAID_API int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, brai
  * (braid_spawn)(&t, fn, arg), and the shared library work as before, with
  * no site recorded).  Define BRAID_NO_SITE_MACROS before including braid.h
  * to do without the macros.  file must be a string that outlives the task
- * (a literal); line is kept as given.  Otherwise braid_spawn_at,
- * braid_spawn_ex_at, braid_spawn_on_at and braid_spawn_on_ex_at are exactly
- * the functions they stand for, with the same errors (-EPERM, -EINVAL,
- * -ENOMEM: see braid_spawn and braid_spawn_on). */
+ * (a literal); line is kept as given.  The root task of braid_run and
+ * braid_block_on, blocking-pool jobs and JoinSet members get their sites
+ * the same way (their _at entry points are declared beside them).
+ * Otherwise braid_spawn_at, braid_spawn_ex_at, braid_spawn_on_at and
+ * braid_spawn_on_ex_at are exactly the functions they stand for, with the
+ * same errors (-EPERM, -EINVAL, -ENOMEM: see braid_spawn and
+ * braid_spawn_on). */
 BRAID_API int braid_spawn_at(const char *file, int line, braid_task *out, braid_fn fn, void *arg);
 BRAID_API int braid_spawn_ex_at(const char *file, int line, braid_task *out,
                                 const braid_spawn_opts *opts, braid_fn fn, void *arg);
@@ -1070,6 +1088,36 @@ BRAID_API int braid_spawn_blocking_ex(braid_task *out, const braid_spawn_opts *o
 /* braid_spawn_blocking_ex() into a JoinSet; as braid_joinset_spawn(). */
 BRAID_API int braid_joinset_spawn_blocking(braid_joinset *s, const braid_spawn_opts *opts,
                                            braid_fn fn, void *arg, uint64_t *id);
+
+/* Spawn sites for the blocking pool and JoinSets (see "Spawn sites"
+ * above): braid_spawn_blocking, braid_spawn_blocking_ex,
+ * braid_joinset_spawn and braid_joinset_spawn_blocking are also macros that
+ * pass __FILE__ and __LINE__ to these _at entry points (for a blocking job,
+ * the site is that of the task whose handle the caller gets).  Otherwise
+ * braid_spawn_blocking_at, braid_spawn_blocking_ex_at,
+ * braid_joinset_spawn_at and braid_joinset_spawn_blocking_at are exactly
+ * the functions they stand for, with the same errors (-EPERM, -EINVAL,
+ * -ENOMEM: see braid_spawn_blocking and braid_joinset_spawn). */
+BRAID_API int braid_spawn_blocking_at(const char *file, int line, braid_task *out, braid_fn fn,
+                                      void *arg);
+BRAID_API int braid_spawn_blocking_ex_at(const char *file, int line, braid_task *out,
+                                         const braid_spawn_opts *opts, braid_fn fn, void *arg);
+BRAID_API int braid_joinset_spawn_at(const char *file, int line, braid_joinset *s,
+                                     const braid_spawn_opts *opts, braid_fn fn, void *arg,
+                                     uint64_t *id);
+BRAID_API int braid_joinset_spawn_blocking_at(const char *file, int line, braid_joinset *s,
+                                              const braid_spawn_opts *opts, braid_fn fn,
+                                              void *arg, uint64_t *id);
+
+#ifndef BRAID_NO_SITE_MACROS
+#define braid_spawn_blocking(out, fn, arg) braid_spawn_blocking_at(__FILE__, __LINE__, out, fn, arg)
+#define braid_spawn_blocking_ex(out, opts, fn, arg)                                            \
+    braid_spawn_blocking_ex_at(__FILE__, __LINE__, out, opts, fn, arg)
+#define braid_joinset_spawn(s, opts, fn, arg, id)                                              \
+    braid_joinset_spawn_at(__FILE__, __LINE__, s, opts, fn, arg, id)
+#define braid_joinset_spawn_blocking(s, opts, fn, arg, id)                                     \
+    braid_joinset_spawn_blocking_at(__FILE__, __LINE__, s, opts, fn, arg, id)
+#endif
 
 struct addrinfo; /* <netdb.h> */
 

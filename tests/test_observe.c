@@ -470,6 +470,114 @@ TEST(no_false_deadlock)
     braid_chan_receiver_drop(rootlog.release);
 }
 
+/* ---- spawn sites of every kind -------------------------------------------------------------------- */
+
+struct sites {
+    int pipe[2];
+    int line[5];        /* root (block_on), blocking, blocking_ex, joinset, joinset blocking */
+    uint64_t root;
+};
+
+static void *read_byte(void *arg)
+{
+    struct sites *s = arg;
+    char c;
+    CHECK_EQ(read(s->pipe[0], &c, 1), 1);
+    return NULL;
+}
+
+/* The "spawned at" line that follows the line of the task named name (or,
+ * for name NULL, of task id), as "file:line by ..." up to its end. */
+static bool site_is(const char *d, const char *name, uint64_t id, const char *want)
+{
+    char head[96];
+    if (name)
+        snprintf(head, sizeof head, " \"%s\": ", name);
+    else
+        snprintf(head, sizeof head, "  task %llu: ", (unsigned long long)id);
+    const char *p = strstr(d, head);
+    static const char lead[] = "\n    spawned at ";
+    const char *s = p ? strstr(p, lead) : NULL;
+    return s && strncmp(s + strlen(lead), want, strlen(want)) == 0;
+}
+
+static void *sites_root(void *arg)
+{
+    struct sites *s = arg;
+    s->root = braid_current_id();
+    braid_task b, bx;
+    s->line[1] = __LINE__ + 1;
+    CHECK_EQ(braid_spawn_blocking(&b, read_byte, s), 0);
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    o.name = "blocking-ex";
+    s->line[2] = __LINE__ + 1;
+    CHECK_EQ(braid_spawn_blocking_ex(&bx, &o, read_byte, s), 0);
+    braid_joinset *js;
+    CHECK_EQ(braid_joinset_new(&js), 0);
+    o.name = "member";
+    s->line[3] = __LINE__ + 1;
+    CHECK_EQ(braid_joinset_spawn(js, &o, sleeper, NULL, NULL), 0);
+    o.name = "member-blocking";
+    s->line[4] = __LINE__ + 1;
+    CHECK_EQ(braid_joinset_spawn_blocking(js, &o, read_byte, s, NULL), 0);
+    char want[5][160];
+    for (int i = 0; i < 5; i++)
+        snprintf(want[i], sizeof want[i], "%s:%d %s", __FILE__, s->line[i],
+                 i ? "by task" : "from a thread");
+    char *d = NULL;
+    bool ok = false;
+    /* Until each has started (and so shows under its name). */
+    for (int tries = 0; tries < 2000 && !ok; tries++) {
+        free(d);
+        d = dump_string(NULL);
+        ok = site_is(d, NULL, s->root, want[0]) &&
+             site_is(d, NULL, braid_task_id(b), want[1]) &&
+             site_is(d, "blocking-ex", 0, want[2]) && site_is(d, "member", 0, want[3]) &&
+             site_is(d, "member-blocking", 0, want[4]);
+        if (!ok)
+            braid_sleep_ms(5);
+    }
+    if (!ok) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("a spawn site is missing");
+    }
+    free(d);
+    CHECK_EQ(write(s->pipe[1], "xxx", 3), 3);
+    CHECK_EQ(braid_join(b, NULL), BRAID_OK);
+    CHECK_EQ(braid_join(bx, NULL), BRAID_OK);
+    CHECK_EQ(braid_joinset_free(js), 0);
+    return NULL;
+}
+
+static void *run_root(void *arg)
+{
+    int line = *(int *)arg;
+    char *d = dump_string(NULL);
+    char want[160];
+    snprintf(want, sizeof want, "%s:%d from a thread", __FILE__, line);
+    if (!site_is(d, NULL, braid_current_id(), want)) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("braid_run's root has no site");
+    }
+    free(d);
+    return NULL;
+}
+
+TEST(spawn_sites_everywhere)
+{
+    struct sites s;
+    CHECK_EQ(pipe(s.pipe), 0);
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG | BRAID_OBSERVE_NO_DEADLOCK, 0, NULL,
+                               NULL);
+    s.line[0] = __LINE__ + 1;
+    CHECK_EQ(braid_block_on(rt, sites_root, &s, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    close(s.pipe[0]);
+    close(s.pipe[1]);
+    int line = __LINE__ + 1;
+    CHECK_EQ(braid_run(run_root, &line, NULL), 0);
+}
+
 /* ---- metrics --------------------------------------------------------------------------------- */
 
 enum { N_OK = 50, N_PANIC = 5, N_CANCEL = 7 };
