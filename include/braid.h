@@ -1493,13 +1493,15 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  *    used only if nobody else handles it, and like any signal it may cut
  *    short, with EINTR, the system call that task is blocked in).  The
  *    default threshold is 1 s under Valgrind;
- *  - reports a deadlock once: every worker asleep with no timer and no
+ *  - reports each deadlock once: every worker asleep with no timer and no
  *    descriptor registered, no blocking-pool job queued or running, tasks
  *    alive, and no thread in the process that could still wake one (every
  *    thread is the runtime's own or a plain thread blocked without deadline
  *    in a braid call), all of it unchanged over two looks 100 ms apart.
  *    The report (and the dump) goes to stderr, then to observe_hook; the
- *    program continues (the hook may end it).  A program with threads of
+ *    program continues (the hook may end it, or release a task).  Once
+ *    tasks have run, spawned or finished again, a new deadlock is
+ *    reported again.  A program with threads of
  *    its own, several runtimes, or I/O on every worker is never reported:
  *    a false report would be worse than a missed one.
  * Reports go to stderr and then to braid_config.observe_hook.

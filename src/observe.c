@@ -77,6 +77,7 @@ struct braid__robs {
     uint64_t next_watch, next_deadlock;
     bool deadlock_armed, deadlock_reported;
     uint64_t deadlock_sig[4];
+    uint64_t reported_progress[3];  /* progress() when the deadlock was reported */
     _Atomic uint64_t ext_panicked, ext_cancelled;
     _Atomic uint64_t stack_hwm;
 };
@@ -854,8 +855,33 @@ static bool deadlock_look(braid_runtime *rt, uint64_t sig[4])
     return true;
 }
 
+/* What only the tasks moving on changes: spawns, ends, and resumptions.
+ * Parks are left out, because the report's own dump wakes every worker. */
+static void progress(braid_runtime *rt, uint64_t p[3])
+{
+    p[0] = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
+    p[1] = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    p[2] = 0;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        braid__worker *w = rt->workers[i];
+        p[0] += atomic_load_explicit(&w->spawned, memory_order_acquire);
+        p[1] += atomic_load_explicit(&w->finished, memory_order_acquire);
+        p[2] += braid__load_relaxed(&w->obs.polls);
+    }
+}
+
 static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
 {
+    if (o->deadlock_reported) {
+        /* Once per deadlock: the next is reported once the tasks have
+         * moved on from this one (someone outside released them). */
+        uint64_t p[3];
+        progress(rt, p);
+        if (memcmp(p, o->reported_progress, sizeof p) == 0)
+            return;
+        o->deadlock_reported = false;
+        o->deadlock_armed = false;
+    }
     uint64_t sig[4];
     if (!deadlock_look(rt, sig)) {
         o->deadlock_armed = false;
@@ -867,6 +893,7 @@ static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
         return; /* look again next period */
     }
     o->deadlock_reported = true;
+    progress(rt, o->reported_progress);
     flockfile(stderr);
     fprintf(stderr, "braid: deadlock: all %" PRIu64 " tasks of runtime %p wait and nothing can "
                     "wake them (no timer, descriptor, blocking job or other thread)\n",
@@ -948,15 +975,14 @@ static void *observer_main(void *arg)
             watchdog_check(rt, o, now);
             o->next_watch = now + period;
         }
-        if (!(off & BRAID_OBSERVE_NO_DEADLOCK) && !o->deadlock_reported &&
-            now >= o->next_deadlock) {
+        if (!(off & BRAID_OBSERVE_NO_DEADLOCK) && now >= o->next_deadlock) {
             deadlock_check(rt, o);
             o->next_deadlock = now + DEADLOCK_PERIOD_NS;
         }
         uint64_t next = UINT64_MAX;
         if (!(off & BRAID_OBSERVE_NO_WATCHDOG))
             next = o->next_watch;
-        if (!(off & BRAID_OBSERVE_NO_DEADLOCK) && !o->deadlock_reported)
+        if (!(off & BRAID_OBSERVE_NO_DEADLOCK))
             next = BRAID_MIN(next, o->next_deadlock);
         /* Never sleep long: under ThreadSanitizer a signal handler runs
          * only when its thread leaves an intercepted call. */

@@ -470,6 +470,44 @@ TEST(no_false_deadlock)
     braid_chan_receiver_drop(rootlog.release);
 }
 
+/* Two deadlocks in a row are both reported: the hook's send ends the
+ * first, after which the root makes a second. */
+static void *stuck_twice_root(void *arg)
+{
+    struct hook_log *h = arg;
+    const char *names[2] = { "stuck", "stuck-again" };
+    for (int i = 0; i < 2; i++) {
+        braid_task t = spawn_named(names[i], receiver, &(struct world){ .ch = h->release });
+        CHECK_EQ(braid_join(t, NULL), BRAID_OK); /* ends only when the hook sends */
+    }
+    return NULL;
+}
+
+TEST(deadlock_reported_again)
+{
+    if (test_emulated())
+        SKIP("qemu-user runs threads of its own, so no deadlock is ever certain");
+    struct hook_log h = { 0 };
+    CHECK_EQ(braid_chan_new(&h.release, sizeof(int), 1), 0);
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG, 0, hook, &h);
+    stderr_capture();
+    int rc = braid_block_on(rt, stuck_twice_root, &h, NULL);
+    char *err = stderr_take();
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(atomic_load(&h.deadlocks), 2);
+    const char *first = strstr(err, "braid: deadlock: all 2 tasks");
+    const char *second = first ? strstr(first + 1, "braid: deadlock: all 2 tasks") : NULL;
+    if (!second || !strstr(first, "\"stuck\": waiting on channel receive") ||
+        !strstr(second, "\"stuck-again\": waiting on channel receive")) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("not two deadlock reports on stderr");
+    }
+    free(err);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    braid_chan_sender_drop(h.release);
+    braid_chan_receiver_drop(h.release);
+}
+
 /* ---- spawn sites of every kind -------------------------------------------------------------------- */
 
 struct sites {
