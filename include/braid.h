@@ -1556,11 +1556,17 @@ typedef struct braid_metrics {
     unsigned blocking_busy;   /* blocking-pool threads running a job */
     unsigned blocking_idle;
     unsigned blocking_queued; /* jobs waiting for a thread */
-    uint64_t stack_high_water; /* deepest stack use of a task seen so far by
-                                  braid_dump() or braid_stack_high_water()
-                                  in this runtime, in bytes (0: none yet):
-                                  measuring means a system call per task, so
-                                  it is not done as tasks end */
+    uint64_t stack_high_water; /* the deepest any task of this runtime has
+                                  touched its stack, in bytes from the top
+                                  of its stack slot (0: none yet), measured
+                                  on each read from the pages resident in
+                                  every stack slot: those of live tasks, and
+                                  of finished ones whose stacks still hold
+                                  their pages (free stacks keep them until
+                                  an idle worker trims the excess); kept as
+                                  the maximum of every such reading and of
+                                  braid_dump() and braid_stack_high_water().
+                                  Pages swapped out do not count */
     unsigned max_workers;
     braid_worker_metrics *workers;
 } braid_metrics;
@@ -1571,7 +1577,9 @@ typedef struct braid_metrics {
  * are kept per worker, written by their worker alone and summed here, so
  * they are exact once the runtime is quiet and approximate while it runs.
  * tasks_completed counts every finish, tasks_panicked and tasks_cancelled
- * those fates among them.  Never blocks (takes the blocking pool's lock
+ * those fates among them.  stack_high_water costs a mincore() system call
+ * per stack the runtime has handed out (about half a microsecond each).
+ * Never blocks (takes the blocking pool's and the stack pool's locks
  * briefly).  Any thread.  Returns 0 or -EINVAL. */
 BRAID_API int braid_metrics_get(braid_runtime *rt, braid_metrics *m);
 

@@ -37,7 +37,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -155,31 +154,13 @@ void braid__obs_ext_finished(braid_runtime *rt, int fate)
 
 /* ---- stacks: depth and backtraces ---------------------------------------------------- */
 
-/* The lowest resident page of [lo, hi) (both page-aligned), by mincore(),
- * which neither faults pages in nor reads them; hi if none. */
-static uintptr_t lowest_resident(uintptr_t lo, uintptr_t hi)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    unsigned char vec[512];
-    for (uintptr_t a = lo; a < hi;) {
-        size_t n = BRAID_MIN((hi - a) / page, sizeof vec);
-        if (mincore((void *)a, n * page, vec) != 0)
-            return 0;
-        for (size_t i = 0; i < n; i++)
-            if (vec[i] & 1)
-                return a + i * page;
-        a += n * page;
-    }
-    return hi;
-}
-
 /* How deep t's stack has been touched, in bytes from its top; 0 if unknown. */
 static uint64_t stack_depth(const braid__task *t)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t page = braid__page_size();
     uintptr_t lo = (uintptr_t)t->fiber.stack_lo & ~(uintptr_t)(page - 1);
     uintptr_t top = ((uintptr_t)t + page - 1) & ~(uintptr_t)(page - 1);
-    uintptr_t low = lowest_resident(lo, top);
+    uintptr_t low = braid__stack_lowest_resident(lo, top);
     return low ? top - low : 0;
 }
 
@@ -667,9 +648,11 @@ int braid_metrics_get(braid_runtime *rt, braid_metrics *m)
     out.nworkers = rt->nworkers;
     uint64_t spawned = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
     uint64_t finished = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    out.stack_high_water = braid__stack_deepest(&rt->stacks);
     if (rt->obs) {
         out.tasks_panicked = atomic_load_explicit(&rt->obs->ext_panicked, memory_order_relaxed);
         out.tasks_cancelled = atomic_load_explicit(&rt->obs->ext_cancelled, memory_order_relaxed);
+        max_store(&rt->obs->stack_hwm, out.stack_high_water);
         out.stack_high_water = atomic_load_explicit(&rt->obs->stack_hwm, memory_order_relaxed);
     }
     uint64_t now = braid__now_ns();

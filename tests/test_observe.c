@@ -861,6 +861,46 @@ static void *deep_task(void *arg)
     return NULL;
 }
 
+/* The metrics measure the stacks when read: no dump or
+ * braid_stack_high_water() call needed. */
+static void *deep_then_wait(void *arg)
+{
+    depth_sink = test_use_stack(65 * 1024); /* at least 64 KiB */
+    int v;
+    CHECK_EQ(braid_chan_recv(arg, &v), 0);
+    return NULL;
+}
+
+static void *metrics_depth_root(void *arg)
+{
+    (void)arg;
+    braid_chan *ch;
+    CHECK_EQ(braid_chan_new(&ch, sizeof(int), 1), 0);
+    braid_task t = spawn_named("deep", deep_then_wait, ch);
+    braid_metrics m = BRAID_METRICS_INIT;
+    CHECK_EQ(braid_metrics_get(NULL, &m), 0);
+    CHECK(m.stack_high_water < 64 * 1024); /* it has not run yet */
+    CHECK_EQ(braid_yield(), 0); /* it runs, and waits */
+    CHECK_EQ(braid_metrics_get(NULL, &m), 0);
+    CHECK(m.stack_high_water >= 64 * 1024);
+    CHECK(m.stack_high_water <= 260 * 1024);
+    int v = 1;
+    CHECK_EQ(braid_chan_send(ch, &v), 0);
+    CHECK_EQ(braid_join(t, NULL), BRAID_OK);
+    CHECK_EQ(braid_metrics_get(NULL, &m), 0); /* a high-water mark stays */
+    CHECK(m.stack_high_water >= 64 * 1024);
+    braid_chan_sender_drop(ch);
+    braid_chan_receiver_drop(ch);
+    return NULL;
+}
+
+TEST(metrics_stack_high_water)
+{
+    braid_runtime *rt = new_rt(1, BRAID_OBSERVE_OFF, 0, NULL, NULL);
+    CHECK_EQ(braid_block_on(rt, metrics_depth_root, NULL, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
 TEST(stack_high_water)
 {
     braid_runtime *rt = new_rt(1, BRAID_OBSERVE_OFF, 0, NULL, NULL);
