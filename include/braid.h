@@ -1509,13 +1509,18 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
 
 /* Write every live task of rt to f: id, name, state (running on worker N,
  * runnable, or what it waits for: sleep until T, join of task M, channel,
- * mutex, descriptor N, the blocking pool, ...), for how long, its spawn
- * site and parent, the deepest stack page it has touched, and a backtrace
+ * mutex, descriptor N, the blocking pool, ...), for how long (by its
+ * worker's clock as of its last scheduling pass, so possibly longer by
+ * the time since; a running task counts from when it became runnable,
+ * unless the console is on, which times it exactly), its spawn site and
+ * parent, the deepest stack page it has touched, and a backtrace
  * of its suspended stack (frame pointers; each frame named from dladdr(),
  * or else from its module's ELF symbol table, so static functions of a
  * program linked with libbraid.a are named unless the file is stripped;
  * every frame also shows module+offset for addr2line).  Tasks not
- * started yet are counted per worker and in the injection queue.  Each
+ * started yet are listed per worker queue and for the injection queue
+ * (id, name, spawn site; the first 32 of each queue, the rest counted),
+ * and stay queued.  Each
  * worker writes its own tasks, at its next scheduling point (a parked one
  * is woken for it); a worker whose task does not suspend within 500 ms
  * is reported as busy instead, with that task's id, name, site and

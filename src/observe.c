@@ -23,6 +23,7 @@
 #include "observe.h"
 #include "blocking.h"
 #include "console.h"
+#include "det.h"
 #include "handle.h"
 #include "sched.h"
 #include "symbolize.h"
@@ -293,6 +294,18 @@ static void task_state(const braid__worker *w, const braid__task *t, const braid
     }
 }
 
+/* How long t has been in its state: since its stamp (task.h), which for
+ * the running task is when it was made runnable, unless the console times
+ * tasks: then exactly since it was resumed. */
+static uint64_t time_in_state(const braid__worker *w, const braid__task *t,
+                              const braid__task *self, uint64_t now)
+{
+    uint64_t since = t == self && w->timing
+                         ? w->run_start
+                         : atomic_load_explicit(&t->since_ns, memory_order_relaxed);
+    return now > since ? now - since : 0;
+}
+
 /* t as one console record (console.c has the format); tabs and line ends
  * in its name become spaces so that they cannot break the record. */
 static void record_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
@@ -305,13 +318,9 @@ static void record_task(FILE *f, braid__worker *w, braid__task *t, braid__task *
     for (char *c = name; *c; c++)
         if (*c == '\t' || *c == '\n' || *c == '\r')
             *c = ' ';
-    uint64_t in_state = 0, busy = t->busy_ns;
-    if (t == self && w->timing && now > w->run_start) {
-        in_state = now - w->run_start;
+    uint64_t in_state = time_in_state(w, t, self, now), busy = t->busy_ns;
+    if (t == self && w->timing)
         busy += in_state;
-    } else if (wake == BRAID_WAKE_PARKED && now > t->since_ns) {
-        in_state = now - t->since_ns;
-    }
     const braid__site *site = task_site(t);
     fprintf(f, "task\t%" PRIu64 "\t%s\t%s\t%u\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t", t->id,
             name, state, w->index, in_state, busy, depth);
@@ -321,25 +330,17 @@ static void record_task(FILE *f, braid__worker *w, braid__task *t, braid__task *
         fputs("?\n", f);
 }
 
-static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
-                          uint64_t now, struct braid__obs_job *job)
+/* "  task 5 "name": " (the name only if it has one). */
+static void task_head(FILE *f, uint64_t id, const char *name)
 {
-    char state[96];
-    int wake = atomic_load_explicit(&t->wake, memory_order_acquire);
-    task_state(w, t, self, wake, now, state, sizeof state);
-    const char *name = t->ext && t->ext->name[0] ? t->ext->name : NULL;
-    fprintf(f, "  task %" PRIu64 "%s%s%s: %s", t->id, name ? " \"" : "", name ? name : "",
-            name ? "\"" : "", state);
-    if (t != self && wake == BRAID_WAKE_PARKED) {
-        uint64_t since = now > t->since_ns ? now - t->since_ns : 0;
-        fprintf(f, ", for %" PRIu64 ".%03" PRIu64 " s", since / 1000000000u,
-                since / 1000000u % 1000u);
-    }
-    fputc('\n', f);
-    uint64_t depth = stack_depth(t);
-    if (depth > job->hwm)
-        job->hwm = depth;
-    const braid__site *site = task_site(t);
+    bool named = name && name[0];
+    fprintf(f, "  task %" PRIu64 "%s%s%s: ", id, named ? " \"" : "", named ? name : "",
+            named ? "\"" : "");
+}
+
+/* "    spawned at file:line by task N" (or "from a thread"), no line end. */
+static void print_site(FILE *f, const braid__site *site)
+{
     if (site && site->file)
         fprintf(f, "    spawned at %s:%u", site->file, site->line);
     else
@@ -348,6 +349,22 @@ static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task
         fprintf(f, " by task %" PRIu64, site->parent);
     else if (site)
         fprintf(f, " from a thread");
+}
+
+static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
+                          uint64_t now, struct braid__obs_job *job)
+{
+    char state[96];
+    int wake = atomic_load_explicit(&t->wake, memory_order_acquire);
+    task_state(w, t, self, wake, now, state, sizeof state);
+    uint64_t in_state = time_in_state(w, t, self, now);
+    task_head(f, t->id, t->ext ? t->ext->name : NULL);
+    fprintf(f, "%s, for %" PRIu64 ".%03" PRIu64 " s\n", state, in_state / 1000000000u,
+            in_state / 1000000u % 1000u);
+    uint64_t depth = stack_depth(t);
+    if (depth > job->hwm)
+        job->hwm = depth;
+    print_site(f, task_site(t));
     fprintf(f, "; stack touched %" PRIu64 " KiB deep\n", depth / 1024);
     uintptr_t pcs[MAX_FRAMES];
     int n;
@@ -360,17 +377,85 @@ static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task
     print_frames(f, pcs, n);
 }
 
-/* Write w's part of a dump; on w's thread (self: the task running on it,
- * the caller, or NULL). */
-static void dump_worker_locked(braid__worker *w, braid__task *self, struct braid__obs_job *job)
+/* ---- tasks not started yet ------------------------------------------------------------- */
+
+/* Most not-started tasks a dump lists per queue; the rest are counted. */
+#define QUEUED_SHOWN 32
+
+struct queued {
+    uint64_t id;
+    char name[BRAID_NAME_MAX];
+    braid__site site;
+};
+
+/* The task queue entry h stands for, if it still waits to start: false
+ * for a stale entry (started, or gone, since it was queued).  The record
+ * lock freezes it while its name and site are copied: nobody can start
+ * the task and take its options meanwhile. */
+static bool queued_task(uint64_t h, struct queued *q)
+{
+    braid_task ht = { h };
+    braid__rec *r = braid__rec_lookup(ht);
+    uint64_t gen = braid__handle_gen(ht);
+    uint64_t s = r ? braid__rec_lock(r, gen) : 0;
+    if (!s)
+        return false;
+    bool waiting = braid__rec_phase(s) == BRAID_REC_QUEUED;
+    if (waiting) {
+        const braid__spawn_ext *ext = (s & BRAID_REC_EXT) ? r->b : NULL;
+        q->id = gen;
+        snprintf(q->name, sizeof q->name, "%s", ext ? ext->name : "");
+        q->site = *braid__rec_site(r, braid__handle_index(ht));
+    }
+    braid__rec_unlock(r, s);
+    return waiting;
+}
+
+/* List the not-started tasks among the n queue entries hs (of total in
+ * that queue), each said to be `where`. */
+static void list_queued(FILE *f, const uint64_t *hs, size_t n, size_t total, const char *where)
+{
+    struct queued q;
+    for (size_t i = 0; i < n; i++) {
+        if (!queued_task(hs[i], &q))
+            continue;
+        task_head(f, q.id, q.name);
+        fprintf(f, "not started, %s\n", where);
+        print_site(f, &q.site);
+        fputc('\n', f);
+    }
+    if (total > n)
+        fprintf(f, "  ... and %zu more\n", total - n);
+}
+
+/* The entries of w's queues of never-started tasks (on w's thread): the
+ * newest spawn, the ring, and in deterministic mode the pending set.
+ * Returns how many there are; the first max land in hs. */
+static size_t worker_queued(braid__worker *w, uint64_t *hs, size_t max, size_t *copied)
+{
+    size_t n = 0, total = braid__ring_len(&w->ring);
+    uint64_t newest = atomic_load_explicit(&w->ring.newest, memory_order_relaxed);
+    if (newest) {
+        total++;
+        hs[n++] = newest;
+    }
+    n += braid__ring_peek(&w->ring, hs + n, (uint32_t)(max - n));
+    if (w->det) {
+        total += w->det->npending;
+        for (size_t i = 0; i < w->det->npending && n < max; i++)
+            hs[n++] = w->det->pending[i];
+    }
+    *copied = n;
+    return total;
+}
+
+/* Write w's part of a dump, queued tasks aside; on w's thread (self: the
+ * task running on it, the caller, or NULL), under w's live lock. */
+static void dump_worker_locked(braid__worker *w, braid__task *self, struct braid__obs_job *job,
+                               size_t queued)
 {
     FILE *f = job->f;
     uint64_t now = braid__now_ns();
-    uint64_t queued = braid__ring_len(&w->ring) +
-                      (atomic_load_explicit(&w->ring.newest, memory_order_relaxed) != 0);
-    size_t live = 0;
-    for (braid__task *t = w->live; t; t = t->live_next)
-        live++;
     if (job->records) {
         for (braid__task *t = w->live; t; t = t->live_next) {
             uint64_t depth = stack_depth(t);
@@ -379,17 +464,29 @@ static void dump_worker_locked(braid__worker *w, braid__task *self, struct braid
         }
         return;
     }
-    fprintf(f, "worker %u: %zu started tasks, %" PRIu64 " not started in its queue\n", w->index,
-            live, queued);
+    size_t live = 0;
+    for (braid__task *t = w->live; t; t = t->live_next)
+        live++;
+    fprintf(f, "worker %u: %zu started tasks, %zu not started in its queue\n", w->index, live,
+            queued);
     for (braid__task *t = w->live; t; t = t->live_next)
         describe_task(f, w, t, self, now, job);
 }
 
 static void dump_worker(braid__worker *w, braid__task *self, struct braid__obs_job *job)
 {
+    uint64_t hs[QUEUED_SHOWN];
+    size_t shown = 0, queued = job->records ? 0 : worker_queued(w, hs, QUEUED_SHOWN, &shown);
     braid__live_lock(w);
-    dump_worker_locked(w, self, job);
+    dump_worker_locked(w, self, job, queued);
     braid__live_unlock(w);
+    if (job->records)
+        return;
+    /* Outside the live lock, which whoever starts a task takes while it
+     * holds the task's record lock. */
+    char where[48];
+    snprintf(where, sizeof where, "queued on worker %u", w->index);
+    list_queued(job->f, hs, shown, queued, where);
 }
 
 void braid__obs_serve_slow(braid__worker *w)
@@ -417,6 +514,7 @@ static struct {
     char name[BRAID_NAME_MAX];
     const char *file;
     uint32_t line;
+    uint64_t since;                 /* the task's state stamp (task.h) */
     int n;
     uintptr_t pcs[MAX_FRAMES];
 } smp;
@@ -441,6 +539,7 @@ static void sample_handler(int sig, siginfo_t *si, void *ucv)
                 const braid__site *site = task_site(t);
                 smp.file = site ? site->file : NULL;
                 smp.line = site ? site->line : 0;
+                smp.since = atomic_load_explicit(&t->since_ns, memory_order_relaxed);
 #if defined(__x86_64__)
                 const ucontext_t *uc = ucv;
                 uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
@@ -557,8 +656,10 @@ static void dump_busy(braid__worker *w, FILE *f)
             DUMP_WAIT_NS / 1000000);
     pthread_mutex_lock(&sample_lock);
     if (sample_worker(w) && smp.has_task) {
-        fprintf(f, "  task %" PRIu64 "%s%s%s: running on worker %u, not suspending\n", smp.id,
-                smp.name[0] ? " \"" : "", smp.name, smp.name[0] ? "\"" : "", w->index);
+        uint64_t now = braid__now_ns(), ran = now > smp.since ? now - smp.since : 0;
+        task_head(f, smp.id, smp.name);
+        fprintf(f, "running on worker %u, not suspending, for %" PRIu64 ".%03" PRIu64 " s\n",
+                w->index, ran / 1000000000u, ran / 1000000u % 1000u);
         fprintf(f, "    spawned at %s:%u\n", smp.file ? smp.file : "?", smp.line);
         print_frames(f, smp.pcs, smp.n);
     }
@@ -597,6 +698,18 @@ static void dump_lock_take(void)
     }
 }
 
+/* The tasks waiting in rt's injection queue (read under its lock). */
+static void dump_injected(braid_runtime *rt, FILE *f)
+{
+    uint64_t hs[QUEUED_SHOWN];
+    size_t total = braid__inject_len(&rt->inject);
+    size_t n = braid__inject_peek(&rt->inject, hs, QUEUED_SHOWN);
+    if (!n)
+        return;
+    fprintf(f, "injection queue: %zu not started\n", BRAID_MAX(total, n));
+    list_queued(f, hs, n, BRAID_MAX(total, n), "in the injection queue");
+}
+
 int braid_dump(braid_runtime *rt, FILE *f)
 {
     if (!rt)
@@ -617,6 +730,7 @@ int braid_dump(braid_runtime *rt, FILE *f)
             (void *)rt, rt->nworkers, s > fin ? s - fin : 0, braid__inject_len(&rt->inject));
     fflush(f);
     dump_workers(rt, &job);
+    dump_injected(rt, f);
     fprintf(f, "end of braid dump\n");
     fflush(f);
     pthread_mutex_unlock(&dump_lock);

@@ -278,11 +278,26 @@ TEST(dump_from_thread)
 {
     braid_runtime *rt = new_rt(1, 0, 0, NULL, NULL);
     braid_task t[3];
+    int line = __LINE__ + 2;
     for (int i = 0; i < 3; i++)
         CHECK_EQ(braid_spawn_on(rt, &t[i], noop, NULL), 0);
     char *d = dump_string(rt);
     CHECK(strstr(d, "3 tasks alive, 3 in the injection queue") != NULL);
     CHECK(strstr(d, "worker 0: 0 started tasks") != NULL);
+    /* Each listed, without being taken off the queue (the joins below
+     * find them there). */
+    CHECK(strstr(d, "\ninjection queue: 3 not started\n") != NULL);
+    for (int i = 0; i < 3; i++) {
+        char want[256];
+        snprintf(want, sizeof want,
+                 "  task %llu: not started, in the injection queue\n"
+                 "    spawned at %s:%d from a thread\n",
+                 (unsigned long long)braid_task_id(t[i]), __FILE__, line);
+        if (!strstr(d, want)) {
+            fprintf(stderr, "%s", d);
+            TEST_FAIL("no entry for task %d of the injection queue", i);
+        }
+    }
     free(d);
     CHECK_EQ(braid_dump(NULL, stderr), -EINVAL); /* no runtime here */
     for (int i = 0; i < 3; i++)
@@ -506,6 +521,150 @@ TEST(deadlock_reported_again)
     CHECK_EQ(braid_runtime_free(rt), 0);
     braid_chan_sender_drop(h.release);
     braid_chan_receiver_drop(h.release);
+}
+
+/* ---- not-started tasks and time in state ---------------------------------------------------- */
+
+enum { N_QUEUED = 40 };
+
+static int queued_line;
+
+static void *queued_root(void *arg)
+{
+    (void)arg;
+    braid_task t[N_QUEUED];
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    o.name = "first";
+    queued_line = __LINE__ + 1;
+    CHECK_EQ(braid_spawn_ex(&t[0], &o, noop, NULL), 0);
+    for (int i = 1; i < N_QUEUED; i++)
+        CHECK_EQ(braid_spawn(&t[i], noop, NULL), 0);
+    char *d = dump_string(NULL); /* without suspending: none has started */
+    char want[256];
+    snprintf(want, sizeof want, "worker 0: 1 started tasks, %d not started in its queue\n",
+             N_QUEUED);
+    CHECK(strstr(d, want) != NULL);
+    snprintf(want, sizeof want,
+             "  task %llu \"first\": not started, queued on worker 0\n"
+             "    spawned at %s:%d by task %llu\n",
+             (unsigned long long)braid_task_id(t[0]), __FILE__, queued_line,
+             (unsigned long long)braid_current_id());
+    bool ok = strstr(d, want) != NULL;
+    snprintf(want, sizeof want, "  task %llu: not started, queued on worker 0\n",
+             (unsigned long long)braid_task_id(t[1]));
+    ok = ok && strstr(d, want);
+    /* The newest is listed first (it runs first), then the ring up to the
+     * cap; the rest are counted. */
+    snprintf(want, sizeof want, "  task %llu: not started, queued on worker 0\n",
+             (unsigned long long)braid_task_id(t[N_QUEUED - 1]));
+    ok = ok && strstr(d, want);
+    snprintf(want, sizeof want, "\n  ... and %d more\nend of braid dump\n", N_QUEUED - 32);
+    ok = ok && strstr(d, want);
+    if (!ok) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("the not-started tasks are not listed");
+    }
+    free(d);
+    /* Untouched by the dump: every one still runs. */
+    for (int i = 0; i < N_QUEUED; i++)
+        CHECK_EQ(braid_join(t[i], NULL), BRAID_OK);
+    return NULL;
+}
+
+TEST(dump_lists_queued)
+{
+    braid_runtime *rt = new_rt(1, BRAID_OBSERVE_NO_WATCHDOG | BRAID_OBSERVE_NO_DEADLOCK, 0, NULL,
+                               NULL);
+    CHECK_EQ(braid_block_on(rt, queued_root, NULL, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+/* The seconds after "<what>, for " in d's line for task id; -1 if none. */
+static double state_seconds(const char *d, uint64_t id, const char *what)
+{
+    char head[160];
+    snprintf(head, sizeof head, "  task %llu", (unsigned long long)id);
+    for (const char *p = strstr(d, head); p; p = strstr(p + 1, head)) {
+        const char *eol = strchr(p, '\n');
+        const char *w = strstr(p, what);
+        if (!w || (eol && w > eol))
+            continue;
+        unsigned s, ms;
+        if (sscanf(w + strlen(what), ", for %u.%3u s", &s, &ms) == 2)
+            return s + ms / 1000.0;
+    }
+    return -1;
+}
+
+struct timing {
+    braid_chan *ch;
+    _Atomic bool yielder_stop;
+};
+
+static void *timed_receiver(void *arg)
+{
+    struct timing *tm = arg;
+    int v;
+    CHECK_EQ(braid_chan_recv(tm->ch, &v), 0);
+    return NULL;
+}
+
+static void *timed_yielder(void *arg)
+{
+    struct timing *tm = arg;
+    while (!atomic_load(&tm->yielder_stop))
+        braid_yield();
+    return NULL;
+}
+
+static void spin_ms(uint64_t ms)
+{
+    uint64_t until = braid_now_ns() + ms * 1000000u;
+    while (braid_now_ns() < until)
+        ;
+}
+
+/* A task woken after a second of waiting has been runnable (not waiting)
+ * for as long as the waker kept the worker since; the waker has been
+ * running since it woke from its sleep, not since it went to sleep.  The
+ * lower bounds are exact (a state's stamp is never later than the change
+ * of state), the upper ones leave 0.84 s for a slow machine. */
+static void *timing_root(void *arg)
+{
+    (void)arg;
+    struct timing tm = { 0 };
+    CHECK_EQ(braid_chan_new(&tm.ch, sizeof(int), 1), 0);
+    braid_task r = spawn_named("receiver", timed_receiver, &tm);
+    braid_task y = spawn_named("yielder", timed_yielder, &tm);
+    braid_sleep_ms(1000); /* the receiver waits meanwhile, and the yielder yields */
+    int v = 1;
+    CHECK_EQ(braid_chan_send(tm.ch, &v), 0); /* wakes the receiver, which cannot run yet */
+    spin_ms(60);
+    char *d = dump_string(NULL);
+    double woken = state_seconds(d, braid_task_id(r), ": runnable (woken from channel receive)");
+    double running = state_seconds(d, braid_current_id(), ": running on worker 0");
+    double yielded = state_seconds(d, braid_task_id(y), ": runnable (yielded)");
+    if (woken < 0.060 || woken >= 0.9 || running < 0.060 || running >= 0.9 || yielded < 0 ||
+        yielded >= 0.9) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("times in state: woken %.3f, running %.3f, yielded %.3f", woken, running,
+                  yielded);
+    }
+    free(d);
+    atomic_store(&tm.yielder_stop, true);
+    CHECK_EQ(braid_join(r, NULL), BRAID_OK);
+    CHECK_EQ(braid_join(y, NULL), BRAID_OK);
+    braid_chan_sender_drop(tm.ch);
+    braid_chan_receiver_drop(tm.ch);
+    return NULL;
+}
+
+TEST(dump_time_in_state)
+{
+    braid_runtime *rt = new_rt(1, BRAID_OBSERVE_NO_WATCHDOG | BRAID_OBSERVE_NO_DEADLOCK, 0, NULL,
+                               NULL);
+    CHECK_EQ(braid_block_on(rt, timing_root, NULL, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
 }
 
 /* ---- spawn sites of every kind -------------------------------------------------------------------- */
