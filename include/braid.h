@@ -1492,7 +1492,11 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  *    a backtrace (taken in a SIGURG handler on that thread; SIGURG is
  *    used only if nobody else handles it, and like any signal it may cut
  *    short, with EINTR, the system call that task is blocked in).  The
- *    default threshold is 1 s under Valgrind;
+ *    backtrace follows the call frame information (.eh_frame) of the
+ *    code it crosses as far as 16 KiB of stack, then frame pointers, so
+ *    the function that called a blocking libc function shows although
+ *    libc keeps no frame pointers.  The default threshold is 1 s under
+ *    Valgrind;
  *  - reports each deadlock once: every worker asleep with no timer and no
  *    descriptor registered, no blocking-pool job queued or running, tasks
  *    alive, and no thread in the process that could still wake one (every

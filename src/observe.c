@@ -28,6 +28,7 @@
 #include "sched.h"
 #include "symbolize.h"
 #include "task.h"
+#include "unwind.h"
 #include "util.h"
 
 #include <dlfcn.h>
@@ -46,6 +47,7 @@
 #define SAMPLE_WAIT_NS (100 * UINT64_C(1000000))
 #define DEADLOCK_PERIOD_NS (100 * UINT64_C(1000000))
 #define MAX_FRAMES 32
+#define SAMPLE_STACK_WORDS 2048 /* 16 KiB of a sampled task's stack */
 
 _Atomic int braid__obs_blocked_threads;
 
@@ -178,27 +180,38 @@ ssize_t braid_stack_high_water(void)
     return (ssize_t)d;
 }
 
-/* Follow the frame-pointer chain from (fp, pc) while it stays inside
- * [lo, hi) and goes up.  Code built without frame pointers ends it early
+/* Follow the frame-pointer chain from fp while it stays inside [lo, hi)
+ * and goes up: each frame's return address in rets, and its address in
+ * frames (if not NULL).  Code built without frame pointers ends it early
  * or yields a wrong frame, never a fault. */
-__attribute__((no_sanitize("address"))) static int walk_frames(uintptr_t fp, uintptr_t pc,
-                                                               uintptr_t lo, uintptr_t hi,
-                                                               uintptr_t *out, int max)
+__attribute__((no_sanitize("address"))) static int walk_chain(uintptr_t fp, uintptr_t lo,
+                                                              uintptr_t hi, uintptr_t *frames,
+                                                              uintptr_t *rets, int max)
 {
     int n = 0;
-    if (pc)
-        out[n++] = pc;
     while (n < max && fp >= lo && fp + 2 * sizeof(uintptr_t) <= hi && !(fp & 7)) {
         const uintptr_t *f = (const uintptr_t *)fp;
         uintptr_t next = f[0], ret = f[1];
         if (!ret)
             break;
-        out[n++] = ret;
+        if (frames)
+            frames[n] = fp;
+        rets[n++] = ret;
         if (next <= fp)
             break;
         fp = next;
     }
     return n;
+}
+
+/* pc (unless 0), then the chain from fp (walk_chain). */
+static int walk_frames(uintptr_t fp, uintptr_t pc, uintptr_t lo, uintptr_t hi, uintptr_t *out,
+                       int max)
+{
+    int n = 0;
+    if (pc)
+        out[n++] = pc;
+    return n + walk_chain(fp, lo, hi, NULL, out + n, max - n);
 }
 
 /* The frames of suspended task t, from its saved context (arch/ctx.h). */
@@ -515,10 +528,55 @@ static struct {
     const char *file;
     uint32_t line;
     uint64_t since;                 /* the task's state stamp (task.h) */
-    int n;
-    uintptr_t pcs[MAX_FRAMES];
+    /* Its frames, resolved later (sample_frames): the interrupted
+     * registers, the frame-pointer chain (each frame's address and return
+     * address), and a copy of the top of its stack. */
+    braid__unwind_regs regs;
+    int nchain;
+    uintptr_t chain_fp[MAX_FRAMES], chain_ret[MAX_FRAMES];
+    uintptr_t stack_base;
+    size_t nstack;
+    uintptr_t stack[SAMPLE_STACK_WORDS];
 } smp;
 static bool sample_handler_installed;
+
+/* Copy [lo, lo + n words) of the interrupted stack, word by word: the
+ * volatile reads keep the compiler from calling memcpy, which ASan
+ * checks, and the stack holds ASan's poisoned redzones. */
+__attribute__((no_sanitize("address"))) static void copy_stack(uintptr_t lo, size_t n)
+{
+    const volatile uintptr_t *src = (const volatile uintptr_t *)lo;
+    for (size_t i = 0; i < n; i++)
+        smp.stack[i] = src[i];
+    smp.stack_base = lo;
+    smp.nstack = n;
+}
+
+/* Record the interrupted context of task t (its registers, from uc) for
+ * sample_frames. */
+static void sample_context(const braid__task *t, const void *ucv)
+{
+    const ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    smp.regs = (braid__unwind_regs){ .pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP],
+                                     .sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP],
+                                     .fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP] };
+#elif defined(__aarch64__)
+    smp.regs = (braid__unwind_regs){ .pc = (uintptr_t)uc->uc_mcontext.pc,
+                                     .sp = (uintptr_t)uc->uc_mcontext.sp,
+                                     .fp = (uintptr_t)uc->uc_mcontext.regs[29],
+                                     .lr = (uintptr_t)uc->uc_mcontext.regs[30] };
+#else
+    (void)uc;
+    memset(&smp.regs, 0, sizeof smp.regs);
+#endif
+    uintptr_t lo = (uintptr_t)t->fiber.stack_lo, hi = (uintptr_t)t;
+    smp.nchain = walk_chain(smp.regs.fp, lo, hi, smp.chain_fp, smp.chain_ret, MAX_FRAMES);
+    uintptr_t sp = smp.regs.sp & ~(uintptr_t)(sizeof(uintptr_t) - 1);
+    smp.nstack = 0;
+    if (sp >= lo && sp < hi)
+        copy_stack(sp, BRAID_MIN((hi - sp) / sizeof(uintptr_t), (size_t)SAMPLE_STACK_WORDS));
+}
 
 static void sample_handler(int sig, siginfo_t *si, void *ucv)
 {
@@ -530,7 +588,6 @@ static void sample_handler(int sig, siginfo_t *si, void *ucv)
         if (atomic_compare_exchange_strong(&smp.state, &expect, SMP_TAKEN)) {
             braid__task *t = braid__tls_task;
             smp.has_task = t != NULL;
-            smp.n = 0;
             if (t) {
                 smp.id = t->id;
                 smp.name[0] = 0;
@@ -540,25 +597,36 @@ static void sample_handler(int sig, siginfo_t *si, void *ucv)
                 smp.file = site ? site->file : NULL;
                 smp.line = site ? site->line : 0;
                 smp.since = atomic_load_explicit(&t->since_ns, memory_order_relaxed);
-#if defined(__x86_64__)
-                const ucontext_t *uc = ucv;
-                uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
-                uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-                smp.n = walk_frames(fp, pc, (uintptr_t)t->fiber.stack_lo, (uintptr_t)t, smp.pcs,
-                                    MAX_FRAMES);
-#elif defined(__aarch64__)
-                const ucontext_t *uc = ucv;
-                smp.n = walk_frames((uintptr_t)uc->uc_mcontext.regs[29],
-                                    (uintptr_t)uc->uc_mcontext.pc, (uintptr_t)t->fiber.stack_lo,
-                                    (uintptr_t)t, smp.pcs, MAX_FRAMES);
-#else
-                (void)ucv;
-#endif
+                sample_context(t, ucv);
             }
             atomic_store_explicit(&smp.state, SMP_DONE, memory_order_release);
         }
     }
     errno = saved;
+}
+
+/* The sampled task's frames (call with sample_lock held, after an
+ * answered sample).  The call frame information is followed first, as far
+ * as it and the stack copy go: it also finds the callers of functions that
+ * keep no frame pointer, such as libc's system call wrappers.  Then the
+ * frame-pointer chain the handler walked, from the frame reached. */
+static int sample_frames(uintptr_t *out, int max)
+{
+    braid__unwind_regs r = smp.regs;
+    braid__stack_copy copy = { smp.stack_base, smp.stack, smp.nstack };
+    int n = 0;
+    if (r.pc)
+        out[n++] = r.pc;
+    while (n < max && braid__unwind_step(&r, n == 1, &copy))
+        out[n++] = r.pc;
+    for (int i = 0; i < smp.nchain; i++) {
+        if (smp.chain_fp[i] == r.fp) {
+            while (n < max && i < smp.nchain)
+                out[n++] = smp.chain_ret[i++];
+            break;
+        }
+    }
+    return n;
 }
 
 /* Take SIGURG for the watchdog unless someone else handles it. */
@@ -661,7 +729,9 @@ static void dump_busy(braid__worker *w, FILE *f)
         fprintf(f, "running on worker %u, not suspending, for %" PRIu64 ".%03" PRIu64 " s\n",
                 w->index, ran / 1000000000u, ran / 1000000u % 1000u);
         fprintf(f, "    spawned at %s:%u\n", smp.file ? smp.file : "?", smp.line);
-        print_frames(f, smp.pcs, smp.n);
+        uintptr_t pcs[MAX_FRAMES];
+        int n = sample_frames(pcs, MAX_FRAMES);
+        print_frames(f, pcs, n);
     }
     pthread_mutex_unlock(&sample_lock);
 }
@@ -845,7 +915,9 @@ static void watchdog_report(braid_runtime *rt, braid__worker *w, uint64_t ran_ns
                 " ms without suspending: a blocking call inside a task?\n",
                 smp.id, smp.name[0] ? " \"" : "", smp.name, smp.name[0] ? "\"" : "",
                 smp.file ? smp.file : "?", smp.line, w->index, ran_ns / 1000000);
-        print_frames(stderr, smp.pcs, smp.n);
+        uintptr_t pcs[MAX_FRAMES];
+        int n = sample_frames(pcs, MAX_FRAMES);
+        print_frames(stderr, pcs, n);
     } else {
         fprintf(stderr,
                 "braid: a task has run on worker %u for %" PRIu64

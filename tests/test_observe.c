@@ -967,6 +967,63 @@ TEST(watchdog_ignores_undriven_runtime)
     CHECK_EQ(atomic_load(&h.blocked), 1);
 }
 
+/* The watchdog's backtrace of a task blocked in a system call names the
+ * function that made the call, although libc's wrapper (read here) keeps
+ * no frame pointer: a walk of frame pointers alone goes from read straight
+ * to that function's caller. */
+static int read_pipe[2];
+static struct hook_log read_log;
+
+static void release_reader(braid_runtime *rt, int event, uint64_t task, void *user)
+{
+    hook(rt, event, task, user);
+    if (event == BRAID_EVENT_BLOCKED)
+        CHECK_EQ(write(read_pipe[1], "x", 1), 1);
+}
+
+__attribute__((noinline)) static void *blocked_in_read(void *arg)
+{
+    (void)arg;
+    char c;
+    ssize_t n;
+    do
+        n = read(read_pipe[0], &c, 1); /* until the watchdog's hook writes */
+    while (n < 0 && errno == EINTR);
+    CHECK_EQ(n, 1);
+    return NULL;
+}
+
+static void *read_root(void *arg)
+{
+    (void)arg;
+    braid_task t = spawn_named("reader", blocked_in_read, NULL);
+    CHECK_EQ(braid_join(t, NULL), BRAID_OK);
+    return NULL;
+}
+
+TEST(watchdog_names_blocking_caller)
+{
+    CHECK_EQ(pipe(read_pipe), 0);
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_DEADLOCK, 50, release_reader, &read_log);
+    stderr_capture();
+    int rc = braid_block_on(rt, read_root, NULL, NULL);
+    char *err = stderr_take();
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(atomic_load(&read_log.blocked), 1);
+    bool ok = strstr(err, "without suspending") != NULL;
+#ifndef UNDER_TSAN /* its handler may run too late to see the read, or not at all */
+    ok = ok && strstr(err, "\"reader\" (spawned at") && strstr(err, " blocked_in_read+0x");
+#endif
+    if (!ok) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("the report does not name the function blocked in read()");
+    }
+    free(err);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    close(read_pipe[0]);
+    close(read_pipe[1]);
+}
+
 /* A dump names the task that keeps a worker busy. */
 static _Atomic int busy_worker = -1;
 static _Atomic bool busy_release;
