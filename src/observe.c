@@ -10,15 +10,20 @@
  * The dumper withdraws a job not taken within DUMP_WAIT_NS (a worker stuck
  * in a task) with a CAS on the slot; a job the worker took is waited for.
  * While it waits, the dumper serves jobs posted for its own worker, so two
- * tasks dumping at once cannot wait for each other.
+ * tasks dumping at once cannot wait for each other.  Tasks not started yet
+ * are read from their queues without being taken: a worker's own by the
+ * worker, the injection queue under its lock, each entry's record under
+ * its record lock.
  *
  * The watchdog reads each worker's poll counter; one that has not moved
  * for watchdog_ms while the worker is not parked means a task has run that
  * long without suspending.  A SIGURG sent to that worker's thread takes
- * the task's name, site and frame-pointer backtrace in the handler, on
- * that thread (the only place they can be read safely); a handler that
- * does not run in time (ThreadSanitizer delays handlers until the thread
- * enters an intercepted call) leaves a report without them.
+ * the task's name, site, registers, frame-pointer chain and a copy of the
+ * top of its stack in the handler, on that thread (the only place they
+ * can be read safely); the reader of the sample then unwinds the copy by
+ * call frame information (unwind.h) before following the chain.  A
+ * handler that does not run in time (ThreadSanitizer delays handlers until
+ * the thread enters an intercepted call) leaves a report without them.
  */
 #include "observe.h"
 #include "blocking.h"
