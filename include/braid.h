@@ -135,7 +135,7 @@ enum {
 /* Called on the runtime's observer thread (a plain thread) after the report
  * was written to stderr: event is a BRAID_EVENT_*, task_id the task
  * concerned (0 for a deadlock).  It may call braid_dump() and
- * braid_metrics(), or end the program; it must not free rt. */
+ * braid_metrics_get(), or end the program; it must not free rt. */
 typedef void (*braid_observe_hook)(braid_runtime *rt, int event, uint64_t task_id, void *user);
 
 /* Runtime configuration.  Always start from braid_config_init(). */
@@ -297,6 +297,21 @@ BRAID_API int braid_runtime_new(const braid_config *cfg, braid_runtime **out);
  * -ENOMEM, -EBUSY (a current-thread runtime already being driven). */
 BRAID_API int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result);
 
+/* The root task's spawn site (see "Spawn sites" below): braid_run and
+ * braid_block_on are also macros that pass __FILE__ and __LINE__ to these
+ * _at entry points, so that dumps show where the root was started.
+ * Otherwise braid_run_at and braid_block_on_at are exactly braid_run() and
+ * braid_block_on(), with the same errors (-EPERM, -EINVAL, -ENOMEM, ...). */
+BRAID_API int braid_run_at(const char *file, int line, braid_fn fn, void *arg, void **result);
+BRAID_API int braid_block_on_at(const char *file, int line, braid_runtime *rt, braid_fn fn,
+                                void *arg, void **result);
+
+#ifndef BRAID_NO_SITE_MACROS
+#define braid_run(fn, arg, result) braid_run_at(__FILE__, __LINE__, fn, arg, result)
+#define braid_block_on(rt, fn, arg, result)                                                    \
+    braid_block_on_at(__FILE__, __LINE__, rt, fn, arg, result)
+#endif
+
 /* Spawn a task on rt from any thread (a plain thread's spawns go through the
  * runtime's injection queue).  out == NULL detaches the task at once.
  * Errors: -EINVAL, -ENOMEM. */
@@ -383,10 +398,13 @@ BRAID_API int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, brai
  * (braid_spawn)(&t, fn, arg), and the shared library work as before, with
  * no site recorded).  Define BRAID_NO_SITE_MACROS before including braid.h
  * to do without the macros.  file must be a string that outlives the task
- * (a literal); line is kept as given.  Otherwise braid_spawn_at,
- * braid_spawn_ex_at, braid_spawn_on_at and braid_spawn_on_ex_at are exactly
- * the functions they stand for, with the same errors (-EPERM, -EINVAL,
- * -ENOMEM: see braid_spawn and braid_spawn_on). */
+ * (a literal); line is kept as given.  The root task of braid_run and
+ * braid_block_on, blocking-pool jobs and JoinSet members get their sites
+ * the same way (their _at entry points are declared beside them).
+ * Otherwise braid_spawn_at, braid_spawn_ex_at, braid_spawn_on_at and
+ * braid_spawn_on_ex_at are exactly the functions they stand for, with the
+ * same errors (-EPERM, -EINVAL, -ENOMEM: see braid_spawn and
+ * braid_spawn_on). */
 BRAID_API int braid_spawn_at(const char *file, int line, braid_task *out, braid_fn fn, void *arg);
 BRAID_API int braid_spawn_ex_at(const char *file, int line, braid_task *out,
                                 const braid_spawn_opts *opts, braid_fn fn, void *arg);
@@ -1071,6 +1089,36 @@ BRAID_API int braid_spawn_blocking_ex(braid_task *out, const braid_spawn_opts *o
 BRAID_API int braid_joinset_spawn_blocking(braid_joinset *s, const braid_spawn_opts *opts,
                                            braid_fn fn, void *arg, uint64_t *id);
 
+/* Spawn sites for the blocking pool and JoinSets (see "Spawn sites"
+ * above): braid_spawn_blocking, braid_spawn_blocking_ex,
+ * braid_joinset_spawn and braid_joinset_spawn_blocking are also macros that
+ * pass __FILE__ and __LINE__ to these _at entry points (for a blocking job,
+ * the site is that of the task whose handle the caller gets).  Otherwise
+ * braid_spawn_blocking_at, braid_spawn_blocking_ex_at,
+ * braid_joinset_spawn_at and braid_joinset_spawn_blocking_at are exactly
+ * the functions they stand for, with the same errors (-EPERM, -EINVAL,
+ * -ENOMEM: see braid_spawn_blocking and braid_joinset_spawn). */
+BRAID_API int braid_spawn_blocking_at(const char *file, int line, braid_task *out, braid_fn fn,
+                                      void *arg);
+BRAID_API int braid_spawn_blocking_ex_at(const char *file, int line, braid_task *out,
+                                         const braid_spawn_opts *opts, braid_fn fn, void *arg);
+BRAID_API int braid_joinset_spawn_at(const char *file, int line, braid_joinset *s,
+                                     const braid_spawn_opts *opts, braid_fn fn, void *arg,
+                                     uint64_t *id);
+BRAID_API int braid_joinset_spawn_blocking_at(const char *file, int line, braid_joinset *s,
+                                              const braid_spawn_opts *opts, braid_fn fn,
+                                              void *arg, uint64_t *id);
+
+#ifndef BRAID_NO_SITE_MACROS
+#define braid_spawn_blocking(out, fn, arg) braid_spawn_blocking_at(__FILE__, __LINE__, out, fn, arg)
+#define braid_spawn_blocking_ex(out, opts, fn, arg)                                            \
+    braid_spawn_blocking_ex_at(__FILE__, __LINE__, out, opts, fn, arg)
+#define braid_joinset_spawn(s, opts, fn, arg, id)                                              \
+    braid_joinset_spawn_at(__FILE__, __LINE__, s, opts, fn, arg, id)
+#define braid_joinset_spawn_blocking(s, opts, fn, arg, id)                                     \
+    braid_joinset_spawn_blocking_at(__FILE__, __LINE__, s, opts, fn, arg, id)
+#endif
+
 struct addrinfo; /* <netdb.h> */
 
 /* getaddrinfo(host, port, hints, res), run on the blocking pool; free *res
@@ -1444,14 +1492,20 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  *    a backtrace (taken in a SIGURG handler on that thread; SIGURG is
  *    used only if nobody else handles it, and like any signal it may cut
  *    short, with EINTR, the system call that task is blocked in).  The
- *    default threshold is 1 s under Valgrind;
- *  - reports a deadlock once: every worker asleep with no timer and no
+ *    backtrace follows the call frame information (.eh_frame) of the
+ *    code it crosses as far as 16 KiB of stack, then frame pointers, so
+ *    the function that called a blocking libc function shows although
+ *    libc keeps no frame pointers.  The default threshold is 1 s under
+ *    Valgrind;
+ *  - reports each deadlock once: every worker asleep with no timer and no
  *    descriptor registered, no blocking-pool job queued or running, tasks
  *    alive, and no thread in the process that could still wake one (every
  *    thread is the runtime's own or a plain thread blocked without deadline
  *    in a braid call), all of it unchanged over two looks 100 ms apart.
  *    The report (and the dump) goes to stderr, then to observe_hook; the
- *    program continues (the hook may end it).  A program with threads of
+ *    program continues (the hook may end it, or release a task).  Once
+ *    tasks have run, spawned or finished again, a new deadlock is
+ *    reported again.  A program with threads of
  *    its own, several runtimes, or I/O on every worker is never reported:
  *    a false report would be worse than a missed one.
  * Reports go to stderr and then to braid_config.observe_hook.
@@ -1459,13 +1513,18 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
 
 /* Write every live task of rt to f: id, name, state (running on worker N,
  * runnable, or what it waits for: sleep until T, join of task M, channel,
- * mutex, descriptor N, the blocking pool, ...), for how long, its spawn
- * site and parent, the deepest stack page it has touched, and a backtrace
+ * mutex, descriptor N, the blocking pool, ...), for how long (by its
+ * worker's clock as of its last scheduling pass, so possibly longer by
+ * the time since; a running task counts from when it became runnable,
+ * unless the console is on, which times it exactly), its spawn site and
+ * parent, the deepest stack page it has touched, and a backtrace
  * of its suspended stack (frame pointers; each frame named from dladdr(),
  * or else from its module's ELF symbol table, so static functions of a
  * program linked with libbraid.a are named unless the file is stripped;
  * every frame also shows module+offset for addr2line).  Tasks not
- * started yet are counted per worker and in the injection queue.  Each
+ * started yet are listed per worker queue and for the injection queue
+ * (id, name, spawn site; the first 32 of each queue, the rest counted),
+ * and stay queued.  Each
  * worker writes its own tasks, at its next scheduling point (a parked one
  * is woken for it); a worker whose task does not suspend within 500 ms
  * is reported as busy instead, with that task's id, name, site and
@@ -1506,11 +1565,17 @@ typedef struct braid_metrics {
     unsigned blocking_busy;   /* blocking-pool threads running a job */
     unsigned blocking_idle;
     unsigned blocking_queued; /* jobs waiting for a thread */
-    uint64_t stack_high_water; /* deepest stack use of a task seen so far by
-                                  braid_dump() or braid_stack_high_water()
-                                  in this runtime, in bytes (0: none yet):
-                                  measuring means a system call per task, so
-                                  it is not done as tasks end */
+    uint64_t stack_high_water; /* the deepest any task of this runtime has
+                                  touched its stack, in bytes from the top
+                                  of its stack slot (0: none yet), measured
+                                  on each read from the pages resident in
+                                  every stack slot: those of live tasks, and
+                                  of finished ones whose stacks still hold
+                                  their pages (free stacks keep them until
+                                  an idle worker trims the excess); kept as
+                                  the maximum of every such reading and of
+                                  braid_dump() and braid_stack_high_water().
+                                  Pages swapped out do not count */
     unsigned max_workers;
     braid_worker_metrics *workers;
 } braid_metrics;
@@ -1521,7 +1586,9 @@ typedef struct braid_metrics {
  * are kept per worker, written by their worker alone and summed here, so
  * they are exact once the runtime is quiet and approximate while it runs.
  * tasks_completed counts every finish, tasks_panicked and tasks_cancelled
- * those fates among them.  Never blocks (takes the blocking pool's lock
+ * those fates among them.  stack_high_water costs a mincore() system call
+ * per stack the runtime has handed out (about half a microsecond each).
+ * Never blocks (takes the blocking pool's and the stack pool's locks
  * briefly).  Any thread.  Returns 0 or -EINVAL. */
 BRAID_API int braid_metrics_get(braid_runtime *rt, braid_metrics *m);
 

@@ -517,7 +517,8 @@ static void *proxy_main(void *p)
     braid__task_exit(self, BRAID__FATE_OK_FINAL, cj.value);
 }
 
-int braid_spawn_blocking_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg)
+int braid_spawn_blocking_ex_at(const char *file, int line, braid_task *out,
+                               const braid_spawn_opts *opts, braid_fn fn, void *arg)
 {
     if (!braid__task_current())
         return -EPERM;
@@ -535,15 +536,25 @@ int braid_spawn_blocking_ex(braid_task *out, const braid_spawn_opts *opts, braid
     braid_spawn_opts po = BRAID_SPAWN_OPTS_INIT;
     po.name = opts ? opts->name : NULL;
     po.arg_drop = bcall_drop;
-    int rc = braid_spawn_ex(out, &po, proxy_main, c);
+    int rc = braid_spawn_ex_at(file, line, out, &po, proxy_main, c);
     if (rc < 0)
         free(c);
     return rc;
 }
 
+int braid_spawn_blocking_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg)
+{
+    return braid_spawn_blocking_ex_at(NULL, 0, out, opts, fn, arg);
+}
+
+int braid_spawn_blocking_at(const char *file, int line, braid_task *out, braid_fn fn, void *arg)
+{
+    return braid_spawn_blocking_ex_at(file, line, out, NULL, fn, arg);
+}
+
 int braid_spawn_blocking(braid_task *out, braid_fn fn, void *arg)
 {
-    return braid_spawn_blocking_ex(out, NULL, fn, arg);
+    return braid_spawn_blocking_ex_at(NULL, 0, out, NULL, fn, arg);
 }
 
 /* ---- name resolution -------------------------------------------------------- */

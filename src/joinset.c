@@ -181,10 +181,11 @@ void braid__joinset_finished(braid_joinset *s, uint64_t handle)
 
 /* ---- spawning and joining ------------------------------------------------- */
 
-typedef int (*spawn_fn)(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg);
+typedef int (*spawn_fn)(const char *file, int line, braid_task *out,
+                        const braid_spawn_opts *opts, braid_fn fn, void *arg);
 
-static int joinset_spawn_with(braid_joinset *s, spawn_fn spawn, const braid_spawn_opts *opts,
-                              braid_fn fn, void *arg, uint64_t *id)
+static int joinset_spawn_with(braid_joinset *s, spawn_fn spawn, const char *file, int line,
+                              const braid_spawn_opts *opts, braid_fn fn, void *arg, uint64_t *id)
 {
     if (!set_ok(s) || !fn)
         return -EINVAL;
@@ -193,7 +194,7 @@ static int joinset_spawn_with(braid_joinset *s, spawn_fn spawn, const braid_spaw
     if (!reserve(s))
         return -ENOMEM;
     braid_task h;
-    int rc = spawn(&h, opts, fn, arg);
+    int rc = spawn(file, line, &h, opts, fn, arg);
     if (rc) {
         unreserve(s);
         return rc;
@@ -215,16 +216,29 @@ static int joinset_spawn_with(braid_joinset *s, spawn_fn spawn, const braid_spaw
     return 0;
 }
 
+int braid_joinset_spawn_at(const char *file, int line, braid_joinset *s,
+                           const braid_spawn_opts *opts, braid_fn fn, void *arg, uint64_t *id)
+{
+    return joinset_spawn_with(s, braid_spawn_ex_at, file, line, opts, fn, arg, id);
+}
+
 int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts, braid_fn fn, void *arg,
                         uint64_t *id)
 {
-    return joinset_spawn_with(s, braid_spawn_ex, opts, fn, arg, id);
+    return joinset_spawn_with(s, braid_spawn_ex_at, NULL, 0, opts, fn, arg, id);
+}
+
+int braid_joinset_spawn_blocking_at(const char *file, int line, braid_joinset *s,
+                                    const braid_spawn_opts *opts, braid_fn fn, void *arg,
+                                    uint64_t *id)
+{
+    return joinset_spawn_with(s, braid_spawn_blocking_ex_at, file, line, opts, fn, arg, id);
 }
 
 int braid_joinset_spawn_blocking(braid_joinset *s, const braid_spawn_opts *opts, braid_fn fn,
                                  void *arg, uint64_t *id)
 {
-    return joinset_spawn_with(s, braid_spawn_blocking_ex, opts, fn, arg, id);
+    return joinset_spawn_with(s, braid_spawn_blocking_ex_at, NULL, 0, opts, fn, arg, id);
 }
 
 static int join_next(braid_joinset *s, braid_outcome *out, uint64_t *id, uint64_t deadline_ns,

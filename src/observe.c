@@ -10,23 +10,30 @@
  * The dumper withdraws a job not taken within DUMP_WAIT_NS (a worker stuck
  * in a task) with a CAS on the slot; a job the worker took is waited for.
  * While it waits, the dumper serves jobs posted for its own worker, so two
- * tasks dumping at once cannot wait for each other.
+ * tasks dumping at once cannot wait for each other.  Tasks not started yet
+ * are read from their queues without being taken: a worker's own by the
+ * worker, the injection queue under its lock, each entry's record under
+ * its record lock.
  *
  * The watchdog reads each worker's poll counter; one that has not moved
  * for watchdog_ms while the worker is not parked means a task has run that
  * long without suspending.  A SIGURG sent to that worker's thread takes
- * the task's name, site and frame-pointer backtrace in the handler, on
- * that thread (the only place they can be read safely); a handler that
- * does not run in time (ThreadSanitizer delays handlers until the thread
- * enters an intercepted call) leaves a report without them.
+ * the task's name, site, registers, frame-pointer chain and a copy of the
+ * top of its stack in the handler, on that thread (the only place they
+ * can be read safely); the reader of the sample then unwinds the copy by
+ * call frame information (unwind.h) before following the chain.  A
+ * handler that does not run in time (ThreadSanitizer delays handlers until
+ * the thread enters an intercepted call) leaves a report without them.
  */
 #include "observe.h"
 #include "blocking.h"
 #include "console.h"
+#include "det.h"
 #include "handle.h"
 #include "sched.h"
 #include "symbolize.h"
 #include "task.h"
+#include "unwind.h"
 #include "util.h"
 
 #include <dlfcn.h>
@@ -37,7 +44,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <time.h>
 #include <ucontext.h>
 #include <unistd.h>
@@ -46,6 +52,7 @@
 #define SAMPLE_WAIT_NS (100 * UINT64_C(1000000))
 #define DEADLOCK_PERIOD_NS (100 * UINT64_C(1000000))
 #define MAX_FRAMES 32
+#define SAMPLE_STACK_WORDS 2048 /* 16 KiB of a sampled task's stack */
 
 _Atomic int braid__obs_blocked_threads;
 
@@ -77,6 +84,7 @@ struct braid__robs {
     uint64_t next_watch, next_deadlock;
     bool deadlock_armed, deadlock_reported;
     uint64_t deadlock_sig[4];
+    uint64_t reported_progress[3];  /* progress() when the deadlock was reported */
     _Atomic uint64_t ext_panicked, ext_cancelled;
     _Atomic uint64_t stack_hwm;
 };
@@ -154,31 +162,13 @@ void braid__obs_ext_finished(braid_runtime *rt, int fate)
 
 /* ---- stacks: depth and backtraces ---------------------------------------------------- */
 
-/* The lowest resident page of [lo, hi) (both page-aligned), by mincore(),
- * which neither faults pages in nor reads them; hi if none. */
-static uintptr_t lowest_resident(uintptr_t lo, uintptr_t hi)
-{
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
-    unsigned char vec[512];
-    for (uintptr_t a = lo; a < hi;) {
-        size_t n = BRAID_MIN((hi - a) / page, sizeof vec);
-        if (mincore((void *)a, n * page, vec) != 0)
-            return 0;
-        for (size_t i = 0; i < n; i++)
-            if (vec[i] & 1)
-                return a + i * page;
-        a += n * page;
-    }
-    return hi;
-}
-
 /* How deep t's stack has been touched, in bytes from its top; 0 if unknown. */
 static uint64_t stack_depth(const braid__task *t)
 {
-    size_t page = (size_t)sysconf(_SC_PAGESIZE);
+    size_t page = braid__page_size();
     uintptr_t lo = (uintptr_t)t->fiber.stack_lo & ~(uintptr_t)(page - 1);
     uintptr_t top = ((uintptr_t)t + page - 1) & ~(uintptr_t)(page - 1);
-    uintptr_t low = lowest_resident(lo, top);
+    uintptr_t low = braid__stack_lowest_resident(lo, top);
     return low ? top - low : 0;
 }
 
@@ -195,27 +185,38 @@ ssize_t braid_stack_high_water(void)
     return (ssize_t)d;
 }
 
-/* Follow the frame-pointer chain from (fp, pc) while it stays inside
- * [lo, hi) and goes up.  Code built without frame pointers ends it early
+/* Follow the frame-pointer chain from fp while it stays inside [lo, hi)
+ * and goes up: each frame's return address in rets, and its address in
+ * frames (if not NULL).  Code built without frame pointers ends it early
  * or yields a wrong frame, never a fault. */
-__attribute__((no_sanitize("address"))) static int walk_frames(uintptr_t fp, uintptr_t pc,
-                                                               uintptr_t lo, uintptr_t hi,
-                                                               uintptr_t *out, int max)
+__attribute__((no_sanitize("address"))) static int walk_chain(uintptr_t fp, uintptr_t lo,
+                                                              uintptr_t hi, uintptr_t *frames,
+                                                              uintptr_t *rets, int max)
 {
     int n = 0;
-    if (pc)
-        out[n++] = pc;
     while (n < max && fp >= lo && fp + 2 * sizeof(uintptr_t) <= hi && !(fp & 7)) {
         const uintptr_t *f = (const uintptr_t *)fp;
         uintptr_t next = f[0], ret = f[1];
         if (!ret)
             break;
-        out[n++] = ret;
+        if (frames)
+            frames[n] = fp;
+        rets[n++] = ret;
         if (next <= fp)
             break;
         fp = next;
     }
     return n;
+}
+
+/* pc (unless 0), then the chain from fp (walk_chain). */
+static int walk_frames(uintptr_t fp, uintptr_t pc, uintptr_t lo, uintptr_t hi, uintptr_t *out,
+                       int max)
+{
+    int n = 0;
+    if (pc)
+        out[n++] = pc;
+    return n + walk_chain(fp, lo, hi, NULL, out + n, max - n);
 }
 
 /* The frames of suspended task t, from its saved context (arch/ctx.h). */
@@ -311,6 +312,18 @@ static void task_state(const braid__worker *w, const braid__task *t, const braid
     }
 }
 
+/* How long t has been in its state: since its stamp (task.h), which for
+ * the running task is when it was made runnable, unless the console times
+ * tasks: then exactly since it was resumed. */
+static uint64_t time_in_state(const braid__worker *w, const braid__task *t,
+                              const braid__task *self, uint64_t now)
+{
+    uint64_t since = t == self && w->timing
+                         ? w->run_start
+                         : atomic_load_explicit(&t->since_ns, memory_order_relaxed);
+    return now > since ? now - since : 0;
+}
+
 /* t as one console record (console.c has the format); tabs and line ends
  * in its name become spaces so that they cannot break the record. */
 static void record_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
@@ -323,13 +336,9 @@ static void record_task(FILE *f, braid__worker *w, braid__task *t, braid__task *
     for (char *c = name; *c; c++)
         if (*c == '\t' || *c == '\n' || *c == '\r')
             *c = ' ';
-    uint64_t in_state = 0, busy = t->busy_ns;
-    if (t == self && w->timing && now > w->run_start) {
-        in_state = now - w->run_start;
+    uint64_t in_state = time_in_state(w, t, self, now), busy = t->busy_ns;
+    if (t == self && w->timing)
         busy += in_state;
-    } else if (wake == BRAID_WAKE_PARKED && now > t->since_ns) {
-        in_state = now - t->since_ns;
-    }
     const braid__site *site = task_site(t);
     fprintf(f, "task\t%" PRIu64 "\t%s\t%s\t%u\t%" PRIu64 "\t%" PRIu64 "\t%" PRIu64 "\t", t->id,
             name, state, w->index, in_state, busy, depth);
@@ -339,25 +348,17 @@ static void record_task(FILE *f, braid__worker *w, braid__task *t, braid__task *
         fputs("?\n", f);
 }
 
-static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
-                          uint64_t now, struct braid__obs_job *job)
+/* "  task 5 "name": " (the name only if it has one). */
+static void task_head(FILE *f, uint64_t id, const char *name)
 {
-    char state[96];
-    int wake = atomic_load_explicit(&t->wake, memory_order_acquire);
-    task_state(w, t, self, wake, now, state, sizeof state);
-    const char *name = t->ext && t->ext->name[0] ? t->ext->name : NULL;
-    fprintf(f, "  task %" PRIu64 "%s%s%s: %s", t->id, name ? " \"" : "", name ? name : "",
-            name ? "\"" : "", state);
-    if (t != self && wake == BRAID_WAKE_PARKED) {
-        uint64_t since = now > t->since_ns ? now - t->since_ns : 0;
-        fprintf(f, ", for %" PRIu64 ".%03" PRIu64 " s", since / 1000000000u,
-                since / 1000000u % 1000u);
-    }
-    fputc('\n', f);
-    uint64_t depth = stack_depth(t);
-    if (depth > job->hwm)
-        job->hwm = depth;
-    const braid__site *site = task_site(t);
+    bool named = name && name[0];
+    fprintf(f, "  task %" PRIu64 "%s%s%s: ", id, named ? " \"" : "", named ? name : "",
+            named ? "\"" : "");
+}
+
+/* "    spawned at file:line by task N" (or "from a thread"), no line end. */
+static void print_site(FILE *f, const braid__site *site)
+{
     if (site && site->file)
         fprintf(f, "    spawned at %s:%u", site->file, site->line);
     else
@@ -366,6 +367,22 @@ static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task
         fprintf(f, " by task %" PRIu64, site->parent);
     else if (site)
         fprintf(f, " from a thread");
+}
+
+static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task *self,
+                          uint64_t now, struct braid__obs_job *job)
+{
+    char state[96];
+    int wake = atomic_load_explicit(&t->wake, memory_order_acquire);
+    task_state(w, t, self, wake, now, state, sizeof state);
+    uint64_t in_state = time_in_state(w, t, self, now);
+    task_head(f, t->id, t->ext ? t->ext->name : NULL);
+    fprintf(f, "%s, for %" PRIu64 ".%03" PRIu64 " s\n", state, in_state / 1000000000u,
+            in_state / 1000000u % 1000u);
+    uint64_t depth = stack_depth(t);
+    if (depth > job->hwm)
+        job->hwm = depth;
+    print_site(f, task_site(t));
     fprintf(f, "; stack touched %" PRIu64 " KiB deep\n", depth / 1024);
     uintptr_t pcs[MAX_FRAMES];
     int n;
@@ -378,17 +395,85 @@ static void describe_task(FILE *f, braid__worker *w, braid__task *t, braid__task
     print_frames(f, pcs, n);
 }
 
-/* Write w's part of a dump; on w's thread (self: the task running on it,
- * the caller, or NULL). */
-static void dump_worker_locked(braid__worker *w, braid__task *self, struct braid__obs_job *job)
+/* ---- tasks not started yet ------------------------------------------------------------- */
+
+/* Most not-started tasks a dump lists per queue; the rest are counted. */
+#define QUEUED_SHOWN 32
+
+struct queued {
+    uint64_t id;
+    char name[BRAID_NAME_MAX];
+    braid__site site;
+};
+
+/* The task queue entry h stands for, if it still waits to start: false
+ * for a stale entry (started, or gone, since it was queued).  The record
+ * lock freezes it while its name and site are copied: nobody can start
+ * the task and take its options meanwhile. */
+static bool queued_task(uint64_t h, struct queued *q)
+{
+    braid_task ht = { h };
+    braid__rec *r = braid__rec_lookup(ht);
+    uint64_t gen = braid__handle_gen(ht);
+    uint64_t s = r ? braid__rec_lock(r, gen) : 0;
+    if (!s)
+        return false;
+    bool waiting = braid__rec_phase(s) == BRAID_REC_QUEUED;
+    if (waiting) {
+        const braid__spawn_ext *ext = (s & BRAID_REC_EXT) ? r->b : NULL;
+        q->id = gen;
+        snprintf(q->name, sizeof q->name, "%s", ext ? ext->name : "");
+        q->site = *braid__rec_site(r, braid__handle_index(ht));
+    }
+    braid__rec_unlock(r, s);
+    return waiting;
+}
+
+/* List the not-started tasks among the n queue entries hs (of total in
+ * that queue), each said to be `where`. */
+static void list_queued(FILE *f, const uint64_t *hs, size_t n, size_t total, const char *where)
+{
+    struct queued q;
+    for (size_t i = 0; i < n; i++) {
+        if (!queued_task(hs[i], &q))
+            continue;
+        task_head(f, q.id, q.name);
+        fprintf(f, "not started, %s\n", where);
+        print_site(f, &q.site);
+        fputc('\n', f);
+    }
+    if (total > n)
+        fprintf(f, "  ... and %zu more\n", total - n);
+}
+
+/* The entries of w's queues of never-started tasks (on w's thread): the
+ * newest spawn, the ring, and in deterministic mode the pending set.
+ * Returns how many there are; the first max land in hs. */
+static size_t worker_queued(braid__worker *w, uint64_t *hs, size_t max, size_t *copied)
+{
+    size_t n = 0, total = braid__ring_len(&w->ring);
+    uint64_t newest = atomic_load_explicit(&w->ring.newest, memory_order_relaxed);
+    if (newest) {
+        total++;
+        hs[n++] = newest;
+    }
+    n += braid__ring_peek(&w->ring, hs + n, (uint32_t)(max - n));
+    if (w->det) {
+        total += w->det->npending;
+        for (size_t i = 0; i < w->det->npending && n < max; i++)
+            hs[n++] = w->det->pending[i];
+    }
+    *copied = n;
+    return total;
+}
+
+/* Write w's part of a dump, queued tasks aside; on w's thread (self: the
+ * task running on it, the caller, or NULL), under w's live lock. */
+static void dump_worker_locked(braid__worker *w, braid__task *self, struct braid__obs_job *job,
+                               size_t queued)
 {
     FILE *f = job->f;
     uint64_t now = braid__now_ns();
-    uint64_t queued = braid__ring_len(&w->ring) +
-                      (atomic_load_explicit(&w->ring.newest, memory_order_relaxed) != 0);
-    size_t live = 0;
-    for (braid__task *t = w->live; t; t = t->live_next)
-        live++;
     if (job->records) {
         for (braid__task *t = w->live; t; t = t->live_next) {
             uint64_t depth = stack_depth(t);
@@ -397,17 +482,29 @@ static void dump_worker_locked(braid__worker *w, braid__task *self, struct braid
         }
         return;
     }
-    fprintf(f, "worker %u: %zu started tasks, %" PRIu64 " not started in its queue\n", w->index,
-            live, queued);
+    size_t live = 0;
+    for (braid__task *t = w->live; t; t = t->live_next)
+        live++;
+    fprintf(f, "worker %u: %zu started tasks, %zu not started in its queue\n", w->index, live,
+            queued);
     for (braid__task *t = w->live; t; t = t->live_next)
         describe_task(f, w, t, self, now, job);
 }
 
 static void dump_worker(braid__worker *w, braid__task *self, struct braid__obs_job *job)
 {
+    uint64_t hs[QUEUED_SHOWN];
+    size_t shown = 0, queued = job->records ? 0 : worker_queued(w, hs, QUEUED_SHOWN, &shown);
     braid__live_lock(w);
-    dump_worker_locked(w, self, job);
+    dump_worker_locked(w, self, job, queued);
     braid__live_unlock(w);
+    if (job->records)
+        return;
+    /* Outside the live lock, which whoever starts a task takes while it
+     * holds the task's record lock. */
+    char where[48];
+    snprintf(where, sizeof where, "queued on worker %u", w->index);
+    list_queued(job->f, hs, shown, queued, where);
 }
 
 void braid__obs_serve_slow(braid__worker *w)
@@ -435,10 +532,56 @@ static struct {
     char name[BRAID_NAME_MAX];
     const char *file;
     uint32_t line;
-    int n;
-    uintptr_t pcs[MAX_FRAMES];
+    uint64_t since;                 /* the task's state stamp (task.h) */
+    /* Its frames, resolved later (sample_frames): the interrupted
+     * registers, the frame-pointer chain (each frame's address and return
+     * address), and a copy of the top of its stack. */
+    braid__unwind_regs regs;
+    int nchain;
+    uintptr_t chain_fp[MAX_FRAMES], chain_ret[MAX_FRAMES];
+    uintptr_t stack_base;
+    size_t nstack;
+    uintptr_t stack[SAMPLE_STACK_WORDS];
 } smp;
 static bool sample_handler_installed;
+
+/* Copy [lo, lo + n words) of the interrupted stack, word by word: the
+ * volatile reads keep the compiler from calling memcpy, which ASan
+ * checks, and the stack holds ASan's poisoned redzones. */
+__attribute__((no_sanitize("address"))) static void copy_stack(uintptr_t lo, size_t n)
+{
+    const volatile uintptr_t *src = (const volatile uintptr_t *)lo;
+    for (size_t i = 0; i < n; i++)
+        smp.stack[i] = src[i];
+    smp.stack_base = lo;
+    smp.nstack = n;
+}
+
+/* Record the interrupted context of task t (its registers, from uc) for
+ * sample_frames. */
+static void sample_context(const braid__task *t, const void *ucv)
+{
+    const ucontext_t *uc = ucv;
+#if defined(__x86_64__)
+    smp.regs = (braid__unwind_regs){ .pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP],
+                                     .sp = (uintptr_t)uc->uc_mcontext.gregs[REG_RSP],
+                                     .fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP] };
+#elif defined(__aarch64__)
+    smp.regs = (braid__unwind_regs){ .pc = (uintptr_t)uc->uc_mcontext.pc,
+                                     .sp = (uintptr_t)uc->uc_mcontext.sp,
+                                     .fp = (uintptr_t)uc->uc_mcontext.regs[29],
+                                     .lr = (uintptr_t)uc->uc_mcontext.regs[30] };
+#else
+    (void)uc;
+    memset(&smp.regs, 0, sizeof smp.regs);
+#endif
+    uintptr_t lo = (uintptr_t)t->fiber.stack_lo, hi = (uintptr_t)t;
+    smp.nchain = walk_chain(smp.regs.fp, lo, hi, smp.chain_fp, smp.chain_ret, MAX_FRAMES);
+    uintptr_t sp = smp.regs.sp & ~(uintptr_t)(sizeof(uintptr_t) - 1);
+    smp.nstack = 0;
+    if (sp >= lo && sp < hi)
+        copy_stack(sp, BRAID_MIN((hi - sp) / sizeof(uintptr_t), (size_t)SAMPLE_STACK_WORDS));
+}
 
 static void sample_handler(int sig, siginfo_t *si, void *ucv)
 {
@@ -450,7 +593,6 @@ static void sample_handler(int sig, siginfo_t *si, void *ucv)
         if (atomic_compare_exchange_strong(&smp.state, &expect, SMP_TAKEN)) {
             braid__task *t = braid__tls_task;
             smp.has_task = t != NULL;
-            smp.n = 0;
             if (t) {
                 smp.id = t->id;
                 smp.name[0] = 0;
@@ -459,25 +601,37 @@ static void sample_handler(int sig, siginfo_t *si, void *ucv)
                 const braid__site *site = task_site(t);
                 smp.file = site ? site->file : NULL;
                 smp.line = site ? site->line : 0;
-#if defined(__x86_64__)
-                const ucontext_t *uc = ucv;
-                uintptr_t fp = (uintptr_t)uc->uc_mcontext.gregs[REG_RBP];
-                uintptr_t pc = (uintptr_t)uc->uc_mcontext.gregs[REG_RIP];
-                smp.n = walk_frames(fp, pc, (uintptr_t)t->fiber.stack_lo, (uintptr_t)t, smp.pcs,
-                                    MAX_FRAMES);
-#elif defined(__aarch64__)
-                const ucontext_t *uc = ucv;
-                smp.n = walk_frames((uintptr_t)uc->uc_mcontext.regs[29],
-                                    (uintptr_t)uc->uc_mcontext.pc, (uintptr_t)t->fiber.stack_lo,
-                                    (uintptr_t)t, smp.pcs, MAX_FRAMES);
-#else
-                (void)ucv;
-#endif
+                smp.since = atomic_load_explicit(&t->since_ns, memory_order_relaxed);
+                sample_context(t, ucv);
             }
             atomic_store_explicit(&smp.state, SMP_DONE, memory_order_release);
         }
     }
     errno = saved;
+}
+
+/* The sampled task's frames (call with sample_lock held, after an
+ * answered sample).  The call frame information is followed first, as far
+ * as it and the stack copy go: it also finds the callers of functions that
+ * keep no frame pointer, such as libc's system call wrappers.  Then the
+ * frame-pointer chain the handler walked, from the frame reached. */
+static int sample_frames(uintptr_t *out, int max)
+{
+    braid__unwind_regs r = smp.regs;
+    braid__stack_copy copy = { smp.stack_base, smp.stack, smp.nstack };
+    int n = 0;
+    if (r.pc)
+        out[n++] = r.pc;
+    while (n < max && braid__unwind_step(&r, n == 1, &copy))
+        out[n++] = r.pc;
+    for (int i = 0; i < smp.nchain; i++) {
+        if (smp.chain_fp[i] == r.fp) {
+            while (n < max && i < smp.nchain)
+                out[n++] = smp.chain_ret[i++];
+            break;
+        }
+    }
+    return n;
 }
 
 /* Take SIGURG for the watchdog unless someone else handles it. */
@@ -575,10 +729,14 @@ static void dump_busy(braid__worker *w, FILE *f)
             DUMP_WAIT_NS / 1000000);
     pthread_mutex_lock(&sample_lock);
     if (sample_worker(w) && smp.has_task) {
-        fprintf(f, "  task %" PRIu64 "%s%s%s: running on worker %u, not suspending\n", smp.id,
-                smp.name[0] ? " \"" : "", smp.name, smp.name[0] ? "\"" : "", w->index);
+        uint64_t now = braid__now_ns(), ran = now > smp.since ? now - smp.since : 0;
+        task_head(f, smp.id, smp.name);
+        fprintf(f, "running on worker %u, not suspending, for %" PRIu64 ".%03" PRIu64 " s\n",
+                w->index, ran / 1000000000u, ran / 1000000u % 1000u);
         fprintf(f, "    spawned at %s:%u\n", smp.file ? smp.file : "?", smp.line);
-        print_frames(f, smp.pcs, smp.n);
+        uintptr_t pcs[MAX_FRAMES];
+        int n = sample_frames(pcs, MAX_FRAMES);
+        print_frames(f, pcs, n);
     }
     pthread_mutex_unlock(&sample_lock);
 }
@@ -615,6 +773,18 @@ static void dump_lock_take(void)
     }
 }
 
+/* The tasks waiting in rt's injection queue (read under its lock). */
+static void dump_injected(braid_runtime *rt, FILE *f)
+{
+    uint64_t hs[QUEUED_SHOWN];
+    size_t total = braid__inject_len(&rt->inject);
+    size_t n = braid__inject_peek(&rt->inject, hs, QUEUED_SHOWN);
+    if (!n)
+        return;
+    fprintf(f, "injection queue: %zu not started\n", BRAID_MAX(total, n));
+    list_queued(f, hs, n, BRAID_MAX(total, n), "in the injection queue");
+}
+
 int braid_dump(braid_runtime *rt, FILE *f)
 {
     if (!rt)
@@ -635,6 +805,7 @@ int braid_dump(braid_runtime *rt, FILE *f)
             (void *)rt, rt->nworkers, s > fin ? s - fin : 0, braid__inject_len(&rt->inject));
     fflush(f);
     dump_workers(rt, &job);
+    dump_injected(rt, f);
     fprintf(f, "end of braid dump\n");
     fflush(f);
     pthread_mutex_unlock(&dump_lock);
@@ -666,9 +837,11 @@ int braid_metrics_get(braid_runtime *rt, braid_metrics *m)
     out.nworkers = rt->nworkers;
     uint64_t spawned = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
     uint64_t finished = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    out.stack_high_water = braid__stack_deepest(&rt->stacks);
     if (rt->obs) {
         out.tasks_panicked = atomic_load_explicit(&rt->obs->ext_panicked, memory_order_relaxed);
         out.tasks_cancelled = atomic_load_explicit(&rt->obs->ext_cancelled, memory_order_relaxed);
+        max_store(&rt->obs->stack_hwm, out.stack_high_water);
         out.stack_high_water = atomic_load_explicit(&rt->obs->stack_hwm, memory_order_relaxed);
     }
     uint64_t now = braid__now_ns();
@@ -747,7 +920,9 @@ static void watchdog_report(braid_runtime *rt, braid__worker *w, uint64_t ran_ns
                 " ms without suspending: a blocking call inside a task?\n",
                 smp.id, smp.name[0] ? " \"" : "", smp.name, smp.name[0] ? "\"" : "",
                 smp.file ? smp.file : "?", smp.line, w->index, ran_ns / 1000000);
-        print_frames(stderr, smp.pcs, smp.n);
+        uintptr_t pcs[MAX_FRAMES];
+        int n = sample_frames(pcs, MAX_FRAMES);
+        print_frames(stderr, pcs, n);
     } else {
         fprintf(stderr,
                 "braid: a task has run on worker %u for %" PRIu64
@@ -854,8 +1029,33 @@ static bool deadlock_look(braid_runtime *rt, uint64_t sig[4])
     return true;
 }
 
+/* What only the tasks moving on changes: spawns, ends, and resumptions.
+ * Parks are left out, because the report's own dump wakes every worker. */
+static void progress(braid_runtime *rt, uint64_t p[3])
+{
+    p[0] = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
+    p[1] = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    p[2] = 0;
+    for (unsigned i = 0; i < rt->nworkers; i++) {
+        braid__worker *w = rt->workers[i];
+        p[0] += atomic_load_explicit(&w->spawned, memory_order_acquire);
+        p[1] += atomic_load_explicit(&w->finished, memory_order_acquire);
+        p[2] += braid__load_relaxed(&w->obs.polls);
+    }
+}
+
 static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
 {
+    if (o->deadlock_reported) {
+        /* Once per deadlock: the next is reported once the tasks have
+         * moved on from this one (someone outside released them). */
+        uint64_t p[3];
+        progress(rt, p);
+        if (memcmp(p, o->reported_progress, sizeof p) == 0)
+            return;
+        o->deadlock_reported = false;
+        o->deadlock_armed = false;
+    }
     uint64_t sig[4];
     if (!deadlock_look(rt, sig)) {
         o->deadlock_armed = false;
@@ -867,6 +1067,7 @@ static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
         return; /* look again next period */
     }
     o->deadlock_reported = true;
+    progress(rt, o->reported_progress);
     flockfile(stderr);
     fprintf(stderr, "braid: deadlock: all %" PRIu64 " tasks of runtime %p wait and nothing can "
                     "wake them (no timer, descriptor, blocking job or other thread)\n",
@@ -948,15 +1149,14 @@ static void *observer_main(void *arg)
             watchdog_check(rt, o, now);
             o->next_watch = now + period;
         }
-        if (!(off & BRAID_OBSERVE_NO_DEADLOCK) && !o->deadlock_reported &&
-            now >= o->next_deadlock) {
+        if (!(off & BRAID_OBSERVE_NO_DEADLOCK) && now >= o->next_deadlock) {
             deadlock_check(rt, o);
             o->next_deadlock = now + DEADLOCK_PERIOD_NS;
         }
         uint64_t next = UINT64_MAX;
         if (!(off & BRAID_OBSERVE_NO_WATCHDOG))
             next = o->next_watch;
-        if (!(off & BRAID_OBSERVE_NO_DEADLOCK) && !o->deadlock_reported)
+        if (!(off & BRAID_OBSERVE_NO_DEADLOCK))
             next = BRAID_MIN(next, o->next_deadlock);
         /* Never sleep long: under ThreadSanitizer a signal handler runs
          * only when its thread leaves an intercepted call. */

@@ -154,6 +154,18 @@ bool braid__ring_pop(braid__ring *r, uint64_t *h)
     }
 }
 
+uint32_t braid__ring_peek(braid__ring *r, uint64_t *out, uint32_t max)
+{
+    /* Only the owner writes entries, so those from real to the tail stay
+     * as they are while it reads them. */
+    uint32_t real = real_of(atomic_load_explicit(&r->head, memory_order_acquire));
+    uint32_t tail = atomic_load_explicit(&r->tail, memory_order_relaxed);
+    uint32_t n = 0;
+    for (uint32_t i = real; i != tail && n < max; i++)
+        out[n++] = atomic_load_explicit(&r->buf[i & BRAID_RING_MASK], memory_order_relaxed);
+    return n;
+}
+
 uint32_t braid__ring_steal(braid__ring *src, braid__ring *dst, uint64_t *h)
 {
     uint32_t dst_tail = atomic_load_explicit(&dst->tail, memory_order_relaxed);
@@ -270,6 +282,20 @@ bool braid__inject_push(braid__inject *q, const uint64_t *h, size_t n, bool spaw
     pthread_mutex_unlock(&q->lock);
     /* NOLINTEND(clang-analyzer-unix.Malloc) */
     return true;
+}
+
+size_t braid__inject_peek(braid__inject *q, uint64_t *out, size_t max)
+{
+    size_t got = 0;
+    pthread_mutex_lock(&q->lock);
+    uint32_t pos = q->head_pos;
+    for (const braid__inject_block *b = q->head; b && got < max; b = b->next, pos = 0) {
+        uint32_t end = b == q->tail ? q->tail_pos : BLOCK_ENTRIES;
+        while (got < max && pos < end)
+            out[got++] = b->h[pos++];
+    }
+    pthread_mutex_unlock(&q->lock);
+    return got;
 }
 
 size_t braid__inject_pop(braid__inject *q, uint64_t *out, size_t max)

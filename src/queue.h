@@ -98,6 +98,10 @@ bool braid__ring_unpush(braid__ring *r, uint64_t h);
 /* Owner: take the oldest entry; false if empty. */
 bool braid__ring_pop(braid__ring *r, uint64_t *h);
 
+/* Owner: copy up to max entries, oldest first, leaving them in place;
+ * returns how many.  Thieves may take any of them meanwhile. */
+uint32_t braid__ring_peek(braid__ring *r, uint64_t *out, uint32_t max);
+
 /* Thief: move about half of src into dst (owned by the caller) and return
  * one of the stolen entries in *h.  Returns how many were stolen (0: none). */
 uint32_t braid__ring_steal(braid__ring *src, braid__ring *dst, uint64_t *h);
@@ -120,5 +124,9 @@ bool braid__inject_push(braid__inject *q, const uint64_t *h, size_t n, bool spaw
 
 /* Take up to max handles from the front; returns how many. */
 size_t braid__inject_pop(braid__inject *q, uint64_t *out, size_t max);
+
+/* Copy up to max handles from the front, leaving them queued; returns how
+ * many.  Any thread. */
+size_t braid__inject_peek(braid__inject *q, uint64_t *out, size_t max);
 
 #endif

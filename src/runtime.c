@@ -261,7 +261,8 @@ static void drive(braid_runtime *rt, bool (*until)(void *), void *arg, braid__re
     braid__panic_thread_leave(w);
 }
 
-int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
+int braid_block_on_at(const char *file, int line, braid_runtime *rt, braid_fn fn, void *arg,
+                      void **result)
 {
     if (braid__task_current() || braid__tls_worker)
         return -EPERM;
@@ -278,7 +279,7 @@ int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
         }
     }
     braid_task root;
-    int rc = braid__spawn(rt, NULL, &root, NULL, fn, arg, NULL, 0);
+    int rc = braid__spawn(rt, NULL, &root, NULL, fn, arg, file, line);
     if (rc == 0) {
         if (current_thread)
             drive(rt, task_done, &root, braid__rec_lookup(root));
@@ -287,6 +288,11 @@ int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
     if (current_thread)
         atomic_store(&rt->driving, false);
     return rc;
+}
+
+int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
+{
+    return braid_block_on_at(NULL, 0, rt, fn, arg, result);
 }
 
 
@@ -370,7 +376,7 @@ int braid_runtime_free(braid_runtime *rt)
     return 0;
 }
 
-int braid_run(braid_fn fn, void *arg, void **result)
+int braid_run_at(const char *file, int line, braid_fn fn, void *arg, void **result)
 {
     if (braid__task_current() || braid__tls_worker)
         return -EPERM;
@@ -380,9 +386,14 @@ int braid_run(braid_fn fn, void *arg, void **result)
     int rc = braid_runtime_new(NULL, &rt);
     if (rc < 0)
         return rc;
-    int fate = braid_block_on(rt, fn, arg, result);
+    int fate = braid_block_on_at(file, line, rt, fn, arg, result);
     rc = braid_runtime_free(rt);
     return rc < 0 ? rc : fate;
+}
+
+int braid_run(braid_fn fn, void *arg, void **result)
+{
+    return braid_run_at(NULL, 0, fn, arg, result);
 }
 
 bool braid_runtime_tainted(const braid_runtime *rt)

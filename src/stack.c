@@ -283,6 +283,57 @@ void braid__stack_cache_flush(braid__stack_pool *p, braid__stack_cache *cache)
     cache->n = 0;
 }
 
+uintptr_t braid__stack_lowest_resident(uintptr_t lo, uintptr_t hi)
+{
+    size_t page = braid__page_size();
+    unsigned char vec[512];
+    for (uintptr_t a = lo; a < hi;) {
+        size_t n = BRAID_MIN((hi - a) / page, sizeof vec);
+        if (mincore((void *)a, n * page, vec) != 0)
+            return 0;
+        for (size_t i = 0; i < n; i++)
+            if (vec[i] & 1)
+                return a + i * page;
+        a += n * page;
+    }
+    return hi;
+}
+
+/* The deepest of n slots of arena a (class c), if deeper than deepest:
+ * only the part of each slot below that depth is looked at. */
+static size_t arena_deepest(const braid__stack_class *c, const braid__arena *a, size_t n,
+                            size_t deepest)
+{
+    for (size_t s = 0; s < n; s++) {
+        uintptr_t top = (uintptr_t)a->base + (s + 1) * c->stride;
+        uintptr_t lo = (uintptr_t)a->base + s * c->stride + BRAID_GUARD_SIZE;
+        if (top - lo <= deepest)
+            break; /* no slot of this size can be deeper */
+        uintptr_t low = braid__stack_lowest_resident(lo, top - deepest);
+        if (low && low < top - deepest)
+            deepest = top - low;
+    }
+    return deepest;
+}
+
+size_t braid__stack_deepest(braid__stack_pool *p)
+{
+    size_t deepest = 0;
+    for (int i = 0; i < BRAID_STACK_CLASSES; i++) {
+        braid__stack_class *c = &p->cls[i];
+        pthread_mutex_lock(&c->lock);
+        const braid__arena *a = c->arenas;
+        size_t n = a ? a->next : 0;
+        pthread_mutex_unlock(&c->lock);
+        /* Arenas stay mapped as long as the pool, and only the newest one
+         * (read under the lock) gains slots: the older ones are full, and
+         * their fields have not changed since it was published. */
+        for (; a; a = a->older, n = a ? a->nslots : 0)
+            deepest = arena_deepest(c, a, n, deepest);
+    }
+    return deepest;
+}
+
 size_t braid__stack_trim(braid__stack_pool *p, size_t max)
 {
     /* Workers call this every time they are about to park: one load when

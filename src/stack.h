@@ -107,6 +107,18 @@ size_t braid__stack_trim(braid__stack_pool *p, size_t max);
 /* Whether a later braid__stack_get is likely to fail (cheap hint for spawn). */
 bool braid__stack_exhausted(braid__stack_pool *p);
 
+/* The lowest resident page of [lo, hi) (both page-aligned), by mincore(),
+ * which neither faults pages in nor reads them: safe on any stack from any
+ * thread.  hi if none, 0 if mincore failed. */
+uintptr_t braid__stack_lowest_resident(uintptr_t lo, uintptr_t hi);
+
+/* The deepest that any stack of p has been touched, in bytes from the top
+ * of its slot (task record page included): by the live tasks, and by
+ * finished tasks whose pages are still committed (free stacks keep them
+ * until trimmed).  One mincore() call per slot ever handed out, at most;
+ * any thread. */
+size_t braid__stack_deepest(braid__stack_pool *p);
+
 static inline char *braid__stack_lo(const braid__stack_pool *p, int cls, void *slot)
 {
     (void)p;

@@ -75,9 +75,17 @@ void braid__wake_enqueue(braid__task *t)
     if (BRAID__TRACING(t->home))
         braid__trace_wake(t);
     braid__worker *w = braid__tls_worker;
+    /* Runnable from now, stamped before t is queued where it can run: by
+     * the waker's clock, or the real one on a plain thread. */
+    if (!w) {
+        braid__task_stamp(t, braid__now_ns());
+        braid__sched_enqueue_remote(t);
+        return;
+    }
+    braid__task_stamp(t, braid__load_relaxed(&w->obs.now_ns));
     if (w == t->home && !BRAID_UNLIKELY(w->migrate))
         braid__sched_enqueue_local(w, t);
-    else if (BRAID_UNLIKELY(w && w->migrate))
+    else if (BRAID_UNLIKELY(w->migrate))
         wake_migrating(t, w);
     else
         braid__sched_enqueue_remote(t);
@@ -104,13 +112,17 @@ int braid__task_park(braid__task *t, bool cancellable)
      * ordered before PARKED by the CAS. */
     if (BRAID_UNLIKELY(t->home->migrate))
         atomic_store_explicit(&t->off_cpu, false, memory_order_relaxed);
+    /* Stamped before PARKED is published: from then on, the waker stamps
+     * the wake. */
+    uint64_t runnable_since = atomic_load_explicit(&t->since_ns, memory_order_relaxed);
+    braid__task_stamp(t, braid__load_relaxed(&t->home->obs.now_ns));
     int expect = BRAID_WAKE_IDLE;
     if (!atomic_compare_exchange_strong_explicit(&t->wake, &expect, BRAID_WAKE_PARKED,
                                                  memory_order_acq_rel, memory_order_acquire)) {
         atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
+        braid__task_stamp(t, runnable_since);
         return 0; /* a wake-up was already pending */
     }
-    t->since_ns = braid__load_relaxed(&t->home->obs.now_ns);
     braid__sched_suspend(t);
     atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
     t->budget = BRAID_BUDGET; /* it let the others run */
@@ -121,6 +133,7 @@ void braid__task_yield_now(braid__task *t)
 {
     uint8_t reason = t->wait_reason;
     t->wait_reason = BRAID_WAIT_YIELD;
+    braid__task_stamp(t, braid__load_relaxed(&t->home->obs.now_ns));
     braid__sched_yield_enqueue(t->home, t);
     braid__sched_suspend(t);
     t->wait_reason = reason;
@@ -344,7 +357,7 @@ static inline void task_fields(braid__worker *w, braid__task *t, void *slot, int
     t->extra_stacks = NULL;
     t->ext = NULL;
     t->panic = NULL;
-    t->since_ns = braid__load_relaxed(&w->obs.now_ns);
+    atomic_init(&t->since_ns, braid__load_relaxed(&w->obs.now_ns));
     t->wait_obj = 0;
     t->busy_ns = 0;
     t->timed = false; /* off_cpu needs no start: set at every park */

@@ -101,8 +101,13 @@ struct braid__task {
     uint16_t budget;                /* operations left before a forced yield */
     int stack_cls;
     uint64_t id;                    /* a call's id is its caller's */
-    uint64_t since_ns;              /* when it last parked (observe.c): here
-                                       on the line park already writes */
+    /* For dumps: when it parked, or was made runnable (started, woken,
+     * yielded); a running task keeps the stamp of the last.  By the clock
+     * of its worker's last scheduling pass (a plain thread's wake: the
+     * real one), so never later than the event; cheap, here on the line
+     * park already writes.  Atomic (relaxed): a waker on another thread
+     * stamps the wake while dumps read it. */
+    _Atomic uint64_t since_ns;
     braid__rec *rec;                /* NULL for join_all calls */
     uint32_t rec_index;
     braid_fn fn;
@@ -135,6 +140,12 @@ extern BRAID_TLS braid__task *braid__tls_task;
 static inline braid__task *braid__task_current(void)
 {
     return braid__tls_task;
+}
+
+/* Stamp t's new state with the time now_ns (see since_ns). */
+static inline void braid__task_stamp(braid__task *t, uint64_t now_ns)
+{
+    atomic_store_explicit(&t->since_ns, now_ns, memory_order_relaxed);
 }
 
 /* Suspend until woken.  Returns 0 when woken (possibly spuriously), or

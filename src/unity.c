@@ -34,5 +34,6 @@
 #include "timer.c"
 #include "token.c"
 #include "trace.c"
+#include "unwind.c"
 #include "util.c"
 #include "wait.c"

@@ -188,6 +188,8 @@ static char *settled_snapshot(int fd)
     TEST_FAIL("the tasks never showed as waiting");
 }
 
+static int client_line; /* of the blocking job's spawn in snapshot_root */
+
 static void *client(void *arg)
 {
     (void)arg;
@@ -208,7 +210,11 @@ static void *client(void *arg)
     CHECK(has_state(snap, "root", "waiting on join of task"));
     const char *proxy = strstr(snap, "\twaiting on blocking pool\t");
     CHECK(proxy != NULL);
-    CHECK(strncmp(strchr(proxy, '\n') - 2, "\t?\n", 3) == 0); /* no site recorded */
+    char site[128]; /* where snapshot_root started the job */
+    snprintf(site, sizeof site, "\t%s:%d\n", __FILE__, client_line);
+    size_t site_len = strlen(site);
+    const char *end = strchr(proxy, '\n') + 1;
+    CHECK(end - proxy >= (ptrdiff_t)site_len && strncmp(end - site_len, site, site_len) == 0);
     free(snap);
     /* A bad request is answered and the connection stays usable. */
     snap = ask(fd, "hello\n");
@@ -239,6 +245,7 @@ static void *snapshot_root(void *arg)
     struct scene s;
     scene_start(&s);
     braid_task c;
+    client_line = __LINE__ + 1;
     CHECK_EQ(braid_spawn_blocking(&c, client, NULL), 0);
     CHECK_EQ(braid_join(c, NULL), BRAID_OK);
     scene_end(&s);

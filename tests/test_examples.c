@@ -311,7 +311,7 @@ TEST(example_inspect)
     CHECK(strstr(out, "1 workers, 3 tasks alive") != NULL);
     CHECK(strstr(out, "\"consumer\": waiting on channel receive") != NULL);
     CHECK(strstr(out, "\"napper\": waiting on sleep until") != NULL);
-    CHECK(strstr(out, "task 1: running on worker 0\n") != NULL);
+    CHECK(strstr(out, "task 1: running on worker 0, for ") != NULL);
     CHECK(strstr(out, "spawned at examples/inspect.c:") != NULL);
     CHECK(strstr(out, "\nend of braid dump\n3 tasks alive, 3 spawned, 0 completed\n") != NULL);
 }

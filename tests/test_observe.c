@@ -278,11 +278,26 @@ TEST(dump_from_thread)
 {
     braid_runtime *rt = new_rt(1, 0, 0, NULL, NULL);
     braid_task t[3];
+    int line = __LINE__ + 2;
     for (int i = 0; i < 3; i++)
         CHECK_EQ(braid_spawn_on(rt, &t[i], noop, NULL), 0);
     char *d = dump_string(rt);
     CHECK(strstr(d, "3 tasks alive, 3 in the injection queue") != NULL);
     CHECK(strstr(d, "worker 0: 0 started tasks") != NULL);
+    /* Each listed, without being taken off the queue (the joins below
+     * find them there). */
+    CHECK(strstr(d, "\ninjection queue: 3 not started\n") != NULL);
+    for (int i = 0; i < 3; i++) {
+        char want[256];
+        snprintf(want, sizeof want,
+                 "  task %llu: not started, in the injection queue\n"
+                 "    spawned at %s:%d from a thread\n",
+                 (unsigned long long)braid_task_id(t[i]), __FILE__, line);
+        if (!strstr(d, want)) {
+            fprintf(stderr, "%s", d);
+            TEST_FAIL("no entry for task %d of the injection queue", i);
+        }
+    }
     free(d);
     CHECK_EQ(braid_dump(NULL, stderr), -EINVAL); /* no runtime here */
     for (int i = 0; i < 3; i++)
@@ -468,6 +483,296 @@ TEST(no_false_deadlock)
     CHECK_EQ(braid_runtime_free(rt), 0);
     braid_chan_sender_drop(rootlog.release);
     braid_chan_receiver_drop(rootlog.release);
+}
+
+/* Two deadlocks in a row are both reported: the hook's send ends the
+ * first, after which the root makes a second. */
+static void *stuck_twice_root(void *arg)
+{
+    struct hook_log *h = arg;
+    const char *names[2] = { "stuck", "stuck-again" };
+    for (int i = 0; i < 2; i++) {
+        braid_task t = spawn_named(names[i], receiver, &(struct world){ .ch = h->release });
+        CHECK_EQ(braid_join(t, NULL), BRAID_OK); /* ends only when the hook sends */
+    }
+    return NULL;
+}
+
+TEST(deadlock_reported_again)
+{
+    if (test_emulated())
+        SKIP("qemu-user runs threads of its own, so no deadlock is ever certain");
+    struct hook_log h = { 0 };
+    CHECK_EQ(braid_chan_new(&h.release, sizeof(int), 1), 0);
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG, 0, hook, &h);
+    stderr_capture();
+    int rc = braid_block_on(rt, stuck_twice_root, &h, NULL);
+    char *err = stderr_take();
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(atomic_load(&h.deadlocks), 2);
+    const char *first = strstr(err, "braid: deadlock: all 2 tasks");
+    const char *second = first ? strstr(first + 1, "braid: deadlock: all 2 tasks") : NULL;
+    if (!second || !strstr(first, "\"stuck\": waiting on channel receive") ||
+        !strstr(second, "\"stuck-again\": waiting on channel receive")) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("not two deadlock reports on stderr");
+    }
+    free(err);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    braid_chan_sender_drop(h.release);
+    braid_chan_receiver_drop(h.release);
+}
+
+/* ---- not-started tasks and time in state ---------------------------------------------------- */
+
+enum { N_QUEUED = 40 };
+
+static int queued_line;
+
+static void *queued_root(void *arg)
+{
+    (void)arg;
+    braid_task t[N_QUEUED];
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    o.name = "first";
+    queued_line = __LINE__ + 1;
+    CHECK_EQ(braid_spawn_ex(&t[0], &o, noop, NULL), 0);
+    for (int i = 1; i < N_QUEUED; i++)
+        CHECK_EQ(braid_spawn(&t[i], noop, NULL), 0);
+    char *d = dump_string(NULL); /* without suspending: none has started */
+    char want[256];
+    snprintf(want, sizeof want, "worker 0: 1 started tasks, %d not started in its queue\n",
+             N_QUEUED);
+    CHECK(strstr(d, want) != NULL);
+    snprintf(want, sizeof want,
+             "  task %llu \"first\": not started, queued on worker 0\n"
+             "    spawned at %s:%d by task %llu\n",
+             (unsigned long long)braid_task_id(t[0]), __FILE__, queued_line,
+             (unsigned long long)braid_current_id());
+    bool ok = strstr(d, want) != NULL;
+    snprintf(want, sizeof want, "  task %llu: not started, queued on worker 0\n",
+             (unsigned long long)braid_task_id(t[1]));
+    ok = ok && strstr(d, want);
+    /* The newest is listed first (it runs first), then the ring up to the
+     * cap; the rest are counted. */
+    snprintf(want, sizeof want, "  task %llu: not started, queued on worker 0\n",
+             (unsigned long long)braid_task_id(t[N_QUEUED - 1]));
+    ok = ok && strstr(d, want);
+    snprintf(want, sizeof want, "\n  ... and %d more\nend of braid dump\n", N_QUEUED - 32);
+    ok = ok && strstr(d, want);
+    if (!ok) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("the not-started tasks are not listed");
+    }
+    free(d);
+    /* Untouched by the dump: every one still runs. */
+    for (int i = 0; i < N_QUEUED; i++)
+        CHECK_EQ(braid_join(t[i], NULL), BRAID_OK);
+    return NULL;
+}
+
+TEST(dump_lists_queued)
+{
+    braid_runtime *rt = new_rt(1, BRAID_OBSERVE_NO_WATCHDOG | BRAID_OBSERVE_NO_DEADLOCK, 0, NULL,
+                               NULL);
+    CHECK_EQ(braid_block_on(rt, queued_root, NULL, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+/* The seconds after "<what>, for " in d's line for task id; -1 if none. */
+static double state_seconds(const char *d, uint64_t id, const char *what)
+{
+    char head[160];
+    snprintf(head, sizeof head, "  task %llu", (unsigned long long)id);
+    for (const char *p = strstr(d, head); p; p = strstr(p + 1, head)) {
+        const char *eol = strchr(p, '\n');
+        const char *w = strstr(p, what);
+        if (!w || (eol && w > eol))
+            continue;
+        unsigned s, ms;
+        if (sscanf(w + strlen(what), ", for %u.%3u s", &s, &ms) == 2)
+            return s + ms / 1000.0;
+    }
+    return -1;
+}
+
+struct timing {
+    braid_chan *ch;
+    _Atomic bool yielder_stop;
+};
+
+static void *timed_receiver(void *arg)
+{
+    struct timing *tm = arg;
+    int v;
+    CHECK_EQ(braid_chan_recv(tm->ch, &v), 0);
+    return NULL;
+}
+
+static void *timed_yielder(void *arg)
+{
+    struct timing *tm = arg;
+    while (!atomic_load(&tm->yielder_stop))
+        braid_yield();
+    return NULL;
+}
+
+static void spin_ms(uint64_t ms)
+{
+    uint64_t until = braid_now_ns() + ms * 1000000u;
+    while (braid_now_ns() < until)
+        ;
+}
+
+/* A task woken after a second of waiting has been runnable (not waiting)
+ * for as long as the waker kept the worker since; the waker has been
+ * running since it woke from its sleep, not since it went to sleep.  The
+ * lower bounds are exact (a state's stamp is never later than the change
+ * of state), the upper ones leave 0.84 s for a slow machine. */
+static void *timing_root(void *arg)
+{
+    (void)arg;
+    struct timing tm = { 0 };
+    CHECK_EQ(braid_chan_new(&tm.ch, sizeof(int), 1), 0);
+    braid_task r = spawn_named("receiver", timed_receiver, &tm);
+    braid_task y = spawn_named("yielder", timed_yielder, &tm);
+    braid_sleep_ms(1000); /* the receiver waits meanwhile, and the yielder yields */
+    int v = 1;
+    CHECK_EQ(braid_chan_send(tm.ch, &v), 0); /* wakes the receiver, which cannot run yet */
+    spin_ms(60);
+    char *d = dump_string(NULL);
+    double woken = state_seconds(d, braid_task_id(r), ": runnable (woken from channel receive)");
+    double running = state_seconds(d, braid_current_id(), ": running on worker 0");
+    double yielded = state_seconds(d, braid_task_id(y), ": runnable (yielded)");
+    if (woken < 0.060 || woken >= 0.9 || running < 0.060 || running >= 0.9 || yielded < 0 ||
+        yielded >= 0.9) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("times in state: woken %.3f, running %.3f, yielded %.3f", woken, running,
+                  yielded);
+    }
+    free(d);
+    atomic_store(&tm.yielder_stop, true);
+    CHECK_EQ(braid_join(r, NULL), BRAID_OK);
+    CHECK_EQ(braid_join(y, NULL), BRAID_OK);
+    braid_chan_sender_drop(tm.ch);
+    braid_chan_receiver_drop(tm.ch);
+    return NULL;
+}
+
+TEST(dump_time_in_state)
+{
+    braid_runtime *rt = new_rt(1, BRAID_OBSERVE_NO_WATCHDOG | BRAID_OBSERVE_NO_DEADLOCK, 0, NULL,
+                               NULL);
+    CHECK_EQ(braid_block_on(rt, timing_root, NULL, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+/* ---- spawn sites of every kind -------------------------------------------------------------------- */
+
+struct sites {
+    int pipe[2];
+    int line[5];        /* root (block_on), blocking, blocking_ex, joinset, joinset blocking */
+    uint64_t root;
+};
+
+static void *read_byte(void *arg)
+{
+    struct sites *s = arg;
+    char c;
+    CHECK_EQ(read(s->pipe[0], &c, 1), 1);
+    return NULL;
+}
+
+/* The "spawned at" line that follows the line of the task named name (or,
+ * for name NULL, of task id), as "file:line by ..." up to its end. */
+static bool site_is(const char *d, const char *name, uint64_t id, const char *want)
+{
+    char head[96];
+    if (name)
+        snprintf(head, sizeof head, " \"%s\": ", name);
+    else
+        snprintf(head, sizeof head, "  task %llu: ", (unsigned long long)id);
+    const char *p = strstr(d, head);
+    static const char lead[] = "\n    spawned at ";
+    const char *s = p ? strstr(p, lead) : NULL;
+    return s && strncmp(s + strlen(lead), want, strlen(want)) == 0;
+}
+
+static void *sites_root(void *arg)
+{
+    struct sites *s = arg;
+    s->root = braid_current_id();
+    braid_task b, bx;
+    s->line[1] = __LINE__ + 1;
+    CHECK_EQ(braid_spawn_blocking(&b, read_byte, s), 0);
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    o.name = "blocking-ex";
+    s->line[2] = __LINE__ + 1;
+    CHECK_EQ(braid_spawn_blocking_ex(&bx, &o, read_byte, s), 0);
+    braid_joinset *js;
+    CHECK_EQ(braid_joinset_new(&js), 0);
+    o.name = "member";
+    s->line[3] = __LINE__ + 1;
+    CHECK_EQ(braid_joinset_spawn(js, &o, sleeper, NULL, NULL), 0);
+    o.name = "member-blocking";
+    s->line[4] = __LINE__ + 1;
+    CHECK_EQ(braid_joinset_spawn_blocking(js, &o, read_byte, s, NULL), 0);
+    char want[5][160];
+    for (int i = 0; i < 5; i++)
+        snprintf(want[i], sizeof want[i], "%s:%d %s", __FILE__, s->line[i],
+                 i ? "by task" : "from a thread");
+    char *d = NULL;
+    bool ok = false;
+    /* Until each has started (and so shows under its name). */
+    for (int tries = 0; tries < 2000 && !ok; tries++) {
+        free(d);
+        d = dump_string(NULL);
+        ok = site_is(d, NULL, s->root, want[0]) &&
+             site_is(d, NULL, braid_task_id(b), want[1]) &&
+             site_is(d, "blocking-ex", 0, want[2]) && site_is(d, "member", 0, want[3]) &&
+             site_is(d, "member-blocking", 0, want[4]);
+        if (!ok)
+            braid_sleep_ms(5);
+    }
+    if (!ok) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("a spawn site is missing");
+    }
+    free(d);
+    CHECK_EQ(write(s->pipe[1], "xxx", 3), 3);
+    CHECK_EQ(braid_join(b, NULL), BRAID_OK);
+    CHECK_EQ(braid_join(bx, NULL), BRAID_OK);
+    CHECK_EQ(braid_joinset_free(js), 0);
+    return NULL;
+}
+
+static void *run_root(void *arg)
+{
+    int line = *(int *)arg;
+    char *d = dump_string(NULL);
+    char want[160];
+    snprintf(want, sizeof want, "%s:%d from a thread", __FILE__, line);
+    if (!site_is(d, NULL, braid_current_id(), want)) {
+        fprintf(stderr, "%s", d);
+        TEST_FAIL("braid_run's root has no site");
+    }
+    free(d);
+    return NULL;
+}
+
+TEST(spawn_sites_everywhere)
+{
+    struct sites s;
+    CHECK_EQ(pipe(s.pipe), 0);
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG | BRAID_OBSERVE_NO_DEADLOCK, 0, NULL,
+                               NULL);
+    s.line[0] = __LINE__ + 1;
+    CHECK_EQ(braid_block_on(rt, sites_root, &s, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    close(s.pipe[0]);
+    close(s.pipe[1]);
+    int line = __LINE__ + 1;
+    CHECK_EQ(braid_run(run_root, &line, NULL), 0);
 }
 
 /* ---- metrics --------------------------------------------------------------------------------- */
@@ -662,6 +967,63 @@ TEST(watchdog_ignores_undriven_runtime)
     CHECK_EQ(atomic_load(&h.blocked), 1);
 }
 
+/* The watchdog's backtrace of a task blocked in a system call names the
+ * function that made the call, although libc's wrapper (read here) keeps
+ * no frame pointer: a walk of frame pointers alone goes from read straight
+ * to that function's caller. */
+static int read_pipe[2];
+static struct hook_log read_log;
+
+static void release_reader(braid_runtime *rt, int event, uint64_t task, void *user)
+{
+    hook(rt, event, task, user);
+    if (event == BRAID_EVENT_BLOCKED)
+        CHECK_EQ(write(read_pipe[1], "x", 1), 1);
+}
+
+__attribute__((noinline)) static void *blocked_in_read(void *arg)
+{
+    (void)arg;
+    char c;
+    ssize_t n;
+    do
+        n = read(read_pipe[0], &c, 1); /* until the watchdog's hook writes */
+    while (n < 0 && errno == EINTR);
+    CHECK_EQ(n, 1);
+    return NULL;
+}
+
+static void *read_root(void *arg)
+{
+    (void)arg;
+    braid_task t = spawn_named("reader", blocked_in_read, NULL);
+    CHECK_EQ(braid_join(t, NULL), BRAID_OK);
+    return NULL;
+}
+
+TEST(watchdog_names_blocking_caller)
+{
+    CHECK_EQ(pipe(read_pipe), 0);
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_DEADLOCK, 50, release_reader, &read_log);
+    stderr_capture();
+    int rc = braid_block_on(rt, read_root, NULL, NULL);
+    char *err = stderr_take();
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(atomic_load(&read_log.blocked), 1);
+    bool ok = strstr(err, "without suspending") != NULL;
+#ifndef UNDER_TSAN /* its handler may run too late to see the read, or not at all */
+    ok = ok && strstr(err, "\"reader\" (spawned at") && strstr(err, " blocked_in_read+0x");
+#endif
+    if (!ok) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("the report does not name the function blocked in read()");
+    }
+    free(err);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    close(read_pipe[0]);
+    close(read_pipe[1]);
+}
+
 /* A dump names the task that keeps a worker busy. */
 static _Atomic int busy_worker = -1;
 static _Atomic bool busy_release;
@@ -713,6 +1075,46 @@ static void *deep_task(void *arg)
     CHECK(hw >= 60 * 1024);
     CHECK(hw <= 260 * 1024); /* the default stack and its record page */
     return NULL;
+}
+
+/* The metrics measure the stacks when read: no dump or
+ * braid_stack_high_water() call needed. */
+static void *deep_then_wait(void *arg)
+{
+    depth_sink = test_use_stack(65 * 1024); /* at least 64 KiB */
+    int v;
+    CHECK_EQ(braid_chan_recv(arg, &v), 0);
+    return NULL;
+}
+
+static void *metrics_depth_root(void *arg)
+{
+    (void)arg;
+    braid_chan *ch;
+    CHECK_EQ(braid_chan_new(&ch, sizeof(int), 1), 0);
+    braid_task t = spawn_named("deep", deep_then_wait, ch);
+    braid_metrics m = BRAID_METRICS_INIT;
+    CHECK_EQ(braid_metrics_get(NULL, &m), 0);
+    CHECK(m.stack_high_water < 64 * 1024); /* it has not run yet */
+    CHECK_EQ(braid_yield(), 0); /* it runs, and waits */
+    CHECK_EQ(braid_metrics_get(NULL, &m), 0);
+    CHECK(m.stack_high_water >= 64 * 1024);
+    CHECK(m.stack_high_water <= 260 * 1024);
+    int v = 1;
+    CHECK_EQ(braid_chan_send(ch, &v), 0);
+    CHECK_EQ(braid_join(t, NULL), BRAID_OK);
+    CHECK_EQ(braid_metrics_get(NULL, &m), 0); /* a high-water mark stays */
+    CHECK(m.stack_high_water >= 64 * 1024);
+    braid_chan_sender_drop(ch);
+    braid_chan_receiver_drop(ch);
+    return NULL;
+}
+
+TEST(metrics_stack_high_water)
+{
+    braid_runtime *rt = new_rt(1, BRAID_OBSERVE_OFF, 0, NULL, NULL);
+    CHECK_EQ(braid_block_on(rt, metrics_depth_root, NULL, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
 }
 
 TEST(stack_high_water)
