@@ -8,9 +8,11 @@
  * sleep, channel send/recv/try/close, mutex, semaphore, select with a
  * deadline, JoinSet, join_all, defer).  Script 0 is the root task; a script
  * only spawns scripts with a higher index, and SC_MAX_TASKS bounds the
- * tasks, so every scenario ends.  Every wait that could last forever has a
- * deadline (free in virtual time), and a task only ever joins its own
- * children, so a scenario cannot deadlock unless braid is wrong.
+ * tasks, so every scenario ends.  Every wait has a deadline (free in
+ * virtual time) but joins, half of which (and those at a script's end)
+ * wait forever: a task only ever joins its own children, which run
+ * higher-numbered scripts, so a scenario cannot deadlock unless braid is
+ * wrong.
  *
  * sc_run() runs it in a deterministic runtime and checks, as it goes and
  * at the end: every task ends exactly once (or, cancelled before it
