@@ -203,10 +203,14 @@ test: all man examples $(TESTS_normal) $(TESTS_asan) $(TESTS_asanplain) $(TESTS_
 # longer: SOAK_SECONDS (default 60) per worker count (2, 4, 8), plain and
 # TSan builds, so about 6 minutes.  Each run prints its base seed.  Then
 # the deterministic scenarios (tests/test_scenario.c): SOAK_SCENARIO_SEEDS
-# (default 200000, about 2 minutes) plain, a quarter of them under
-# ASan+UBSan (LSan checks leaks at exit).
+# (default 200000, about 2 minutes) plain from the first seed, then a
+# quarter as many (the next ones) under ASan+UBSan (LSan checks leaks at
+# exit).  The first seed is SOAK_SCENARIO_FIRST (or BRAID_SCENARIO_FIRST
+# from the environment), else the time in seconds times 1000; it is
+# printed, so that the same seeds can be run again.
 SOAK_SECONDS ?= 60
 SOAK_SCENARIO_SEEDS ?= 200000
+SOAK_SCENARIO_FIRST ?= $(BRAID_SCENARIO_FIRST)
 .PHONY: soak
 soak: $(B)/t-normal/test_stress_mt $(B)/t-tsan/test_stress_mt $(B)/t-normal/test_scenario \
       $(B)/t-asan/test_scenario
@@ -216,10 +220,14 @@ soak: $(B)/t-normal/test_stress_mt $(B)/t-tsan/test_stress_mt $(B)/t-normal/test
 	    TSAN_OPTIONS=halt_on_error=1:second_deadlock_stack=1:allocator_may_return_null=1 \
 	    timeout -k 10 $$(( $(SOAK_SECONDS) * 3 + 120 )) $$bin $$t; \
 	done; done
-	@echo "== $(B)/t-normal/test_scenario ($(SOAK_SCENARIO_SEEDS) seeds)"
-	@BRAID_SCENARIO_SEEDS=$(SOAK_SCENARIO_SEEDS) $(B)/t-normal/test_scenario scenario_seeds
-	@echo "== $(B)/t-asan/test_scenario ($$(( $(SOAK_SCENARIO_SEEDS) / 4 )) seeds)"
-	@BRAID_SCENARIO_SEEDS=$$(( $(SOAK_SCENARIO_SEEDS) / 4 )) \
+	@set -e; n=$(SOAK_SCENARIO_SEEDS); first='$(SOAK_SCENARIO_FIRST)'; \
+	[ -n "$$first" ] || first=$$(( $$(date +%s) * 1000 )); \
+	echo "== scenario seeds from $$first (make soak SOAK_SCENARIO_FIRST=$$first runs them again)"; \
+	echo "== $(B)/t-normal/test_scenario ($$n seeds)"; \
+	BRAID_SCENARIO_FIRST=$$first BRAID_SCENARIO_SEEDS=$$n \
+	    $(B)/t-normal/test_scenario scenario_seeds; \
+	echo "== $(B)/t-asan/test_scenario ($$(( n / 4 )) seeds)"; \
+	BRAID_SCENARIO_FIRST=$$(( first + n )) BRAID_SCENARIO_SEEDS=$$(( n / 4 )) \
 	    ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 	    $(B)/t-asan/test_scenario scenario_seeds
 

@@ -282,7 +282,8 @@ BRAID_API int braid_run(braid_fn fn, void *arg, void **result);
 
 /* Create a runtime.  cfg may be NULL for the defaults.  The worker threads
  * start at once (except with workers = 1).  Errors: -EINVAL (bad cfg),
- * -ENOMEM, -EAGAIN (thread creation failed), and for cfg->console_path the
+ * -ENOMEM, -EAGAIN (thread creation failed), -EMFILE/-ENFILE (its epoll or
+ * eventfd descriptors could not be created), and for cfg->console_path the
  * socket's errors: -EADDRINUSE (a live program serves that path), -EEXIST
  * (a file that is not a socket), -ENAMETOOLONG, -EACCES, ...  Any thread. */
 BRAID_API int braid_runtime_new(const braid_config *cfg, braid_runtime **out);
@@ -761,7 +762,8 @@ enum {
  * at once with result -EPIPE (a receive only once the buffer is empty).
  * Cases with a NULL chan are ignored.  Cancellation point.  Returns the
  * index, -ETIMEDOUT, -EAGAIN (BRAID_SELECT_NOWAIT), -ECANCELED, -EINVAL,
- * -ENOMEM. */
+ * -ENOMEM (a send case's channel could not grow its buffer, as for
+ * braid_chan_send(): no case completed). */
 BRAID_API int braid_select(braid_select_case *cases, size_t n, uint64_t deadline_ns, unsigned flags);
 
 /* ------------------------------------------------------------------------

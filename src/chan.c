@@ -422,7 +422,10 @@ static int select_check(braid_select_case *c, size_t n, unsigned flags)
 }
 
 /* With every channel locked: complete the first ready case in poll order.
- * Returns its index (its result set, *wake a waiter to finish) or -1. */
+ * Returns its index (its result set, *wake a waiter to finish), -1 (none
+ * is ready), or -ENOMEM: a send found room in its channel but no memory to
+ * grow the buffer, and like braid_chan_send() the select fails, having
+ * done nothing (a case's result is only ever 0 or -EPIPE). */
 static int select_poll(braid_select_case *c, size_t n, const uint8_t *order, braid__wnode **wake)
 {
     for (size_t k = 0; k < n; k++) {
@@ -433,6 +436,8 @@ static int select_poll(braid_select_case *c, size_t n, const uint8_t *order, bra
                                             : recv_locked(x->chan, x->item, wake);
         if (rc == -EAGAIN)
             continue;
+        if (rc == -ENOMEM)
+            return rc;
         x->result = rc;
         return order[k];
     }
@@ -462,6 +467,10 @@ int braid_select(braid_select_case *cases, size_t n, uint64_t deadline_ns, unsig
     braid__wnode *wake = NULL;
     lock_all(chans, nch);
     int won = select_poll(cases, n, order, &wake);
+    if (won == -ENOMEM) {
+        unlock_all(chans, nch);
+        return won;
+    }
     if (won >= 0 || (flags & BRAID_SELECT_NOWAIT)) {
         unlock_all(chans, nch);
         if (wake)

@@ -85,7 +85,7 @@ static int open_listener(braid__console *c, const char *path)
     int rc = braid__unlink_stale_socket(path);
     if (rc < 0)
         return rc;
-    int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
+    int fd = braid__socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC | SOCK_NONBLOCK, 0);
     if (fd < 0)
         return -errno;
     /* Task names and stacks are the program's business: owner only.  The
@@ -177,7 +177,9 @@ static void serve(braid__console *c, struct console_client *cl)
 static void accept_clients(braid__console *c)
 {
     for (;;) {
-        int fd = accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
+        /* On failure the connection waits in the backlog: the next poll
+         * finds the listener readable again. */
+        int fd = braid__accept4(c->listen_fd, NULL, NULL, SOCK_CLOEXEC | SOCK_NONBLOCK);
         if (fd < 0)
             return;
         struct console_client *slot = NULL;
@@ -227,7 +229,7 @@ int braid__console_start(braid_runtime *rt, const char *path, braid__console **o
         c->clients[i].fd = -1;
     int rc = open_listener(c, path);
     if (rc == 0) {
-        c->stop_fd = eventfd(0, EFD_CLOEXEC);
+        c->stop_fd = braid__eventfd(0, EFD_CLOEXEC);
         rc = c->stop_fd < 0 ? -errno : 0;
     }
     if (rc == 0) {

@@ -5,14 +5,24 @@
 
 #include <stdlib.h>
 
+/* Room for this many never-started tasks from the start; beyond it the
+ * array grows, and if it cannot, gather_new takes what fits. */
+#define PENDING_MIN 64
+
 int braid__det_new(braid__det **out, uint64_t seed)
 {
     braid__det *d = braid__calloc(1, sizeof *d);
-    if (!d)
+    uint64_t *pending = braid__malloc(PENDING_MIN * sizeof *pending);
+    if (!d || !pending) {
+        free(d);
+        free(pending);
         return -ENOMEM;
+    }
     d->seed = seed;
     d->rng = seed;
     d->now = BRAID__DET_EPOCH;
+    d->pending = pending;
+    d->cap = PENDING_MIN;
     *out = d;
     return 0;
 }
@@ -33,37 +43,44 @@ uint64_t braid__det_rand(braid__det *d)
     return z ^ (z >> 31);
 }
 
-static bool pending_reserve(braid__det *d, size_t more)
+/* Grow d->pending for `more` handles if it can; returns the room there is. */
+static size_t pending_room(braid__det *d, size_t more)
 {
-    if (d->npending + more <= d->cap)
-        return true;
-    size_t cap = d->cap ? d->cap : 64;
-    while (cap < d->npending + more)
-        cap *= 2;
-    uint64_t *p = realloc(d->pending, cap * sizeof *p);
-    if (!p)
-        return false;
-    d->pending = p;
-    d->cap = cap;
-    return true;
+    if (d->npending + more > d->cap) {
+        size_t cap = d->cap;
+        while (cap < d->npending + more)
+            cap *= 2;
+        uint64_t *p = braid__realloc(d->pending, cap * sizeof *p);
+        if (p) {
+            d->pending = p;
+            d->cap = cap;
+        }
+    }
+    return d->cap - d->npending;
 }
 
 /* Gather the never-started tasks (oldest first, so that a choice depends
- * only on the PRNG) into d->pending, where any of them can be picked.  Out
- * of memory, they stay queued and the ordinary order starts them. */
+ * only on the PRNG) into d->pending, where any of them can be picked.  If
+ * the array cannot grow, the oldest that fit: the others stay queued for a
+ * later choice (no longer the seed's alone, but every task still starts). */
 static void gather_new(braid__worker *w, braid__det *d)
 {
     size_t ninject = braid__inject_len(&w->rt->inject);
     size_t nring = braid__ring_len(&w->ring);
-    if (!pending_reserve(d, ninject + nring + 1))
-        return;
-    if (ninject)
-        d->npending += braid__inject_pop(&w->rt->inject, d->pending + d->npending, ninject);
+    size_t room = pending_room(d, ninject + nring + 1);
+    if (ninject && room) {
+        size_t got = braid__inject_pop(&w->rt->inject, d->pending + d->npending,
+                                       BRAID_MIN(ninject, room));
+        d->npending += got;
+        room -= got;
+    }
     uint64_t h;
-    while (nring-- && braid__ring_pop(&w->ring, &h))
+    while (nring-- && room && braid__ring_pop(&w->ring, &h)) {
         d->pending[d->npending++] = h;
+        room--;
+    }
     h = atomic_load_explicit(&w->ring.newest, memory_order_relaxed);
-    if (h) {
+    if (h && room) {
         atomic_store_explicit(&w->ring.newest, 0, memory_order_relaxed);
         d->pending[d->npending++] = h;
     }

@@ -106,20 +106,10 @@ static void io_claim_all(braid__wq *q, int rc, braid__wnode **chain, int *count)
 
 int braid__io_worker_init(braid__worker *w)
 {
-    if (BRAID_FAULT(POLL)) {
-        w->epfd = -1;
-        errno = EMFILE;
-    } else {
-        w->epfd = epoll_create1(EPOLL_CLOEXEC);
-    }
+    w->epfd = braid__epoll_create1(EPOLL_CLOEXEC);
     if (w->epfd < 0)
         return -errno;
-    if (BRAID_FAULT(POLL)) {
-        w->evfd = -1;
-        errno = EMFILE;
-    } else {
-        w->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-    }
+    w->evfd = braid__eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u64 = WAKER_TOKEN };
     if (w->evfd < 0 || epoll_ctl(w->epfd, EPOLL_CTL_ADD, w->evfd, &ev) < 0) {
         int rc = -errno;
@@ -138,13 +128,10 @@ int braid__io_rt_init(braid_runtime *rt)
 {
     if (!rt->migrate)
         return 0;
-    if (BRAID_FAULT(POLL))
-        errno = EMFILE;
-    else
-        rt->epfd = epoll_create1(EPOLL_CLOEXEC);
+    rt->epfd = braid__epoll_create1(EPOLL_CLOEXEC);
     if (rt->epfd < 0)
         return -errno;
-    rt->evfd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+    rt->evfd = braid__eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     struct epoll_event ev = { .events = EPOLLIN | EPOLLET, .data.u64 = WAKER_TOKEN };
     if (rt->evfd < 0 || epoll_ctl(rt->epfd, EPOLL_CTL_ADD, rt->evfd, &ev) < 0)
         return -errno;

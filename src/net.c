@@ -402,7 +402,7 @@ static int new_socket(int family, int type)
 {
     if (type != SOCK_STREAM && type != SOCK_DGRAM)
         return -EINVAL;
-    int fd = socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    int fd = braid__socket(family, type | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
     if (fd < 0)
         return -errno;
     braid__io_fresh(fd);
@@ -477,13 +477,7 @@ static ssize_t do_accept(int fd, void *ctx)
 {
     rw_args *a = ctx;
     for (;;) {
-        int c;
-        if (BRAID_FAULT(ACCEPT)) {
-            errno = EMFILE;
-            c = -1;
-        } else {
-            c = accept4(fd, a->addr, a->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
-        }
+        int c = braid__accept4(fd, a->addr, a->addrlen, SOCK_NONBLOCK | SOCK_CLOEXEC);
         if (c >= 0) {
             braid__io_fresh(c);
             return c;

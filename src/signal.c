@@ -24,6 +24,7 @@
  */
 #include "internal.h"
 #include "task.h"
+#include "util.h"
 
 #include <fcntl.h>
 #include <pthread.h>
@@ -89,7 +90,7 @@ int braid_signal_catch(int signo)
     pthread_mutex_lock(&sig_catch_lock);
     if (atomic_load_explicit(&sig_pipe_wr, memory_order_relaxed) < 0) {
         int p[2];
-        if (pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
+        if (braid__pipe2(p, O_NONBLOCK | O_CLOEXEC) != 0) {
             rc = -errno;
         } else {
             atomic_store_explicit(&sig_pipe_rd, p[0], memory_order_release);

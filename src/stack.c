@@ -55,12 +55,13 @@ static size_t read_max_map_count(void)
 static bool guard_markers_work(void)
 {
     size_t page = braid__page_size();
-    void *probe = mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    void *probe =
+        braid__mmap(NULL, page, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     if (probe == MAP_FAILED)
-        return false;
+        return false; /* mprotect guards work everywhere */
     bool works = false;
     int fds[2];
-    if (madvise(probe, page, MADV_GUARD_INSTALL) == 0 && pipe2(fds, O_CLOEXEC) == 0) {
+    if (madvise(probe, page, MADV_GUARD_INSTALL) == 0 && braid__pipe2(fds, O_CLOEXEC) == 0) {
         works = write(fds[1], probe, 1) < 0 && errno == EFAULT;
         close(fds[0]);
         close(fds[1]);

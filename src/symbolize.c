@@ -9,6 +9,7 @@
  * corrupted image gives an error, never a read outside it.
  */
 #include "symbolize.h"
+#include "util.h"
 
 #include <elf.h>
 #include <errno.h>
@@ -103,8 +104,8 @@ int braid__symtab_parse(const void *img, size_t len, uintptr_t bias, braid__symt
         return rc;
     size_t nsym = symtab.sh_size / sizeof(Elf64_Sym);
     const unsigned char *str = p + strtab.sh_offset;
-    out->syms = malloc((nsym ? nsym : 1) * sizeof *out->syms);
-    out->names = malloc(strtab.sh_size ? strtab.sh_size : 1);
+    out->syms = braid__malloc((nsym ? nsym : 1) * sizeof *out->syms);
+    out->names = braid__malloc(strtab.sh_size ? strtab.sh_size : 1);
     if (!out->syms || !out->names) {
         braid__symtab_free(out);
         return -ENOMEM;
@@ -183,7 +184,8 @@ static int locate_module(struct dl_phdr_info *info, size_t size, void *arg)
     return 0;
 }
 
-/* Map the file at path and parse it with load bias base. */
+/* Map the file at path and parse it with load bias base: 0, -ENOMEM (try
+ * again later), or another negative errno (this file will not do). */
 static int read_module(const char *path, uintptr_t base, braid__symtab *tab)
 {
     int fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -192,10 +194,12 @@ static int read_module(const char *path, uintptr_t base, braid__symtab *tab)
     struct stat st;
     int rc = -ENOEXEC;
     if (fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && st.st_size > 0) {
-        void *img = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
+        void *img = braid__mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_PRIVATE, fd, 0);
         if (img != MAP_FAILED) {
             rc = braid__symtab_parse(img, (size_t)st.st_size, base, tab);
             munmap(img, (size_t)st.st_size);
+        } else if (errno == ENOMEM) {
+            rc = -ENOMEM;
         }
     }
     close(fd);
@@ -209,15 +213,19 @@ static module *module_for(uintptr_t base, const char *name)
     for (module *m = modules; m; m = m->next)
         if (m->base == base && strcmp(m->path, name) == 0)
             return m;
-    module *m = calloc(1, sizeof *m);
-    if (!m || !(m->path = strdup(name))) {
+    module *m = braid__calloc(1, sizeof *m);
+    if (!m || !(m->path = braid__strdup(name))) {
         free(m);
         return NULL;
     }
     /* The main program's entry has no name: its file is /proc/self/exe.
      * A file that cannot be read leaves the table empty, and is not read
-     * again. */
-    (void)read_module(name[0] ? name : "/proc/self/exe", base, &m->tab);
+     * again; one that memory was short for is, by a later dump. */
+    if (read_module(name[0] ? name : "/proc/self/exe", base, &m->tab) == -ENOMEM) {
+        free(m->path);
+        free(m);
+        return NULL;
+    }
     m->base = base;
     m->next = modules;
     modules = m;

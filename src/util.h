@@ -11,8 +11,13 @@
 #include <errno.h>
 #include <pthread.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/epoll.h>
+#include <sys/eventfd.h>
 #include <sys/mman.h>
+#include <sys/socket.h>
 #include <sys/types.h>
+#include <unistd.h>
 
 uint64_t braid__now_ns(void);
 
@@ -50,11 +55,12 @@ void braid__mutex_init(pthread_mutex_t *m);
  * call of site S" and checks that every public function returns a clean
  * error.  In every other build BRAID_FAULT(site) is the constant false. */
 enum braid__fault_site {
-    BRAID__FAULT_ALLOC,  /* malloc, calloc, realloc, aligned_alloc */
-    BRAID__FAULT_MMAP,   /* mmap (stacks, task records) */
-    BRAID__FAULT_THREAD, /* pthread_create (workers, the blocking pool) */
+    BRAID__FAULT_ALLOC,  /* malloc, calloc, realloc, aligned_alloc, strdup */
+    BRAID__FAULT_MMAP,   /* mmap (stacks, task records, symbol files) */
+    BRAID__FAULT_THREAD, /* pthread_create (workers, the blocking pool, ...) */
     BRAID__FAULT_POLL,   /* epoll_create1, eventfd */
     BRAID__FAULT_ACCEPT, /* accept4 */
+    BRAID__FAULT_FD,     /* socket, pipe2 */
     BRAID__FAULT_NSITES
 };
 
@@ -110,6 +116,15 @@ static inline void *braid__aligned_alloc(size_t align, size_t n)
     return aligned_alloc(align, n);
 }
 
+static inline char *braid__strdup(const char *s)
+{
+    if (BRAID_FAULT(ALLOC)) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    return strdup(s);
+}
+
 /* mmap through the MMAP fault site. */
 static inline void *braid__mmap(void *addr, size_t len, int prot, int flags, int fd, off_t off)
 {
@@ -118,6 +133,54 @@ static inline void *braid__mmap(void *addr, size_t len, int prot, int flags, int
         return MAP_FAILED;
     }
     return mmap(addr, len, prot, flags, fd, off);
+}
+
+/* New descriptors, through the POLL, ACCEPT and FD fault sites: each
+ * returns what the call it wraps returns, -1 with errno set on failure
+ * (an injected one is EMFILE, out of descriptors). */
+static inline int braid__epoll_create1(int flags)
+{
+    if (BRAID_FAULT(POLL)) {
+        errno = EMFILE;
+        return -1;
+    }
+    return epoll_create1(flags);
+}
+
+static inline int braid__eventfd(unsigned initval, int flags)
+{
+    if (BRAID_FAULT(POLL)) {
+        errno = EMFILE;
+        return -1;
+    }
+    return eventfd(initval, flags);
+}
+
+static inline int braid__accept4(int fd, struct sockaddr *addr, socklen_t *len, int flags)
+{
+    if (BRAID_FAULT(ACCEPT)) {
+        errno = EMFILE;
+        return -1;
+    }
+    return accept4(fd, addr, len, flags);
+}
+
+static inline int braid__socket(int domain, int type, int protocol)
+{
+    if (BRAID_FAULT(FD)) {
+        errno = EMFILE;
+        return -1;
+    }
+    return socket(domain, type, protocol);
+}
+
+static inline int braid__pipe2(int fds[2], int flags)
+{
+    if (BRAID_FAULT(FD)) {
+        errno = EMFILE;
+        return -1;
+    }
+    return pipe2(fds, flags);
 }
 
 /* pthread_create through the THREAD fault site (returns an error number). */

@@ -8,9 +8,11 @@
  * sleep, channel send/recv/try/close, mutex, semaphore, select with a
  * deadline, JoinSet, join_all, defer).  Script 0 is the root task; a script
  * only spawns scripts with a higher index, and SC_MAX_TASKS bounds the
- * tasks, so every scenario ends.  Every wait that could last forever has a
- * deadline (free in virtual time), and a task only ever joins its own
- * children, so a scenario cannot deadlock unless braid is wrong.
+ * tasks, so every scenario ends.  Every wait has a deadline (free in
+ * virtual time) but joins, half of which (and those at a script's end)
+ * wait forever: a task only ever joins its own children, which run
+ * higher-numbered scripts, so a scenario cannot deadlock unless braid is
+ * wrong.
  *
  * sc_run() runs it in a deterministic runtime and checks, as it goes and
  * at the end: every task ends exactly once (or, cancelled before it
@@ -18,7 +20,9 @@
  * really had, every defer runs exactly once (none that was popped without
  * running), no channel value is lost or delivered twice, the mutex and the
  * semaphore exclude as they should, cancelled tasks and the runtime's
- * shutdown complete.  It returns a hash of the event log (who did what,
+ * shutdown complete.  Cancellation is followed exactly (one thread, so the
+ * scenario knows where each task stands when it is cancelled): see
+ * sc_cancelling().  It returns a hash of the event log (who did what,
  * with which result, at which virtual time): running a scenario twice must
  * give the same hash.  Leaks are left to ASan/LSan and Valgrind.
  *
@@ -156,6 +160,14 @@ static inline void sc_generate(struct sc_program *pg, struct sc_src *src, uint64
 
 struct sc_task_rec {
     uint8_t spawned, started, ended, dropped, panicked, cancel_req, is_call;
+    uint8_t shielded;       /* in its shielded tail (sc_exec) */
+    uint8_t in_cp;          /* inside an unshielded cancellation point */
+    uint8_t cancel_live;    /* cancelled before it ended (not by the shutdown) */
+    uint8_t cancel_in_cp;   /* ... while inside a cancellation point */
+    uint8_t claimed;        /* a join began before it started (it may have
+                               been claimed to run, yet not have run) */
+    uint8_t must_drop;      /* cancelled before it started: it never may */
+    uint64_t cancel_at;     /* the virtual time of that cancellation */
 };
 
 struct sc_run {
@@ -263,6 +275,8 @@ static inline int sc_new_child(struct sc_run *r, int script, uint8_t a, int *chi
     int id = r->ntasks++;
     r->t[id].spawned = 1;
     r->t[id].is_call = is_call;
+    /* A task spawned once the shutdown began is dropped, never run. */
+    r->t[id].must_drop = r->shutdown && !is_call;
     return id;
 }
 
@@ -281,17 +295,93 @@ static inline void sc_check_fate(struct sc_run *r, int id, int fate, void *value
     struct sc_task_rec *t = &r->t[id];
     switch (fate) {
     case BRAID_OK:
-        SC_CHECK(r, t->ended && !t->panicked && value == (void *)(uintptr_t)(id + 1));
+        /* A cancel before the task ended makes its fate CANCELLED. */
+        SC_CHECK(r, t->ended && !t->panicked && !t->cancel_live &&
+                        value == (void *)(uintptr_t)(id + 1));
         break;
     case BRAID_PANICKED:
         SC_CHECK(r, t->panicked && t->ended && value == NULL);
         break;
     case BRAID_CANCELLED:
-        SC_CHECK(r, (t->cancel_req || r->shutdown) && !t->panicked && (t->ended || t->dropped));
+        /* Not when the task had ended before the cancel. */
+        SC_CHECK(r, (t->cancel_live || r->shutdown) && !t->panicked && (t->ended || t->dropped));
         SC_CHECK(r, value == (t->dropped ? NULL : (void *)(uintptr_t)(id + 1)));
         break;
     default:
         sc_fail(r, "join of t%d: fate %d", id, fate);
+    }
+}
+
+/*
+ * Cancellation, followed exactly.  On one thread, when task A cancels task
+ * K, K is suspended somewhere (or has not started, or has ended), and
+ * braid_cancel() acts before it returns:
+ *  - K ended: nothing changes (its fate stays what it did);
+ *  - K never started: it never will, its arg_drop runs (at once, unless a
+ *    join claimed it to run it inline), and a join sees CANCELLED;
+ *  - K started: every cancellation point K enters from now on, unless
+ *    shielded, returns -ECANCELED, and its fate is CANCELLED (or PANICKED).
+ *    The cancellation point K is suspended in may still report what it
+ *    completed, but it returns before virtual time moves on (K was woken
+ *    and is runnable), join_all excepted (it waits for its calls).
+ * The shutdown's cancellation happens at a moment the scenario cannot see
+ * (the worker's periodic work), so there only braid_cancelled() tells, and
+ * a task still queued never starts.
+ */
+static inline void sc_cancelling(struct sc_run *r, int id)
+{
+    struct sc_task_rec *t = &r->t[id];
+    t->cancel_req = 1;
+    if (t->ended || t->dropped || t->cancel_live)
+        return;
+    t->cancel_live = 1;
+    if (!t->started) {
+        t->must_drop = 1;
+        return;
+    }
+    t->cancel_at = braid_now_ns();
+    t->cancel_in_cp = t->in_cp;
+}
+
+/* Task id enters a cancellation point: returns whether it must fail with
+ * -ECANCELED. */
+static inline bool sc_cp_begin(struct sc_run *r, int id)
+{
+    struct sc_task_rec *t = &r->t[id];
+    if (t->shielded)
+        return false;
+    if (t->cancel_live && !braid_cancelled())
+        sc_fail(r, "t%d was cancelled, yet braid_cancelled() is false", id);
+    t->in_cp = 1;
+    return t->cancel_live || braid_cancelled();
+}
+
+/* Task id leaves it with rc; prompt: it must return as soon as it is
+ * cancelled (every wait but join_all's). */
+static inline void sc_cp_end(struct sc_run *r, int id, bool must_cancel, long rc, bool prompt)
+{
+    struct sc_task_rec *t = &r->t[id];
+    if (t->shielded)
+        return;
+    t->in_cp = 0;
+    if (must_cancel && rc != -ECANCELED)
+        sc_fail(r, "t%d was cancelled, yet a cancellation point returned %ld", id, rc);
+    if (t->cancel_in_cp) {
+        t->cancel_in_cp = 0;
+        if (prompt && braid_now_ns() != t->cancel_at)
+            sc_fail(r, "t%d, cancelled while waiting at %" PRIu64 " ns, woke at %" PRIu64 " ns",
+                    id, t->cancel_at, braid_now_ns());
+    }
+}
+
+/* The shutdown begins: what is still queued will never start. */
+static inline void sc_shutting_down(struct sc_run *r)
+{
+    r->shutdown = true;
+    for (int id = 0; id < r->ntasks; id++) {
+        struct sc_task_rec *t = &r->t[id];
+        if (!t->started && !t->dropped && !t->claimed && !t->is_call)
+            t->must_drop = 1;
     }
 }
 
@@ -333,7 +423,11 @@ static inline void sc_join_kid(struct sc_frame *f, int k, uint64_t deadline)
 {
     struct sc_run *r = f->c->r;
     void *value = NULL;
+    if (!r->t[f->kid_id[k]].started)
+        r->t[f->kid_id[k]].claimed = 1;
+    bool must = sc_cp_begin(r, f->c->id);
     int rc = braid_join_until(f->kids[k], &value, deadline);
+    sc_cp_end(r, f->c->id, must, rc, true);
     sc_log(r, f->c->id, OP_JOIN, rc);
     if (rc == -ECANCELED || rc == -ETIMEDOUT) {
         f->cancelled |= rc == -ECANCELED;
@@ -389,8 +483,10 @@ static void sc_op_send(struct sc_frame *f, const struct sc_op *op)
     uint32_t item = (uint32_t)v;
     sc_value_offer(r, item);
     braid_chan *ch = r->ch[op->a % SC_NCHAN];
+    bool must = sc_cp_begin(r, f->c->id);
     int rc = op->b % 3 == 0 ? braid_chan_try_send(ch, &item)
                             : braid_chan_send_until(ch, &item, sc_deadline(op->c));
+    sc_cp_end(r, f->c->id, must, rc, true);
     sc_log(r, f->c->id, OP_SEND, rc);
     SC_CHECK(r, rc == 0 || rc == -EAGAIN || rc == -ETIMEDOUT || rc == -EPIPE ||
                     rc == -ECANCELED);
@@ -403,8 +499,10 @@ static void sc_op_recv(struct sc_frame *f, const struct sc_op *op)
     struct sc_run *r = f->c->r;
     uint32_t item = UINT32_MAX;
     braid_chan *ch = r->ch[op->a % SC_NCHAN];
+    bool must = sc_cp_begin(r, f->c->id);
     int rc = op->b % 3 == 0 ? braid_chan_try_recv(ch, &item)
                             : braid_chan_recv_until(ch, &item, sc_deadline(op->c));
+    sc_cp_end(r, f->c->id, must, rc, true);
     sc_log(r, f->c->id, OP_RECV, rc == 0 ? (long)item : rc);
     SC_CHECK(r, rc == 0 || rc == -EAGAIN || rc == -ETIMEDOUT || rc == -EPIPE ||
                     rc == -ECANCELED);
@@ -433,7 +531,9 @@ static void sc_op_select(struct sc_frame *f, const struct sc_op *op)
     }
     unsigned flags = (op->b & 4) ? BRAID_SELECT_BIASED : 0;
     flags |= (op->b & 8) ? BRAID_SELECT_NOWAIT : 0;
+    bool must = sc_cp_begin(r, f->c->id);
     int rc = braid_select(cases, 2, sc_deadline(op->c), flags);
+    sc_cp_end(r, f->c->id, must, rc, true);
     sc_log(r, f->c->id, OP_SELECT, rc >= 0 ? rc * 1000 + cases[rc].result : rc);
     SC_CHECK(r, rc == 0 || rc == 1 || rc == -ETIMEDOUT || rc == -EAGAIN || rc == -ECANCELED);
     for (int i = 0; i < 2; i++) {
@@ -456,10 +556,11 @@ static void sc_critical(struct sc_frame *f, const struct sc_op *op, int *inside,
     *inside += amount;
     SC_CHECK(r, *inside <= limit);
     long rc = 0;
-    if (op->b % 3 == 1)
-        rc = braid_yield();
-    else if (op->b % 3 == 2)
-        rc = braid_sleep_ms(1);
+    if (op->b % 3) {
+        bool must = sc_cp_begin(r, f->c->id);
+        rc = op->b % 3 == 1 ? braid_yield() : braid_sleep_ms(1);
+        sc_cp_end(r, f->c->id, must, rc, true);
+    }
     SC_CHECK(r, *inside <= limit);
     *inside -= amount;
     sc_note_rc(f, rc);
@@ -468,7 +569,9 @@ static void sc_critical(struct sc_frame *f, const struct sc_op *op, int *inside,
 static void sc_op_mutex(struct sc_frame *f, const struct sc_op *op)
 {
     struct sc_run *r = f->c->r;
+    bool must = sc_cp_begin(r, f->c->id);
     int rc = braid_mutex_lock_until(&r->mtx, sc_deadline(op->c));
+    sc_cp_end(r, f->c->id, must, rc, true);
     sc_log(r, f->c->id, OP_MUTEX, rc);
     SC_CHECK(r, rc == 0 || rc == -ETIMEDOUT || rc == -ECANCELED);
     if (rc == 0) {
@@ -482,7 +585,9 @@ static void sc_op_sem(struct sc_frame *f, const struct sc_op *op)
 {
     struct sc_run *r = f->c->r;
     int n = 1 + op->a % 2;
+    bool must = sc_cp_begin(r, f->c->id);
     int rc = braid_sem_acquire_until(&r->sem, (uint64_t)n, sc_deadline(op->c));
+    sc_cp_end(r, f->c->id, must, rc, true);
     sc_log(r, f->c->id, OP_SEM, rc);
     SC_CHECK(r, rc == 0 || rc == -ETIMEDOUT || rc == -ECANCELED || (rc == -EINVAL && n > r->pg->sem_permits));
     if (rc == 0) {
@@ -529,7 +634,9 @@ static void sc_op_joinset(struct sc_frame *f, const struct sc_op *op)
     for (int k = 0; k < op->b % 4 && !f->cancelled; k++) {
         braid_outcome out = BRAID_OUTCOME_INIT;
         uint64_t bid = 0;
+        bool must = sc_cp_begin(r, f->c->id);
         int rc = braid_joinset_join_next_until(js, &out, &bid, sc_deadline(op->c));
+        sc_cp_end(r, f->c->id, must, rc, true);
         sc_log(r, f->c->id, OP_JOINSET, rc);
         sc_note_rc(f, rc);
         if (rc == -ENOENT || rc == -ETIMEDOUT || rc == -ECANCELED)
@@ -543,9 +650,10 @@ static void sc_op_joinset(struct sc_frame *f, const struct sc_op *op)
         sc_check_fate(r, ids[which], rc, out.value);
         braid_ids[which] = 0;
     }
+    /* The free cancels what is left before it waits. */
     for (int i = 0; i < n; i++)
         if (braid_ids[i])
-            r->t[ids[i]].cancel_req = 1;
+            sc_cancelling(r, ids[i]);
     SC_CHECK(r, braid_joinset_free(js) == 0);
 }
 
@@ -567,7 +675,9 @@ static void sc_op_join_all(struct sc_frame *f, const struct sc_op *op)
     }
     if (!n)
         return;
+    bool must = sc_cp_begin(r, f->c->id);
     int rc = braid_join_all(calls, (size_t)n);
+    sc_cp_end(r, f->c->id, must, rc, false);
     sc_log(r, f->c->id, OP_JOIN_ALL, rc);
     SC_CHECK(r, rc == 0 || rc == -ECANCELED);
     for (int i = 0; i < n; i++) {
@@ -575,9 +685,10 @@ static void sc_op_join_all(struct sc_frame *f, const struct sc_op *op)
         SC_CHECK(r, t->started == t->ended);
         if (!t->started) {
             /* Cancelled before it ran: by its caller's cancellation, or by
-             * the shutdown, which cancels every task, calls included (and
-             * then join_all may return 0: its caller was not woken). */
-            SC_CHECK(r, (rc == -ECANCELED || r->shutdown) && calls[i].result == NULL);
+             * the shutdown, which cancels every task, calls included, even
+             * while their caller still waits unaware: join_all reports
+             * -ECANCELED either way. */
+            SC_CHECK(r, rc == -ECANCELED && calls[i].result == NULL);
             t->dropped = 1;
         } else if (rc == 0) {
             SC_CHECK(r, calls[i].result == (void *)(uintptr_t)(ctx[i].id + 1));
@@ -604,6 +715,7 @@ static void sc_exec_op(struct sc_frame *f, const struct sc_op *op, bool in_call)
 {
     struct sc_run *r = f->c->r;
     long rc;
+    bool must;
     switch (op->code) {
     case OP_SPAWN:
         sc_op_spawn(f, op);
@@ -622,10 +734,14 @@ static void sc_exec_op(struct sc_frame *f, const struct sc_op *op, bool in_call)
         break;
     case OP_CANCEL:
         if (f->nkids) {
-            int k = op->a % f->nkids;
-            r->t[f->kid_id[k]].cancel_req = 1;
+            int k = op->a % f->nkids, id = f->kid_id[k];
+            struct sc_task_rec *t = &r->t[id];
+            bool queued = !t->started && !t->dropped && !t->claimed;
+            sc_cancelling(r, id);
             SC_CHECK(r, braid_cancel(f->kids[k]) == 0);
-            sc_log(r, f->c->id, OP_CANCEL, f->kid_id[k]);
+            if (queued) /* never started nor claimed: dropped on the spot */
+                SC_CHECK(r, t->dropped);
+            sc_log(r, f->c->id, OP_CANCEL, id);
         }
         break;
     case OP_PANIC:
@@ -638,12 +754,16 @@ static void sc_exec_op(struct sc_frame *f, const struct sc_op *op, bool in_call)
         }
         break;
     case OP_YIELD:
+        must = sc_cp_begin(r, f->c->id);
         rc = braid_yield();
+        sc_cp_end(r, f->c->id, must, rc, true);
         sc_log(r, f->c->id, OP_YIELD, rc);
         sc_note_rc(f, rc);
         break;
     case OP_SLEEP:
+        must = sc_cp_begin(r, f->c->id);
         rc = braid_sleep_ms(op->a % 16);
+        sc_cp_end(r, f->c->id, must, rc, true);
         sc_log(r, f->c->id, OP_SLEEP, rc);
         sc_note_rc(f, rc);
         break;
@@ -691,6 +811,7 @@ static void sc_exec(struct sc_ctx *c, bool in_call)
     for (int i = 0; i < sc->nops && !f.cancelled; i++)
         sc_exec_op(&f, &sc->ops[i], in_call);
     bool shield = braid_cancel_shield(true);
+    r->t[c->id].shielded = 1;
     while (f.nkids) {
         if ((sc->nops & 1) || c->script == 0) { /* the root waits for its children */
             sc_join_kid(&f, 0, BRAID_FOREVER);
@@ -705,6 +826,7 @@ static void sc_exec(struct sc_ctx *c, bool in_call)
             r->defer[s->index] = 3;
         SC_CHECK(r, braid_defer_pop(&s->d, s->run_on_pop) == 0);
     }
+    r->t[c->id].shielded = shield;
     braid_cancel_shield(shield);
 }
 
@@ -715,11 +837,15 @@ static void *sc_body(struct sc_ctx *c, bool in_call)
     struct sc_run *r = c->r;
     int id = c->id;
     SC_CHECK(r, r->t[id].spawned && !r->t[id].started && !r->t[id].dropped);
+    if (r->t[id].must_drop)
+        sc_fail(r, "t%d started, though cancelled before it started", id);
     r->t[id].started = 1;
     sc_log(r, id, OP_COUNT, c->script);
     braid_defer end;
     SC_CHECK(r, braid_defer_push(&end, sc_on_end, c) == 0);
     sc_exec(c, in_call);
+    if (r->t[id].cancel_live && !braid_cancelled())
+        sc_fail(r, "t%d was cancelled, yet braid_cancelled() is false at its end", id);
     sc_log(r, id, OP_COUNT + 1, 0);
     SC_CHECK(r, braid_defer_pop(&end, true) == 0);
     return (void *)(uintptr_t)(id + 1);
@@ -802,7 +928,7 @@ static inline uint64_t sc_run(const struct sc_program *pg, bool verbose, uint64_
     SC_CHECK(r, fate == BRAID_OK || (fate == BRAID_PANICKED && r->t[0].panicked));
     if (fate == BRAID_OK)
         SC_CHECK(r, value == (void *)(uintptr_t)1);
-    r->shutdown = true;
+    sc_shutting_down(r);
     int rc = braid_runtime_free(rt);
     if (rc != 0)
         sc_fail(r, "braid_runtime_free: %d", rc);

@@ -160,19 +160,31 @@ TEST(det_virtual_time)
 
 /* ---- timer ties and select ----------------------------------------------------- */
 
+/* Eight tasks arm timers for the same instant in a fixed order (task i
+ * first sleeps until t0 + i + 1 ms, a time of its own, so the arming order
+ * is 0 to 7 whatever order they started in): only the seed may then order
+ * their wake-ups, not the order of arming. */
 static char tie_log[16];
 static int ntie;
+static uint64_t tie_t0;
+
+#define TIE_AT (tie_t0 + UINT64_C(100000000))
 
 static void *tie_sleeper(void *arg)
 {
-    CHECK_EQ(braid_sleep_ms(5), 0);
-    tie_log[ntie++] = (char)('a' + (int)(intptr_t)arg);
+    uint64_t i = (uintptr_t)arg - 1;
+    CHECK_EQ(braid_sleep_until(tie_t0 + (i + 1) * 1000000u), 0);
+    CHECK_EQ(braid_now_ns(), tie_t0 + (i + 1) * 1000000u);
+    CHECK_EQ(braid_sleep_until(TIE_AT), 0);
+    CHECK_EQ(braid_now_ns(), TIE_AT);
+    tie_log[ntie++] = (char)('a' + i);
     return NULL;
 }
 
 static void *tie_root(void *arg)
 {
     (void)arg;
+    tie_t0 = braid_now_ns();
     test_spawn_join_n(8, tie_sleeper);
     return NULL;
 }

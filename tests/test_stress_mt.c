@@ -21,6 +21,11 @@
  *  - every join saw a fate consistent with what the task did and with
  *    cancellations (the real fate if the task had finished before the
  *    cancel);
+ *  - a task parked on a wait nothing else will satisfy (sleep, receive,
+ *    select, notify, semaphore, mutex, token, join), then cancelled, ends
+ *    CANCELLED with its wait returning -ECANCELED (or never started);
+ *  - every cancelled task that is joined ends within a bound (30 s, 120 s
+ *    under the tools): a cancellation that is lost is caught there;
  *  - braid_runtime_free() returns 0.
  *
  * Each configuration runs 2 s (ASan 2 s, TSan 3 s, Valgrind 1 s) plus its
@@ -75,6 +80,7 @@ static atomic_long n_spawned, n_started, n_ended, n_dropped, n_consumed;
 static atomic_long n_defers_expected, n_defers_ran;
 static atomic_long n_joins, n_cancels, n_cancel_joins, n_panics_joined, n_detached_panics;
 static atomic_long n_mutex, n_sem, n_selects, n_joinsets, n_joinalls, n_retires;
+static atomic_long n_parked_cancels, n_parked_dropped, slowest_cancel_ns;
 static atomic_int in_mutex, in_sem;
 static uint64_t deadline_ns;
 static atomic_bool shutting_down; /* braid_runtime_free() cancels every task */
@@ -513,9 +519,38 @@ static int join_fully(braid_task h, braid_outcome *o, bool task)
     return f;
 }
 
-static void cancel_checked(uint64_t seed, braid_task h, bool *finished_before)
+/* How long a cancelled task may take to end: everything a job does is
+ * short, so only a lost cancellation comes near this. */
+static uint64_t cancel_bound_ns(void)
+{
+    return (test_instrumented() ? 120 : 30) * UINT64_C(1000000000);
+}
+
+static void note_cancel_latency(uint64_t since)
+{
+    long took = (long)(braid_now_ns() - since), prev = atomic_load(&slowest_cancel_ns);
+    while (took > prev && !atomic_compare_exchange_weak(&slowest_cancel_ns, &prev, took))
+        ;
+}
+
+/* join_fully for a task cancelled at `since`: it must end within the bound. */
+static int join_cancelled(uint64_t seed, braid_task h, braid_outcome *o, bool task, uint64_t since)
+{
+    bool was = task && braid_cancel_shield(true);
+    int f = braid_join_ex_until(h, o, since + cancel_bound_ns());
+    if (task)
+        braid_cancel_shield(was);
+    if (f == -ETIMEDOUT)
+        SFAIL(seed, "a cancelled task still runs %.0f s after the cancel",
+              (double)cancel_bound_ns() / 1e9);
+    note_cancel_latency(since);
+    return f;
+}
+
+static void cancel_checked(uint64_t seed, braid_task h, bool *finished_before, uint64_t *at)
 {
     *finished_before = braid_is_finished(h);
+    *at = braid_now_ns();
     int rc = braid_cancel(h);
     if (rc != 0)
         SFAIL(seed, "cancel: %d", rc);
@@ -535,12 +570,13 @@ static void op_spawn(uint64_t *s, int depth, braid_runtime *rt)
     CHECK_EQ(spawn_job(s, depth, &h, &t, rt), 0);
     braid_outcome o = BRAID_OUTCOME_INIT;
     bool cancelled = false, fin = false;
+    uint64_t cancel_at = 0;
     int f;
     switch (rnd(s) % 7) {
     case 0: /* plain join */
         break;
     case 1: /* cancel at once: races the start */
-        cancel_checked(t.seed, h, &fin);
+        cancel_checked(t.seed, h, &fin, &cancel_at);
         cancelled = true;
         break;
     case 2: /* cancel after a while: races completion */
@@ -549,7 +585,7 @@ static void op_spawn(uint64_t *s, int depth, braid_runtime *rt)
                 braid_yield();
         else if (rnd(s) % 2)
             sched_yield();
-        cancel_checked(t.seed, h, &fin);
+        cancel_checked(t.seed, h, &fin, &cancel_at);
         cancelled = true;
         break;
     case 3: /* join with a deadline, then cancel or wait */
@@ -562,7 +598,7 @@ static void op_spawn(uint64_t *s, int depth, braid_runtime *rt)
         if (f != -ETIMEDOUT && f != -ECANCELED)
             SFAIL(t.seed, "join_until: %d", f);
         if (rnd(s) % 2) {
-            cancel_checked(t.seed, h, &fin);
+            cancel_checked(t.seed, h, &fin, &cancel_at);
             cancelled = true;
         }
         break;
@@ -573,16 +609,151 @@ static void op_spawn(uint64_t *s, int depth, braid_runtime *rt)
         atomic_fetch_add(&n_consumed, 1);
         return;
     case 5: /* cancel, then detach */
-        cancel_checked(t.seed, h, &fin);
+        cancel_checked(t.seed, h, &fin, &cancel_at);
         CHECK_EQ(braid_detach(h), 0);
         atomic_fetch_add(&n_consumed, 1);
         return;
     default: /* join without looking at the outcome in detail */
         break;
     }
-    f = join_fully(h, &o, task);
+    f = cancelled ? join_cancelled(t.seed, h, &o, task, cancel_at) : join_fully(h, &o, task);
     atomic_fetch_add(&n_consumed, 1);
     check_outcome(&t, f, &o, cancelled, fin);
+}
+
+/* ---- cancelling a task parked for good ---- */
+
+/* A task waits on something nobody else will ever satisfy; cancelling it
+ * is the only way out, and its wait must return -ECANCELED. */
+enum { PARK_SLEEP, PARK_RECV, PARK_SELECT, PARK_NOTIFY, PARK_SEM, PARK_MUTEX, PARK_TOKEN,
+       PARK_JOIN, PARK_KINDS };
+
+struct parker {
+    atomic_int state; /* 0 spawned, 1 about to wait, 2 waited, 3 dropped unstarted */
+    int kind, rc;
+    braid_chan *ch[2];
+    braid_notify *nt;
+    braid_sem sem;
+    braid_mutex mu;
+    braid_token *tok;
+    braid_task inner; /* PARK_JOIN: a parker of its own, cancelled after */
+};
+
+static void *parker_body(void *arg)
+{
+    struct parker *p = arg;
+    atomic_store(&p->state, 1);
+    uint64_t item;
+    braid_select_case cs[2] = { { p->ch[0], BRAID_SELECT_RECV, &item, 0 },
+                                { p->ch[1], BRAID_SELECT_RECV, &item, 0 } };
+    switch (p->kind) {
+    case PARK_SLEEP: p->rc = braid_sleep_until(BRAID_FOREVER); break;
+    case PARK_RECV: p->rc = braid_chan_recv(p->ch[0], &item); break;
+    case PARK_SELECT: p->rc = braid_select(cs, 2, BRAID_FOREVER, 0); break;
+    case PARK_NOTIFY: p->rc = braid_notify_wait(p->nt); break;
+    case PARK_SEM: p->rc = braid_sem_acquire(&p->sem, 1); break;
+    case PARK_MUTEX: p->rc = braid_mutex_lock(&p->mu); break;
+    case PARK_TOKEN: p->rc = braid_token_wait(p->tok); break;
+    default: p->rc = braid_join(p->inner, NULL); break;
+    }
+    atomic_store(&p->state, 2);
+    return p;
+}
+
+static void parker_drop(void *arg)
+{
+    struct parker *p = arg;
+    int want = 0;
+    if (!atomic_compare_exchange_strong(&p->state, &want, 3))
+        TEST_FAIL("parker dropped in state %d", want);
+}
+
+static void parker_init(struct parker *p, int kind)
+{
+    memset(p, 0, sizeof *p);
+    p->kind = kind;
+    for (int i = 0; i < 2; i++)
+        CHECK_EQ(braid_chan_new(&p->ch[i], sizeof(uint64_t), 0), 0);
+    CHECK_EQ(braid_notify_new(&p->nt), 0);
+    CHECK_EQ(braid_sem_init(&p->sem, 0), 0);
+    CHECK_EQ(braid_mutex_init(&p->mu), 0);
+    CHECK_EQ(braid_token_new(&p->tok, NULL), 0);
+}
+
+static void parker_fini(struct parker *p)
+{
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(braid_chan_sender_drop(p->ch[i]), 0);
+        CHECK_EQ(braid_chan_receiver_drop(p->ch[i]), 0);
+    }
+    CHECK_EQ(braid_notify_free(p->nt), 0);
+    CHECK_EQ(braid_sem_destroy(&p->sem), 0);
+    CHECK_EQ(braid_mutex_destroy(&p->mu), 0);
+    CHECK_EQ(braid_token_free(p->tok), 0);
+}
+
+/* Spawn a parker (rt != NULL: from a plain thread); 0 or the spawn's error. */
+static int parker_spawn(struct parker *p, braid_task *h, braid_runtime *rt)
+{
+    braid_spawn_opts o = BRAID_SPAWN_OPTS_INIT;
+    o.arg_drop = parker_drop;
+    o.name = "mt-parker";
+    return rt ? braid_spawn_on_ex(rt, h, &o, parker_body, p) : braid_spawn_ex(h, &o, parker_body, p);
+}
+
+/* Cancel parker p (handle h) and check how it ended: CANCELLED, its wait
+ * (if it got there) -ECANCELED, within the bound. */
+static void parker_cancel(uint64_t seed, struct parker *p, braid_task h, bool task)
+{
+    uint64_t at = braid_now_ns();
+    CHECK_EQ(braid_cancel(h), 0);
+    braid_outcome o = BRAID_OUTCOME_INIT;
+    int f = join_cancelled(seed, h, &o, task, at);
+    int st = atomic_load(&p->state);
+    if (f != BRAID_CANCELLED)
+        SFAIL(seed, "parked task (kind %d) cancelled: fate %d, not CANCELLED", p->kind, f);
+    if (st == 1)
+        SFAIL(seed, "parked task (kind %d) cancelled, yet its wait never returned", p->kind);
+    if (st == 2 && p->rc != -ECANCELED)
+        SFAIL(seed, "parked task (kind %d) cancelled: its wait returned %d", p->kind, p->rc);
+    if (st == 3)
+        atomic_fetch_add(&n_parked_dropped, 1);
+    atomic_fetch_add(&n_parked_cancels, 1);
+}
+
+static void op_park_cancel(uint64_t *s, braid_runtime *rt)
+{
+    bool task = rt == NULL;
+    struct parker p, inner;
+    parker_init(&p, (int)(rnd(s) % PARK_KINDS));
+    if (p.kind == PARK_MUTEX)
+        CHECK_EQ(braid_mutex_trylock(&p.mu), 0); /* private: free */
+    if (p.kind == PARK_JOIN) {
+        parker_init(&inner, PARK_NOTIFY);
+        CHECK_EQ(parker_spawn(&inner, &p.inner, rt), 0);
+    }
+    braid_task h;
+    CHECK_EQ(parker_spawn(&p, &h, rt), 0);
+    /* Mostly once it is about to wait (or waits), else at once, racing its start. */
+    if (rnd(s) % 4) {
+        uint64_t give_up = braid_now_ns() + cancel_bound_ns();
+        bool was = task && braid_cancel_shield(true);
+        while (atomic_load(&p.state) == 0 && braid_now_ns() < give_up)
+            task ? braid_yield() : sched_yield();
+        if (task)
+            braid_cancel_shield(was);
+        /* It may have been dropped (shutdown) but not be stuck unstarted. */
+        if (atomic_load(&p.state) == 0 && !atomic_load(&shutting_down))
+            SFAIL(*s, "a parker did not start within %.0f s", (double)cancel_bound_ns() / 1e9);
+    }
+    parker_cancel(*s, &p, h, task);
+    if (p.kind == PARK_JOIN) {
+        parker_cancel(*s, &inner, p.inner, task);
+        parker_fini(&inner);
+    }
+    if (p.kind == PARK_MUTEX)
+        CHECK_EQ(braid_mutex_unlock(&p.mu), 0);
+    parker_fini(&p);
 }
 
 static void op_joinset(uint64_t *s, int depth)
@@ -691,7 +862,7 @@ static void op_join_all(uint64_t *s, int depth)
 }
 
 enum { OP_YIELD, OP_SLEEP, OP_SPAWN, OP_SEND, OP_RECV, OP_SELECT, OP_MUTEX, OP_SEM,
-       OP_JOINSET, OP_JOINALL, OP_RETIRE, OP_DEFER, OP_N };
+       OP_JOINSET, OP_JOINALL, OP_RETIRE, OP_DEFER, OP_PARK, OP_N };
 
 static void do_ops(uint64_t *s, int depth, struct job *j, int nops)
 {
@@ -737,6 +908,10 @@ static void do_ops(uint64_t *s, int depth, struct job *j, int nops)
         case OP_RETIRE:
             if (depth == 0 && rnd(s) % 16 == 0)
                 op_retire(s);
+            break;
+        case OP_PARK:
+            if (depth < 2 && rnd(s) % 4 == 0)
+                op_park_cancel(s, NULL);
             break;
         case OP_DEFER:
             if (j) { /* a defer popped with or without running it */
@@ -815,10 +990,14 @@ static void *outsider(void *arg)
 {
     uint64_t s = mix(base_seed ^ (0x1000 + (uintptr_t)arg));
     while (braid_now_ns() < deadline_ns) {
-        switch (rnd(&s) % 5) {
+        switch (rnd(&s) % 6) {
         case 0:
         case 1:
             op_send(&s);
+            break;
+        case 5:
+            if (rnd(&s) % 4 == 0)
+                op_park_cancel(&s, the_rt);
             break;
         case 2:
             op_spawn(&s, 2, the_rt);
@@ -881,6 +1060,7 @@ static void run_mt(unsigned workers)
     ZERO(n_defers_expected), ZERO(n_defers_ran), ZERO(n_joins), ZERO(n_cancels);
     ZERO(n_cancel_joins), ZERO(n_panics_joined), ZERO(n_detached_panics);
     ZERO(n_sent), ZERO(n_recvd), ZERO(n_send_failed), ZERO(n_sends_no_rx);
+    ZERO(n_parked_cancels), ZERO(n_parked_dropped), ZERO(slowest_cancel_ns);
     atomic_store(&next_value, 1);
     atomic_store(&next_gen, 1);
     atomic_store(&next_token, 1);
@@ -971,6 +1151,7 @@ static void run_mt(unsigned workers)
 
     CHECK(sp > 50);
     CHECK(atomic_load(&n_sent) > 50);
+    CHECK(atomic_load(&n_parked_cancels) > 0);
     printf("%u workers, %.2f s: %ld tasks (%ld never started), %ld joins (%ld after cancel, %ld "
            "panics), %ld detached panics, %ld cancels; %ld values sent (%ld received, %ld "
            "discarded with a dropped receiver), %ld failed sends (%ld with no receiver left), %ld selects; %ld mutex, %ld "
@@ -981,6 +1162,9 @@ static void run_mt(unsigned workers)
            lost_to_drop, failed, atomic_load(&n_sends_no_rx), atomic_load(&n_selects), atomic_load(&n_mutex),
            atomic_load(&n_sem), atomic_load(&n_joinsets), atomic_load(&n_joinalls),
            atomic_load(&n_retires));
+    printf("%u workers: %ld parked tasks cancelled (%ld before they started); the slowest "
+           "cancellation took %.1f ms\n", workers, atomic_load(&n_parked_cancels),
+           atomic_load(&n_parked_dropped), (double)atomic_load(&slowest_cancel_ns) / 1e6);
 }
 
 TEST(stress_mt_2_workers)
