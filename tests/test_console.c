@@ -564,7 +564,7 @@ TEST(console_tool_live_tmux)
 {
     find_tool();
     if (system("tmux -V >/dev/null 2>&1") != 0)
-        SKIP("tmux is not installed");
+        test_skip_tool("tmux is not installed");
     snprintf(tmux_sock, sizeof tmux_sock, "braid-test-%d", (int)getpid());
     run_tool_scene("tmux", tmux_client);
     tmux("kill-server%s", "", NULL);
