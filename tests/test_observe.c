@@ -538,6 +538,245 @@ TEST(metrics_counts)
     CHECK_EQ(braid_runtime_free(rt), 0);
 }
 
+/* ---- metrics of a known workload --------------------------------------------------------- */
+
+/* Each counter is checked at a moment the workload arranges (tasks queued,
+ * asleep, waiting on a pipe, a job running), so a counter that is never
+ * bumped, or bumped in the wrong place, fails. */
+
+static braid_metrics metrics_now(braid_worker_metrics *wm, unsigned n)
+{
+    braid_metrics m = BRAID_METRICS_INIT;
+    m.workers = wm;
+    m.max_workers = n;
+    CHECK_EQ(braid_metrics_get(NULL, &m), 0);
+    return m;
+}
+
+/* From a task: yield (so that the workers reach scheduling points, where
+ * they publish their counters) until cond holds; 10 s at most.  Yielding,
+ * not sleeping: a sleep would be one more timer. */
+#define AWAIT_METRICS(m, wm, n, cond)                                                     \
+    for (uint64_t t0_ = test_now_ms();; braid_yield()) {                                  \
+        (m) = metrics_now((wm), (n));                                                     \
+        if (cond)                                                                         \
+            break;                                                                        \
+        if (test_now_ms() - t0_ > 10000)                                                  \
+            TEST_FAIL("the metrics never showed %s", #cond);                             \
+    }
+
+static atomic_int sleepers_started, reader_waiting, job_running;
+
+static void *counted_sleeper(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&sleepers_started, 1);
+    braid_sleep_ms(3600 * 1000);
+    return NULL;
+}
+
+static void *pipe_reader(void *arg)
+{
+    char c;
+    atomic_store(&reader_waiting, 1);
+    CHECK_EQ(braid_read((int)(intptr_t)arg, &c, 1), 1);
+    return NULL;
+}
+
+static void *pool_job(void *arg)
+{
+    char c;
+    atomic_store(&job_running, 1);
+    CHECK_EQ(read((int)(intptr_t)arg, &c, 1), 1); /* a plain blocking read */
+    return NULL;
+}
+
+static void yield_until(atomic_int *flag, int want)
+{
+    for (uint64_t t0 = test_now_ms(); atomic_load(flag) < want; braid_yield())
+        if (test_now_ms() - t0 > 60000)
+            TEST_FAIL("waited 60 s for an event");
+}
+
+enum { INJECTED = 3, QUEUED = 5, SLEEPERS = 6 };
+
+/* One worker, so that what is queued stays queued and the worker is at a
+ * scheduling point whenever the root runs. */
+static void *one_worker_root(void *arg)
+{
+    braid_task *injected = arg, t[SLEEPERS + N_PANIC];
+    braid_worker_metrics wm[1];
+    braid_metrics m;
+    for (int i = 0; i < INJECTED; i++)
+        CHECK_EQ(braid_join(injected[i], NULL), BRAID_OK);
+
+    /* Spawned tasks wait in the worker's queue until the root suspends. */
+    for (int i = 0; i < QUEUED; i++)
+        CHECK_EQ(braid_spawn(&t[i], noop, NULL), 0);
+    m = metrics_now(wm, 1);
+    CHECK_EQ(wm[0].local_queue, QUEUED);
+    CHECK_EQ(m.tasks_alive, 1 + QUEUED);
+    for (int i = 0; i < QUEUED; i++)
+        CHECK_EQ(braid_join(t[i], NULL), BRAID_OK);
+    /* Joining a queued task starts it on the spot; its queue entry goes
+     * when the worker next looks at the queue. */
+    AWAIT_METRICS(m, wm, 1, wm[0].local_queue == 0);
+
+    /* Timers: one per sleeping task. */
+    for (int i = 0; i < SLEEPERS; i++)
+        CHECK_EQ(braid_spawn(&t[i], counted_sleeper, NULL), 0);
+    yield_until(&sleepers_started, SLEEPERS);
+    AWAIT_METRICS(m, wm, 1, m.timers == SLEEPERS);
+    CHECK_EQ(wm[0].timers, SLEEPERS);
+
+    /* A descriptor registered while a task waits on it, until closed. */
+    int p[2];
+    CHECK_EQ(pipe2(p, O_NONBLOCK), 0);
+    braid_task r;
+    CHECK_EQ(braid_spawn(&r, pipe_reader, (void *)(intptr_t)p[0]), 0);
+    yield_until(&reader_waiting, 1); /* one worker: it ran until it waited */
+    m = metrics_now(wm, 1);
+    CHECK_EQ(m.io_registered, 1);
+    CHECK_EQ(wm[0].io_registered, 1);
+    CHECK_EQ(write(p[1], "x", 1), 1);
+    CHECK_EQ(braid_join(r, NULL), BRAID_OK);
+    CHECK_EQ(braid_close(p[0]), 0);
+    close(p[1]);
+    m = metrics_now(wm, 1);
+    CHECK_EQ(m.io_registered, 0);
+
+    /* The blocking pool: busy while the job runs, idle after. */
+    CHECK_EQ(pipe(p), 0);
+    m = metrics_now(wm, 1);
+    CHECK_EQ(m.blocking_busy + m.blocking_idle, 0);
+    braid_task b;
+    CHECK_EQ(braid_spawn_blocking(&b, pool_job, (void *)(intptr_t)p[0]), 0);
+    yield_until(&job_running, 1);
+    m = metrics_now(wm, 1);
+    CHECK_EQ(m.blocking_busy, 1);
+    CHECK_EQ(m.blocking_queued, 0);
+    CHECK_EQ(write(p[1], "x", 1), 1);
+    CHECK_EQ(braid_join(b, NULL), BRAID_OK);
+    AWAIT_METRICS(m, wm, 1, m.blocking_busy == 0 && m.blocking_idle == 1);
+    close(p[0]);
+    close(p[1]);
+
+    /* Fates. */
+    for (int i = 0; i < N_PANIC; i++)
+        CHECK_EQ(braid_spawn(&t[SLEEPERS + i], panicker, NULL), 0);
+    for (int i = 0; i < N_PANIC; i++)
+        CHECK_EQ(braid_join(t[SLEEPERS + i], NULL), BRAID_PANICKED);
+    for (int i = 0; i < SLEEPERS; i++)
+        CHECK_EQ(braid_cancel(t[i]), 0);
+    for (int i = 0; i < SLEEPERS; i++)
+        CHECK_EQ(braid_join(t[i], NULL), BRAID_CANCELLED);
+    AWAIT_METRICS(m, wm, 1, m.timers == 0);
+    CHECK_EQ(m.tasks_panicked, N_PANIC);
+    CHECK_EQ(m.tasks_cancelled, SLEEPERS);
+    /* The injected, the root, the queued, the sleepers, the reader, the
+     * blocking job's task and the panickers. */
+    CHECK_EQ(m.tasks_spawned, INJECTED + 1 + QUEUED + SLEEPERS + 1 + 1 + N_PANIC);
+    CHECK_EQ(m.tasks_alive, 1);
+
+    /* Parking: nothing to run while the root sleeps (unless the worker
+     * is so slow, under Valgrind, that the sleep is over before it could
+     * park). */
+    uint64_t parks = wm[0].parks, t0 = test_now_ms();
+    do {
+        if (test_now_ms() - t0 > 10000)
+            TEST_FAIL("the worker never parked");
+        braid_sleep_ms(5);
+        m = metrics_now(wm, 1);
+    } while (wm[0].parks == parks);
+    return NULL;
+}
+
+TEST(metrics_one_worker_workload)
+{
+    atomic_store(&sleepers_started, 0);
+    braid_runtime *rt = new_rt(1, 0, 0, NULL, NULL);
+    /* From outside any worker, tasks go to the injection queue. */
+    braid_task injected[INJECTED];
+    for (int i = 0; i < INJECTED; i++)
+        CHECK_EQ(braid_spawn_on(rt, &injected[i], noop, NULL), 0);
+    braid_metrics m = BRAID_METRICS_INIT;
+    CHECK_EQ(braid_metrics_get(rt, &m), 0);
+    CHECK_EQ(m.global_queue, INJECTED);
+    CHECK_EQ(m.tasks_alive, INJECTED);
+    CHECK_EQ(braid_block_on(rt, one_worker_root, injected, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+/* Two workers: what a task that never suspends spawns can only run on the
+ * other worker, which must steal it, and the sleepers that task spawns
+ * there stay there, on a worker that then parks. */
+enum { FAR_SLEEPERS = 8 };
+
+static _Atomic int holder_worker = -1, thief_worker = -1;
+static braid_task far[FAR_SLEEPERS];
+
+static void *thief(void *arg)
+{
+    (void)arg;
+    atomic_store(&thief_worker, braid_worker_index());
+    for (int i = 0; i < FAR_SLEEPERS; i++)
+        CHECK_EQ(braid_spawn(&far[i], counted_sleeper, NULL), 0);
+    return NULL;
+}
+
+/* Two spawns: a single one would wait in the spawner's newest slot, and
+ * wake no idle worker, until the spawner suspends; the second moves the
+ * first to the stealable ring and wakes one. */
+static void *holder(void *arg)
+{
+    braid_task *t = arg;
+    atomic_store(&holder_worker, braid_worker_index());
+    CHECK_EQ(braid_spawn(&t[0], thief, NULL), 0);
+    CHECK_EQ(braid_spawn(&t[1], noop, NULL), 0);
+    uint64_t give_up = test_now_ms() + 60000;
+    while (atomic_load(&sleepers_started) < FAR_SLEEPERS)
+        if (test_now_ms() > give_up)
+            TEST_FAIL("the other worker never stole the thief");
+    return NULL;
+}
+
+static void *two_workers_root(void *arg)
+{
+    (void)arg;
+    braid_task h, t[2];
+    braid_worker_metrics wm[2];
+    braid_metrics m;
+    CHECK_EQ(braid_spawn(&h, holder, t), 0);
+    CHECK_EQ(braid_join(h, NULL), BRAID_OK);
+    CHECK_EQ(braid_join(t[0], NULL), BRAID_OK);
+    CHECK_EQ(braid_join(t[1], NULL), BRAID_OK);
+    int thief_w = atomic_load(&thief_worker);
+    CHECK(thief_w >= 0 && thief_w != atomic_load(&holder_worker));
+    AWAIT_METRICS(m, wm, 2, m.timers == FAR_SLEEPERS);
+    CHECK_EQ(wm[thief_w].timers, FAR_SLEEPERS);
+    CHECK(wm[thief_w].steals >= 1);
+    /* Its tasks all asleep, the thief's worker parks. */
+    AWAIT_METRICS(m, wm, 2, wm[thief_w].parks >= 1);
+    for (int i = 0; i < FAR_SLEEPERS; i++)
+        CHECK_EQ(braid_cancel(far[i]), 0);
+    for (int i = 0; i < FAR_SLEEPERS; i++)
+        CHECK_EQ(braid_join(far[i], NULL), BRAID_CANCELLED);
+    AWAIT_METRICS(m, wm, 2, m.timers == 0);
+    CHECK_EQ(m.tasks_cancelled, FAR_SLEEPERS);
+    CHECK_EQ(m.tasks_panicked, 0);
+    CHECK_EQ(m.tasks_spawned, 1 + 1 + 2 + FAR_SLEEPERS);
+    return NULL;
+}
+
+TEST(metrics_two_workers_workload)
+{
+    atomic_store(&sleepers_started, 0);
+    /* The holder runs as long as the other worker takes to steal. */
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG, 0, NULL, NULL);
+    CHECK_EQ(braid_block_on(rt, two_workers_root, NULL, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
 /* ---- the watchdog ------------------------------------------------------------------------------ */
 
 static struct hook_log wd_log;
