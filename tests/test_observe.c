@@ -8,6 +8,7 @@
 #include <link.h>
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #if defined(__SANITIZE_THREAD__)
@@ -377,6 +378,7 @@ TEST(sigquit_dump)
 struct hook_log {
     _Atomic int deadlocks, blocked;
     _Atomic uint64_t task;
+    _Atomic uint64_t blocked_at; /* braid_now_ns() of the last blocked report */
     braid_chan *release; /* sent on by the hook to end a deadlock */
 };
 
@@ -391,6 +393,7 @@ static void hook(braid_runtime *rt, int event, uint64_t task, void *user)
             CHECK_EQ(braid_chan_send(h->release, &v), 0);
     } else if (event == BRAID_EVENT_BLOCKED) {
         atomic_store(&h->task, task);
+        atomic_store(&h->blocked_at, braid_now_ns());
         atomic_fetch_add(&h->blocked, 1);
     }
 }
@@ -899,6 +902,180 @@ TEST(watchdog_ignores_undriven_runtime)
     free(stderr_take());
     CHECK_EQ(braid_runtime_free(rt), 0);
     CHECK_EQ(atomic_load(&h.blocked), 1);
+}
+
+/* The threshold of a configuration left as braid_config_init() made it:
+ * 100 ms (1 s under Valgrind).  The report says how long the task ran,
+ * measured from when the observer last saw its worker move: at least the
+ * threshold, and far below the next plausible default. */
+static unsigned long long reported_ms(const char *err)
+{
+    const char *end = strstr(err, " ms without suspending");
+    CHECK(end != NULL);
+    const char *p = end;
+    while (p > err && strncmp(p, " for ", 5) != 0)
+        p--;
+    CHECK(strncmp(p, " for ", 5) == 0);
+    return strtoull(p + 5, NULL, 10);
+}
+
+TEST(watchdog_default_threshold)
+{
+    braid_config cfg;
+    braid_config_init(&cfg); /* watchdog_ms left alone */
+    cfg.workers = 2;
+    cfg.observe_off = BRAID_OBSERVE_NO_DEADLOCK;
+    cfg.observe_hook = hook;
+    struct hook_log h = { 0 };
+    cfg.observe_hook_arg = &h;
+    braid_runtime *rt;
+    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+    stderr_capture();
+    CHECK_EQ(braid_block_on(rt, spin_until_reported, &h, NULL), 0);
+    char *err = stderr_take();
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK_EQ(atomic_load(&h.blocked), 1);
+    unsigned long long ms = reported_ms(err), dflt = test_under_valgrind() ? 1000 : 100;
+    if (ms < dflt || ms >= 10 * dflt) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("reported after %llu ms, the default threshold is %llu ms", ms, dflt);
+    }
+    free(err);
+}
+
+/* Once per incident: a task that keeps running long past the report is
+ * not reported again, but once it has suspended, running too long again
+ * is a new incident. */
+enum { WD_MS = 50 };
+
+static void spin_ns(uint64_t ns)
+{
+    uint64_t until = braid_now_ns() + ns;
+    while (braid_now_ns() < until)
+        ;
+}
+
+/* Returns the number of reports seen at the end of each incident (in
+ * seen[]), or stops early if one is never reported: stderr is captured
+ * meanwhile, so the test checks afterwards. */
+struct incidents {
+    struct hook_log log;
+    int seen[2];
+};
+
+static void *two_incidents(void *arg)
+{
+    struct incidents *in = arg;
+    for (int i = 0; i < 2; i++) {
+        for (uint64_t give_up = test_now_ms() + 10000; atomic_load(&in->log.blocked) <= i;)
+            if (test_now_ms() > give_up)
+                return NULL;
+        /* Four more thresholds: the observer looks four times per
+         * threshold, so it sees the same stuck worker many times. */
+        spin_ns(4 * WD_MS * UINT64_C(1000000));
+        in->seen[i] = atomic_load(&in->log.blocked);
+        braid_sleep_ms(1);
+    }
+    return NULL;
+}
+
+TEST(watchdog_once_per_incident)
+{
+    struct incidents in = { 0 };
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_DEADLOCK, WD_MS, hook, &in.log);
+    stderr_capture();
+    CHECK_EQ(braid_block_on(rt, two_incidents, &in, NULL), 0);
+    char *err = stderr_take();
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    int reports = 0;
+    for (const char *p = err; (p = strstr(p, "without suspending")) != NULL; p++)
+        reports++;
+    if (in.seen[0] != 1 || in.seen[1] != 2 || atomic_load(&in.log.blocked) != 2 || reports != 2) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("reports after the first incident: %d, after the second: %d (0: never "
+                  "reported), in all: %d, on stderr: %d; want 1, 2, 2, 2",
+                  in.seen[0], in.seen[1], atomic_load(&in.log.blocked), reports);
+    }
+    free(err);
+}
+
+/* The off switches: nothing is reported of a task that runs fifteen
+ * thresholds without suspending.  (An absent report is no event: the
+ * task spins for a fixed time.) */
+static void *spin_300ms(void *arg)
+{
+    (void)arg;
+    spin_ns(300 * UINT64_C(1000000));
+    return NULL;
+}
+
+TEST(watchdog_off)
+{
+    static const unsigned offs[] = { BRAID_OBSERVE_NO_WATCHDOG, BRAID_OBSERVE_OFF };
+    for (size_t i = 0; i < sizeof offs / sizeof *offs; i++) {
+        struct hook_log h = { 0 };
+        braid_runtime *rt = new_rt(2, offs[i] | BRAID_OBSERVE_NO_DEADLOCK, 20, hook, &h);
+        stderr_capture();
+        CHECK_EQ(braid_block_on(rt, spin_300ms, NULL, NULL), 0);
+        char *err = stderr_take();
+        CHECK_EQ(braid_runtime_free(rt), 0);
+        if (atomic_load(&h.blocked) != 0 || strstr(err, "without suspending")) {
+            fprintf(stderr, "%s", err);
+            TEST_FAIL("observe_off %#x: the watchdog reported", offs[i]);
+        }
+        free(err);
+    }
+}
+
+/* SIGQUIT left alone: the child's runtime has BRAID_OBSERVE_NO_SIGQUIT
+ * (or everything off), so SIGQUIT does what it does by default, ending
+ * the child, without a dump. */
+__attribute__((constructor)) static void quiet_child(void)
+{
+    const char *off = getenv("BRAID_OBSERVE_QUIET_CHILD");
+    if (!off)
+        return;
+    dup2(1, 2);
+    struct rlimit no_core = { 0, 0 };
+    setrlimit(RLIMIT_CORE, &no_core);
+    prctl(PR_SET_DUMPABLE, 0); /* nor to a core_pattern pipe */
+    braid_runtime *rt = new_rt(1, (unsigned)atoi(off), 0, NULL, NULL);
+    printf("ready\n");
+    fflush(stdout);
+    braid_block_on(rt, sleeper, NULL, NULL); /* until SIGQUIT */
+    _exit(3);
+}
+
+TEST(sigquit_off)
+{
+    test_need_exec();
+    char self[PATH_MAX];
+    test_sibling("test_observe", self, sizeof self);
+    static const char *const offs[] = { "1" /* NO_SIGQUIT */, "7" /* OFF */ };
+    for (size_t i = 0; i < sizeof offs / sizeof *offs; i++) {
+        setenv("BRAID_OBSERVE_QUIET_CHILD", offs[i], 1);
+        char *argv[] = { self, NULL };
+        pid_t pid;
+        int fd = test_spawn_piped(argv, &pid);
+        unsetenv("BRAID_OBSERVE_QUIET_CHILD");
+        FILE *in = fdopen(fd, "r");
+        free(read_until(in, "ready"));
+        CHECK_EQ(kill(pid, SIGQUIT), 0);
+        int st = 0;
+        for (uint64_t t0 = test_now_ms(); waitpid(pid, &st, WNOHANG) == 0; usleep(10000)) {
+            if (test_now_ms() - t0 > 30000) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &st, 0);
+                TEST_FAIL("observe_off %s: the child survived SIGQUIT", offs[i]);
+            }
+        }
+        char rest[4096];
+        size_t n = fread(rest, 1, sizeof rest - 1, in);
+        rest[n] = 0;
+        fclose(in);
+        if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGQUIT || strstr(rest, "braid dump"))
+            TEST_FAIL("observe_off %s: status %#x, output after ready:\n%s", offs[i], st, rest);
+    }
 }
 
 /* A dump names the task that keeps a worker busy. */
