@@ -171,8 +171,10 @@ $(B)/tools/braid-console: tools/braid-console.c
 	@mkdir -p $(@D)
 	$(CC) -std=c11 -O2 -g -D_GNU_SOURCE $(WARN) $< -o $@
 
-# test_console runs it (found as ../tools/braid-console from the test).
-$(foreach c,normal asan tsan,$(eval $(B)/t-$(c)/test_console: $(B)/tools/braid-console))
+# test_console runs it (found as ../tools/braid-console from the test),
+# watching examples/console.c.
+$(foreach c,normal asan tsan,$(eval $(B)/t-$(c)/test_console: $(B)/tools/braid-console \
+    $(B)/t-$(c)/ex_console))
 
 $(foreach c,normal asan tsan,$(foreach e,mini_redis http_hello,\
     $(eval $(B)/t-$(c)/test_$(e): $(B)/t-$(c)/ex_$(e))))

@@ -12,13 +12,17 @@
  * the client sends "snapshot\n"; the runtime answers with tab-separated
  * records and a final "end\n":
  *
- *   braid-console 1
- *   runtime  workers=N alive=N spawned=N completed=N panicked=N ...
- *   worker   <index> polls=N steals=N parks=N local=N busy=Nms
+ *   braid-console 2
+ *   runtime  workers=N alive=N spawned=N completed=N panicked=N ... now_ns=N
+ *   worker   <index> polls=N steals=N parks=N queued=N timers=N busy_ns=N
  *   warn     <text>                  (the watchdog's reports, newest last)
  *   task     <id> <name> <state> <worker> <ns in state> <busy ns>
  *            <stack bytes touched> <spawn site>
  *   end
+ *
+ * busy_ns is the worker's time not parked since it started, and now_ns the
+ * runtime's clock (CLOCK_MONOTONIC) when the counters were read: a client
+ * derives the load over an interval from two snapshots.
  *
  * Any other line gets "error unknown request" and the connection stays
  * open.  A client that does not read its answer within a second is dropped,
@@ -61,6 +65,7 @@ struct console_client {
 struct braid__console {
     braid_runtime *rt;
     pthread_t thread;
+    bool serving;                   /* the thread runs */
     int listen_fd, stop_fd;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     bool from_env;                  /* holds BRAID_CONSOLE's path */
@@ -141,8 +146,8 @@ static bool answer(braid__console *c, struct console_client *cl, const char *req
     FILE *f = open_memstream(&buf, &len);
     if (!f)
         return false;
-    fputs("braid-console 1\n", f);
-    braid__console_snapshot(c->rt, f);
+    fputs("braid-console 2\n", f);
+    braid__console_snapshot(c, f);
     fputs("end\n", f);
     bool ok = fclose(f) == 0 && send_all(cl->fd, buf, len);
     free(buf);
@@ -217,7 +222,11 @@ static void *console_main(void *arg)
     }
 }
 
-int braid__console_start(braid_runtime *rt, const char *path, braid__console **out)
+/* Listen on path; the server thread starts later (braid__console_serve).
+ * -ENAMETOOLONG, -EADDRINUSE (another live program serves that path),
+ * -EEXIST (a file that is not a socket), -ENOMEM, or the errno of
+ * socket/bind/listen/eventfd. */
+static int console_open(braid_runtime *rt, const char *path, braid__console **out)
 {
     braid__console *c = braid__calloc(1, sizeof *c);
     if (!c)
@@ -231,12 +240,6 @@ int braid__console_start(braid_runtime *rt, const char *path, braid__console **o
     if (rc == 0) {
         c->stop_fd = braid__eventfd(0, EFD_CLOEXEC);
         rc = c->stop_fd < 0 ? -errno : 0;
-    }
-    if (rc == 0) {
-        int e = braid__pthread_create(&c->thread, NULL, console_main, c);
-        rc = e ? (e == ENOMEM ? -ENOMEM : -EAGAIN) : 0;
-        if (rc < 0)
-            close(c->stop_fd);
     }
     if (rc < 0) {
         if (c->listen_fd >= 0) {
@@ -256,9 +259,12 @@ static void console_stop(braid__console *c)
     if (!c || c->stop_fd < 0)
         return;
     uint64_t one = 1;
-    while (write(c->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
-        ;
-    pthread_join(c->thread, NULL);
+    if (c->serving) {
+        while (write(c->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
+            ;
+        pthread_join(c->thread, NULL);
+        c->serving = false;
+    }
     for (int i = 0; i < CONSOLE_CLIENTS; i++)
         if (c->clients[i].fd >= 0)
             close(c->clients[i].fd);
@@ -271,8 +277,13 @@ static void console_stop(braid__console *c)
 void braid__console_account(braid__worker *w, braid__task *from)
 {
     uint64_t now = braid__now_ns();
-    if (from)
+    if (from) {
         from->busy_ns += now - w->run_start;
+        /* The state it enters began now: the worker's coarse clock (its
+         * last scheduling pass) that braid__task_park stamped may be as
+         * old as the run that just ended. */
+        from->since_ns = now;
+    }
     w->run_start = now;
 }
 
@@ -299,28 +310,29 @@ static void write_metrics(braid_runtime *rt, FILE *f)
     m.max_workers = wm ? rt->nworkers : 0;
     m.workers = wm;
     braid_metrics_get(rt, &m);
+    uint64_t now = braid__now_ns(); /* the busy times' clock, read just after them */
     fprintf(f,
             "runtime\tworkers=%u\talive=%" PRIu64 "\tspawned=%" PRIu64 "\tcompleted=%" PRIu64
             "\tpanicked=%" PRIu64 "\tcancelled=%" PRIu64 "\tinjected=%" PRIu64 "\ttimers=%" PRIu64
-            "\tfds=%" PRIu64 "\tblocking=%u/%u/%u\n",
+            "\tfds=%" PRIu64 "\tblocking=%u/%u/%u\tnow_ns=%" PRIu64 "\n",
             m.nworkers, m.tasks_alive, m.tasks_spawned, m.tasks_completed, m.tasks_panicked,
             m.tasks_cancelled, m.global_queue, m.timers, m.io_registered, m.blocking_busy,
-            m.blocking_idle, m.blocking_queued);
+            m.blocking_idle, m.blocking_queued, now);
     for (unsigned i = 0; wm && i < rt->nworkers; i++)
         fprintf(f,
                 "worker\t%u\tpolls=%" PRIu64 "\tsteals=%" PRIu64 "\tparks=%" PRIu64
-                "\tqueued=%" PRIu64 "\ttimers=%" PRIu64 "\tbusy=%" PRIu64 "ms\n",
+                "\tqueued=%" PRIu64 "\ttimers=%" PRIu64 "\tbusy_ns=%" PRIu64 "\n",
                 i, wm[i].polls, wm[i].steals, wm[i].parks, wm[i].local_queue, wm[i].timers,
-                wm[i].busy_ns / 1000000);
+                wm[i].busy_ns);
     free(wm);
 }
 
 /* The task records first: collecting them waits for every worker to reach
  * a scheduling point, and the counters are then read as of the same
  * moment, after it. */
-void braid__console_snapshot(braid_runtime *rt, FILE *f)
+void braid__console_snapshot(braid__console *c, FILE *f)
 {
-    braid__console *c = rt->console;
+    braid_runtime *rt = c->rt;
     char *tasks = NULL;
     size_t len = 0;
     FILE *tf = open_memstream(&tasks, &len);
@@ -339,6 +351,15 @@ void braid__console_snapshot(braid_runtime *rt, FILE *f)
     free(tasks);
 }
 
+/* The environment asks for a console, it does not require one. */
+static void env_failed(const char *path, int rc)
+{
+    char msg[160];
+    snprintf(msg, sizeof msg, "braid: BRAID_CONSOLE=%.80s: %s; no console\n", path,
+             braid_strerror(rc));
+    braid__write_stderr(msg);
+}
+
 /* Before the workers' threads start: their timing flag is theirs after. */
 int braid__console_setup(braid_runtime *rt)
 {
@@ -352,14 +373,10 @@ int braid__console_setup(braid_runtime *rt)
             return 0;
         from_env = true;
     }
-    int rc = braid__console_start(rt, path, &rt->console);
+    int rc = console_open(rt, path, &rt->console);
     if (rc < 0 && from_env) {
-        /* The environment asks for a console, it does not require one. */
         atomic_store(&env_path_taken, false);
-        char msg[160];
-        snprintf(msg, sizeof msg, "braid: BRAID_CONSOLE=%.80s: %s; no console\n", path,
-                 braid_strerror(rc));
-        braid__write_stderr(msg);
+        env_failed(path, rc);
         return 0;
     }
     if (rc < 0)
@@ -367,6 +384,24 @@ int braid__console_setup(braid_runtime *rt)
     rt->console->from_env = from_env;
     for (unsigned i = 0; i < rt->nworkers; i++)
         rt->workers[i]->timing = true;
+    return 0;
+}
+
+int braid__console_serve(braid_runtime *rt)
+{
+    braid__console *c = rt->console;
+    if (!c)
+        return 0;
+    int e = braid__pthread_create(&c->thread, NULL, console_main, c);
+    if (!e) {
+        c->serving = true;
+        return 0;
+    }
+    int rc = e == ENOMEM ? -ENOMEM : -EAGAIN;
+    if (!c->from_env)
+        return rc;
+    env_failed(c->path, rc);
+    braid__console_stop_serving(rt);
     return 0;
 }
 

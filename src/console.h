@@ -11,15 +11,17 @@
 
 typedef struct braid__console braid__console;
 
-/* Listen on path and start the server thread.  -ENAMETOOLONG, -EADDRINUSE
- * (another live program serves that path), -EEXIST (a file that is not a
- * socket), -ENOMEM, -EAGAIN, or the errno of socket/bind/listen. */
-int braid__console_start(braid_runtime *rt, const char *path, braid__console **out);
-
-/* Start rt's console if braid_config.console_path or BRAID_CONSOLE asks
- * for one; call before the workers' threads start.  An explicit path's
- * errors are returned; the environment's are reported on stderr only. */
+/* Open rt's console (listen on its socket) if braid_config.console_path
+ * or BRAID_CONSOLE asks for one; call before the workers' threads start.
+ * An explicit path's errors are returned; the environment's are reported
+ * on stderr only. */
 int braid__console_setup(braid_runtime *rt);
+
+/* Start serving it, once rt is complete: a snapshot reads the workers, the
+ * observer and the blocking pool, so a client that connected at once must
+ * not be answered before they exist.  Errors as braid__console_setup(),
+ * -ENOMEM or -EAGAIN. */
+int braid__console_serve(braid_runtime *rt);
 
 /* Stop serving rt's console, if any (idempotent): the thread ends, the
  * socket is removed.  Before the observer stops, as snapshots read it. */
@@ -30,15 +32,17 @@ void braid__console_stop_serving(braid_runtime *rt);
 void braid__console_free(braid_runtime *rt);
 
 /* The console is on (w->timing): charge the time since the last switch to
- * from (the task being left, or NULL from the scheduler) and start timing
- * the next.  On w's thread. */
+ * from (the task being left, or NULL from the scheduler), date the state
+ * from enters, and start timing the next.  On w's thread. */
 void braid__console_account(braid__worker *w, braid__task *from);
 
 /* Keep an observer report for the console's "warn" records. */
 void braid__console_warn(braid_runtime *rt, const char *summary);
 
-/* Write the records of one snapshot of rt (everything between the header
- * line and "end"); any thread, while rt is alive. */
-void braid__console_snapshot(braid_runtime *rt, FILE *f);
+/* Write the records of one snapshot of c's runtime (everything between
+ * the header line and "end"); any thread, while the runtime is alive.
+ * Takes the console, not the runtime: the server thread starts before
+ * rt->console is set. */
+void braid__console_snapshot(braid__console *c, FILE *f);
 
 #endif

@@ -59,8 +59,8 @@ static inline void braid__obs_serve(_Atomic(struct braid__obs_job *) *slot, brai
         braid__obs_serve_slow(w);
 }
 
-/* The worker's scheduling pass (maintenance, after parking): refresh the
- * clock and the timer count, serve a dump job. */
+/* The worker's scheduling pass (maintenance, before and after parking):
+ * refresh the clock and the timer count, serve a dump job. */
 void braid__obs_pass(braid__worker *w);
 
 /* Worker set-up and the thread that runs it (sched.c). */

@@ -215,6 +215,8 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
     }
     if (rc == 0)
         rc = braid__obs_start(rt);
+    if (rc == 0)
+        rc = braid__console_serve(rt);
     if (rc < 0) {
         if (rt->workers)
             stop_threads(rt);

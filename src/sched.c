@@ -786,7 +786,10 @@ void braid__sched_run(braid__worker *w, bool (*until)(void *), void *arg)
             continue; /* virtual time jumped to the next timer */
         if (braid__stack_trim(&rt->stacks, 64))
             continue; /* trimming took time: look for work again */
-        braid__obs_serve(&w->obs.job, w);
+        /* Before parking too: a worker that parks with tasks asleep on
+         * it would otherwise show the timer count of its previous pass
+         * for as long as it sleeps. */
+        braid__obs_pass(w);
         park(w);
         braid__obs_pass(w);
     }

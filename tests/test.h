@@ -88,6 +88,18 @@ static inline void test_register(const char *name, test_fn fn)
         _exit(77);                                                                 \
     } while (0)
 
+/* Skip because a tool the test drives (gdb, tmux, redis-cli...) is
+ * missing or cannot work here; but fail when BRAID_REQUIRE_TOOLS=1 says
+ * the machine has them all (CI installs them), so that a broken install
+ * does not pass as a row of skips. */
+#define test_skip_tool(why)                                                        \
+    do {                                                                           \
+        const char *_req = getenv("BRAID_REQUIRE_TOOLS");                          \
+        if (_req && strcmp(_req, "1") == 0)                                        \
+            TEST_FAIL("%s, and BRAID_REQUIRE_TOOLS=1 requires it", (why));         \
+        SKIP(why);                                                                 \
+    } while (0)
+
 /* Whether the test may start other programs (the example binaries, or
  * itself): not when every program runs under an emulator that the kernel
  * does not start by itself (make test-aarch64 sets BRAID_TEST_NO_EXEC). */

@@ -1,6 +1,6 @@
 /* The live console: the runtime's socket protocol, its errors, the
- * BRAID_CONSOLE variable, and tools/braid-console (once, and live under
- * tmux). */
+ * BRAID_CONSOLE variable, and tools/braid-console (once, its per-worker
+ * load, and live under tmux watching examples/console.c). */
 #include "test.h"
 
 #include <poll.h>
@@ -153,8 +153,11 @@ struct scene {
     braid_task t[3];
 };
 
+static uint64_t scene_t0; /* braid_now_ns() before the scene's tasks were spawned */
+
 static void scene_start(struct scene *s)
 {
+    scene_t0 = braid_now_ns();
     CHECK_EQ(braid_chan_new(&never, sizeof(int), 0), 0);
     spawn_named(&s->t[0], "sleeper", sleeper);
     spawn_named(&s->t[1], "receiver", receiver);
@@ -196,11 +199,16 @@ static void *client(void *arg)
     int fd = connect_console(sock_path);
     CHECK(fd >= 0);
     char *snap = settled_snapshot(fd);
-    CHECK(strncmp(snap, "braid-console 1\nruntime\tworkers=2\t", 34) == 0);
+    uint64_t age = braid_now_ns() - scene_t0;
+    CHECK(strncmp(snap, "braid-console 2\nruntime\tworkers=2\t", 34) == 0);
+    CHECK(strstr(snap, "\tnow_ns=") != NULL);
     CHECK(strstr(snap, "\nworker\t0\tpolls=") != NULL);
     CHECK(strstr(snap, "\nworker\t1\tpolls=") != NULL);
+    CHECK(strstr(snap, "\tbusy_ns=") != NULL);
     const char *rec = find_task(snap, "cruncher");
     CHECK(field(rec, 6) >= 25000000ull);   /* its busy time: >= 30 ms of CPU */
+    /* Its time in state counts from when it began to wait, after its run. */
+    CHECK(field(rec, 5) + 25000000ull <= age);
     CHECK(strstr(rec, "test_console.c:") != NULL);
     rec = find_task(snap, "sleeper");
     CHECK(field(rec, 6) < 25000000ull);
@@ -378,6 +386,38 @@ TEST(console_path_errors)
     CHECK_EQ(rc, -ENOENT);
 }
 
+/* A client that connects as soon as the socket listens, while the runtime
+ * is still being built, is answered once the runtime is complete (a
+ * snapshot reads the observer and the blocking pool). */
+static void *early_client(void *arg)
+{
+    (void)arg;
+    int fd;
+    for (uint64_t t0 = test_now_ms(); (fd = connect_console(sock_path)) < 0;)
+        if (test_now_ms() - t0 > 30000)
+            TEST_FAIL("the console never listened");
+    char *snap = ask(fd, "snapshot\n");
+    CHECK(strstr(snap, "\nruntime\tworkers=2\t") != NULL);
+    CHECK(strstr(snap, "\nworker\t1\t") != NULL);
+    free(snap);
+    close(fd);
+    return NULL;
+}
+
+TEST(console_client_during_creation)
+{
+    for (int round = 0; round < 20; round++) {
+        make_path("early");
+        pthread_t th;
+        CHECK_EQ(pthread_create(&th, NULL, early_client, NULL), 0);
+        int rc;
+        braid_runtime *rt = console_rt(2, sock_path, &rc);
+        CHECK_EQ(rc, 0);
+        CHECK_EQ(pthread_join(th, NULL), 0);
+        CHECK_EQ(braid_runtime_free(rt), 0);
+    }
+}
+
 /* BRAID_CONSOLE: the first runtime that can take the path serves it; the
  * others run without a console (and say so), and the path is free again
  * once the first is gone. */
@@ -497,7 +537,136 @@ TEST(console_tool_once)
     run_tool_scene("once", once_client);
 }
 
-/* ---- live, under tmux ------------------------------------------------------------------------ */
+/* ---- each worker's load, over the last interval ------------------------------------------- */
+
+static _Atomic int hog_worker = -1;
+static atomic_int hog_stop;
+
+static void *load_hog(void *arg)
+{
+    (void)arg;
+    atomic_store(&hog_worker, braid_worker_index());
+    while (!atomic_load(&hog_stop))
+        cpu_relax();
+    return NULL;
+}
+
+/* The tool's output, read screen by screen as it draws them. */
+struct screens {
+    int fd;
+    char *buf;
+    size_t len, cap, at;
+};
+
+/* The next screen, up to the task table's title (malloc'd). */
+static char *next_screen(struct screens *r)
+{
+    static const char clear[] = "\033[H\033[2J", title[] = "tasks, sorted by";
+    for (;;) {
+        char *start = r->buf ? memmem(r->buf + r->at, r->len - r->at, clear, sizeof clear - 1)
+                             : NULL;
+        char *end = start ? memmem(start, (size_t)(r->buf + r->len - start), title,
+                                   sizeof title - 1)
+                          : NULL;
+        if (end) {
+            r->at = (size_t)(end - r->buf);
+            return strndup(start + sizeof clear - 1, (size_t)(end - start) - (sizeof clear - 1));
+        }
+        if (r->len + 4096 > r->cap) {
+            r->buf = realloc(r->buf, r->cap = 2 * r->cap + 65536);
+            CHECK(r->buf != NULL);
+        }
+        struct pollfd p = { .fd = r->fd, .events = POLLIN };
+        if (poll(&p, 1, 30000) != 1)
+            TEST_FAIL("braid-console drew nothing for 30 s");
+        ssize_t n = read(r->fd, r->buf + r->len, r->cap - r->len);
+        if (n <= 0)
+            TEST_FAIL("braid-console ended; it wrote:\n%.*s", (int)r->len, r->buf);
+        r->len += (size_t)n;
+    }
+}
+
+/* Worker w's load on a screen, in percent; -1 for "-" (no interval yet). */
+static int screen_load(const char *screen, int w)
+{
+    char key[32];
+    snprintf(key, sizeof key, "  worker %d  load ", w);
+    const char *p = strstr(screen, key);
+    if (!p)
+        TEST_FAIL("no load of worker %d on the screen:\n%s", w, screen);
+    p += strlen(key);
+    while (*p == ' ')
+        p++;
+    return *p == '-' ? -1 : atoi(p);
+}
+
+/* Screens while one worker runs a task that never suspends, then after
+ * it stopped: that worker near 100% then near 0, the other near 0
+ * throughout.  A load averaged since the start (or since the first
+ * screen) would stay high long after the hog stopped. */
+static void *load_client(void *arg)
+{
+    (void)arg;
+    while (atomic_load(&hog_worker) < 0)
+        usleep(1000);
+    int hw = atomic_load(&hog_worker), other = 1 - hw;
+    char *argv[] = { tool, "-i", "100", "-n", "40", sock_path, NULL };
+    pid_t pid;
+    struct screens r = { 0 };
+    r.fd = test_spawn_piped(argv, &pid);
+    char *s = next_screen(&r);
+    if (screen_load(s, 0) != -1 || screen_load(s, 1) != -1)
+        TEST_FAIL("a load on the first screen, without an interval:\n%s", s);
+    for (int i = 0; i < 2; i++) {
+        free(s);
+        s = next_screen(&r);
+        if (screen_load(s, hw) < 80 || screen_load(s, other) > 25)
+            TEST_FAIL("worker %d runs a task that never suspends, worker %d idles:\n%s", hw,
+                      other, s);
+    }
+    atomic_store(&hog_stop, 1);
+    /* The screen after may cover the end of the hog's run, and so may the
+     * one after if this thread was slow to stop it; not the third. */
+    bool idle = false;
+    for (int i = 0; i < 3 && !idle; i++) {
+        free(s);
+        s = next_screen(&r);
+        idle = screen_load(s, hw) <= 25 && screen_load(s, other) <= 25;
+    }
+    if (!idle)
+        TEST_FAIL("the hog stopped three screens ago:\n%s", s);
+    free(s);
+    free(r.buf);
+    close(r.fd);
+    kill(pid, SIGTERM);
+    int status;
+    CHECK_EQ(waitpid(pid, &status, 0), pid);
+    return NULL;
+}
+
+static void *load_root(void *arg)
+{
+    (void)arg;
+    braid_task h, c;
+    CHECK_EQ(braid_spawn(&h, load_hog, NULL), 0);
+    CHECK_EQ(braid_spawn_blocking(&c, load_client, NULL), 0);
+    CHECK_EQ(braid_join(c, NULL), BRAID_OK);
+    CHECK_EQ(braid_join(h, NULL), BRAID_OK);
+    return NULL;
+}
+
+TEST(console_tool_load_rate)
+{
+    find_tool();
+    make_path("load");
+    int rc;
+    braid_runtime *rt = console_rt(2, sock_path, &rc);
+    CHECK_EQ(rc, 0);
+    CHECK_EQ(braid_block_on(rt, load_root, NULL, NULL), BRAID_OK);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+/* ---- live, under tmux, watching examples/console.c --------------------------------------- */
 
 static char tmux_sock[64];
 
@@ -522,12 +691,18 @@ static int tmux(const char *fmt, const char *arg, char **out)
     return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+static char *capture(void)
+{
+    char *pane;
+    tmux("capture-pane -p -t braid%s", "", &pane);
+    return pane;
+}
+
 /* Capture the pane until it holds want (or 30 s pass). */
 static void await_pane(const char *want)
 {
     for (uint64_t t0 = test_now_ms(); test_now_ms() - t0 < 30000;) {
-        char *pane;
-        tmux("capture-pane -p -t braid%s", "", &pane);
+        char *pane = capture();
         bool found = strstr(pane, want) != NULL;
         free(pane);
         if (found)
@@ -535,27 +710,126 @@ static void await_pane(const char *want)
         struct timespec ts = { 0, 20000000 };
         nanosleep(&ts, NULL);
     }
-    char *pane;
-    tmux("capture-pane -p -t braid%s", "", &pane);
-    TEST_FAIL("the console never showed \"%s\"; the pane:\n%s", want, pane);
+    TEST_FAIL("the console never showed \"%s\"; the pane:\n%s", want, capture());
 }
 
-static void *tmux_client(void *arg)
+/* A duration as braid-console prints it (12us, 345ms, 67s), in ns. */
+static uint64_t parse_duration(const char *s)
 {
-    (void)arg;
-    int fd = connect_console(sock_path);
-    CHECK(fd >= 0);
-    free(settled_snapshot(fd));
-    close(fd);
+    char *unit;
+    uint64_t v = strtoull(s, &unit, 10);
+    CHECK(unit != s);
+    if (strncmp(unit, "us", 2) == 0)
+        return v * 1000;
+    if (strncmp(unit, "ms", 2) == 0)
+        return v * 1000000;
+    CHECK(*unit == 's');
+    return v * 1000000000;
+}
+
+/* The task rows of a pane showing "sorted by <what>": each row's IN STATE
+ * (column 0) and BUSY (column 1) times into col[][2]; returns how many, or
+ * -1 if the pane is not one whole screen sorted that way yet. */
+static int pane_rows(const char *pane, const char *what, uint64_t col[][2], int max)
+{
+    char title[64];
+    snprintf(title, sizeof title, " tasks, sorted by %s ", what);
+    const char *t = strstr(pane, title);
+    const char *head = t ? strstr(t, "SPAWNED AT\n") : NULL;
+    if (!head)
+        return -1;
+    while (t > pane && t[-1] != '\n')
+        t--;
+    int want = atoi(t), n = 0;
+    /* Columns: ID 10, 2 spaces, NAME 20, STATE 28, WRK 3, IN STATE 9, BUSY 9. */
+    for (const char *row = strchr(head, '\n') + 1; *row && n < max; n++) {
+        const char *nl = strchr(row, '\n');
+        if (!nl || nl - row < 85)
+            break;
+        col[n][0] = parse_duration(row + 66 + strspn(row + 66, " "));
+        col[n][1] = parse_duration(row + 76 + strspn(row + 76, " "));
+        row = nl + 1;
+    }
+    return n == want ? n : -1;
+}
+
+/* Capture until a whole screen sorted by what is there (30 s at most);
+ * then column c must not increase down the table. */
+static void check_sorted(const char *what, int c)
+{
+    uint64_t col[64][2];
+    for (uint64_t t0 = test_now_ms();;) {
+        char *pane = capture();
+        int n = pane_rows(pane, what, col, 64);
+        if (n >= 4) {
+            for (int i = 1; i < n; i++)
+                if (col[i][c] > col[i - 1][c])
+                    TEST_FAIL("sorted by %s, row %d is above row %d:\n%s", what, i, i + 1, pane);
+            free(pane);
+            return;
+        }
+        if (test_now_ms() - t0 > 30000)
+            TEST_FAIL("no whole screen sorted by %s with the example's tasks:\n%s", what, pane);
+        free(pane);
+        struct timespec ts = { 0, 20000000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+TEST(console_tool_live_tmux)
+{
+    find_tool();
+    if (system("tmux -V >/dev/null 2>&1") != 0)
+        test_skip_tool("tmux is not installed");
+    snprintf(tmux_sock, sizeof tmux_sock, "braid-test-%d", (int)getpid());
+    make_path("tmux");
+    /* The example, its console on sock_path, its output in a log shown if
+     * it fails. */
+    char ex[PATH_MAX], log[64];
+    test_sibling("ex_console", ex, sizeof ex);
+    snprintf(log, sizeof log, "/tmp/braid-console-example-%d.log", (int)getpid());
+    fflush(stdout);
+    fflush(stderr);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
+        int fd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        dup2(fd, 1);
+        dup2(fd, 2);
+        setenv("BRAID_CONSOLE", sock_path, 1);
+        execl(ex, ex, (char *)NULL);
+        _exit(127);
+    }
+    for (uint64_t t0 = test_now_ms();; usleep(10000)) {
+        int fd = connect_console(sock_path);
+        if (fd >= 0) {
+            close(fd);
+            break;
+        }
+        if (test_now_ms() - t0 > 30000)
+            TEST_FAIL("the example never served its console");
+    }
     char cmd[PATH_MAX + 200];
     snprintf(cmd, sizeof cmd, "new-session -d -s braid -x 160 -y 40 '%s -i 100 %s'", tool,
              sock_path);
     CHECK_EQ(tmux("%s", cmd, NULL), 0);
-    await_pane("sorted by busy");
+    await_pane("consumer");
+    await_pane("napper");
     await_pane("cruncher");
     await_pane("waiting on channel receive");
+    /* The cruncher's 300 ms without suspending, as the watchdog saw it. */
+    await_pane("  WARNING ");
+    await_pane("without suspending");
+    /* Once the cruncher has changed state, it has been in its state for
+     * less time than the others in theirs, but it is the busiest: the two
+     * orders differ. */
+    char row[64];
+    snprintf(row, sizeof row, "%-20s %s", "cruncher", "waiting on sleep");
+    await_pane(row);
+    check_sorted("busy", 1);
     CHECK_EQ(tmux("send-keys -t braid w%s", "", NULL), 0);
-    await_pane("sorted by in state");
+    check_sorted("in state", 0);
     CHECK_EQ(tmux("send-keys -t braid q%s", "", NULL), 0);
     /* q ends the program, and with it the session. */
     for (uint64_t t0 = test_now_ms(); tmux("has-session -t braid%s", "", NULL) == 0;) {
@@ -564,15 +838,21 @@ static void *tmux_client(void *arg)
         struct timespec ts = { 0, 20000000 };
         nanosleep(&ts, NULL);
     }
-    return NULL;
-}
-
-TEST(console_tool_live_tmux)
-{
-    find_tool();
-    if (system("tmux -V >/dev/null 2>&1") != 0)
-        SKIP("tmux is not installed");
-    snprintf(tmux_sock, sizeof tmux_sock, "braid-test-%d", (int)getpid());
-    run_tool_scene("tmux", tmux_client);
     tmux("kill-server%s", "", NULL);
+    /* Ctrl-C ends the example cleanly. */
+    CHECK_EQ(kill(pid, SIGINT), 0);
+    int status = -1;
+    for (uint64_t t0 = test_now_ms(); waitpid(pid, &status, WNOHANG) == 0; usleep(10000))
+        if (test_now_ms() - t0 > 30000)
+            kill(pid, SIGKILL);
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        char out[8192] = "";
+        FILE *f = fopen(log, "r");
+        size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
+        out[n] = 0;
+        if (f)
+            fclose(f);
+        TEST_FAIL("the example ended with status %#x; its output:\n%s", status, out);
+    }
+    unlink(log);
 }

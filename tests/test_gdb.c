@@ -5,7 +5,8 @@
  * (written by gdb's gcore, so no core limit or core pattern is involved).
  *
  * Skips when gdb is not installed, when attaching is not permitted
- * (ptrace restricted in a container), under Valgrind (gdb would attach to
+ * (ptrace restricted in a container) or gdb has no Python (those three
+ * fail instead with BRAID_REQUIRE_TOOLS=1), under Valgrind (gdb would attach to
  * Valgrind, not to the program) and under an emulator (make
  * test-aarch64).
  */
@@ -161,7 +162,7 @@ static void need_gdb(void)
     if (test_under_valgrind())
         SKIP("gdb would attach to Valgrind, not to the program");
     if (!gdb_installed())
-        SKIP("gdb is not installed (apt-get install gdb)");
+        test_skip_tool("gdb is not installed (apt-get install gdb)");
 }
 
 /* gdb/braid.py of the source tree: next to the build directory's parent
@@ -278,9 +279,9 @@ static void skip_if_unable(const char *out)
 {
     if (strstr(out, "ptrace: Operation not permitted") || strstr(out, "Could not attach") ||
         strstr(out, "not permitted"))
-        SKIP("attaching with ptrace is not permitted here");
+        test_skip_tool("attaching with ptrace is not permitted here");
     if (strstr(out, "Python scripting is not supported"))
-        SKIP("this gdb has no Python");
+        test_skip_tool("this gdb has no Python");
 }
 
 static void check_listing(const char *out, const uint64_t id[5])

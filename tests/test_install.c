@@ -4,7 +4,8 @@
  * statically and dynamically; the shared library's SONAME and exported
  * symbols; the man pages through MANPATH.  The work is in
  * tests/install_check.sh (one check per test); this file fits it to the
- * runner.  A missing pkg-config, cmake or man skips its test.
+ * runner.  A missing pkg-config, cmake or man skips its test (fails it
+ * with BRAID_REQUIRE_TOOLS=1: the script decides).
  *
  * Normal configuration only, and it skips under Valgrind: it checks files
  * and other programs, not braid's code.

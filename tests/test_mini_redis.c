@@ -1,8 +1,8 @@
 /*
  * examples/mini_redis.c as a real server, driven by real clients: redis-cli
  * and redis-benchmark (Debian's redis-tools; the tests that need them are
- * skipped without them) and small socket clients that misbehave on
- * purpose.  The server binary is built next to this test, with the same
+ * skipped without them, or fail with BRAID_REQUIRE_TOOLS=1) and small
+ * socket clients that misbehave on purpose.  The server binary is built next to this test, with the same
  * flags (ex_mini_redis), so under ASan and TSan it is checked too; under
  * Valgrind it runs under memcheck as well.  Every test ends by sending the
  * server SIGTERM and checking that it exits 0 (no leaks, no races).
@@ -138,7 +138,7 @@ static void need_tool(const char *tool)
     if (system(cmd) != 0) {
         char why[128];
         snprintf(why, sizeof why, "%s is not installed (Debian: redis-tools)", tool);
-        SKIP(why);
+        test_skip_tool(why);
     }
 }
 

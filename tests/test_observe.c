@@ -8,6 +8,7 @@
 #include <link.h>
 
 #include <pthread.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 
 #if defined(__SANITIZE_THREAD__)
@@ -392,6 +393,7 @@ TEST(sigquit_dump)
 struct hook_log {
     _Atomic int deadlocks, blocked;
     _Atomic uint64_t task;
+    _Atomic uint64_t blocked_at; /* braid_now_ns() of the last blocked report */
     braid_chan *release; /* sent on by the hook to end a deadlock */
 };
 
@@ -406,6 +408,7 @@ static void hook(braid_runtime *rt, int event, uint64_t task, void *user)
             CHECK_EQ(braid_chan_send(h->release, &v), 0);
     } else if (event == BRAID_EVENT_BLOCKED) {
         atomic_store(&h->task, task);
+        atomic_store(&h->blocked_at, braid_now_ns());
         atomic_fetch_add(&h->blocked, 1);
     }
 }
@@ -843,6 +846,245 @@ TEST(metrics_counts)
     CHECK_EQ(braid_runtime_free(rt), 0);
 }
 
+/* ---- metrics of a known workload --------------------------------------------------------- */
+
+/* Each counter is checked at a moment the workload arranges (tasks queued,
+ * asleep, waiting on a pipe, a job running), so a counter that is never
+ * bumped, or bumped in the wrong place, fails. */
+
+static braid_metrics metrics_now(braid_worker_metrics *wm, unsigned n)
+{
+    braid_metrics m = BRAID_METRICS_INIT;
+    m.workers = wm;
+    m.max_workers = n;
+    CHECK_EQ(braid_metrics_get(NULL, &m), 0);
+    return m;
+}
+
+/* From a task: yield (so that the workers reach scheduling points, where
+ * they publish their counters) until cond holds; 10 s at most.  Yielding,
+ * not sleeping: a sleep would be one more timer. */
+#define AWAIT_METRICS(m, wm, n, cond)                                                     \
+    for (uint64_t t0_ = test_now_ms();; braid_yield()) {                                  \
+        (m) = metrics_now((wm), (n));                                                     \
+        if (cond)                                                                         \
+            break;                                                                        \
+        if (test_now_ms() - t0_ > 10000)                                                  \
+            TEST_FAIL("the metrics never showed %s", #cond);                             \
+    }
+
+static atomic_int sleepers_started, reader_waiting, job_running;
+
+static void *counted_sleeper(void *arg)
+{
+    (void)arg;
+    atomic_fetch_add(&sleepers_started, 1);
+    braid_sleep_ms(3600 * 1000);
+    return NULL;
+}
+
+static void *pipe_reader(void *arg)
+{
+    char c;
+    atomic_store(&reader_waiting, 1);
+    CHECK_EQ(braid_read((int)(intptr_t)arg, &c, 1), 1);
+    return NULL;
+}
+
+static void *pool_job(void *arg)
+{
+    char c;
+    atomic_store(&job_running, 1);
+    CHECK_EQ(read((int)(intptr_t)arg, &c, 1), 1); /* a plain blocking read */
+    return NULL;
+}
+
+static void yield_until(atomic_int *flag, int want)
+{
+    for (uint64_t t0 = test_now_ms(); atomic_load(flag) < want; braid_yield())
+        if (test_now_ms() - t0 > 60000)
+            TEST_FAIL("waited 60 s for an event");
+}
+
+enum { INJECTED = 3, QUEUED = 5, SLEEPERS = 6 };
+
+/* One worker, so that what is queued stays queued and the worker is at a
+ * scheduling point whenever the root runs. */
+static void *one_worker_root(void *arg)
+{
+    braid_task *injected = arg, t[SLEEPERS + N_PANIC];
+    braid_worker_metrics wm[1];
+    braid_metrics m;
+    for (int i = 0; i < INJECTED; i++)
+        CHECK_EQ(braid_join(injected[i], NULL), BRAID_OK);
+
+    /* Spawned tasks wait in the worker's queue until the root suspends. */
+    for (int i = 0; i < QUEUED; i++)
+        CHECK_EQ(braid_spawn(&t[i], noop, NULL), 0);
+    m = metrics_now(wm, 1);
+    CHECK_EQ(wm[0].local_queue, QUEUED);
+    CHECK_EQ(m.tasks_alive, 1 + QUEUED);
+    for (int i = 0; i < QUEUED; i++)
+        CHECK_EQ(braid_join(t[i], NULL), BRAID_OK);
+    /* Joining a queued task starts it on the spot; its queue entry goes
+     * when the worker next looks at the queue. */
+    AWAIT_METRICS(m, wm, 1, wm[0].local_queue == 0);
+
+    /* Timers: one per sleeping task. */
+    for (int i = 0; i < SLEEPERS; i++)
+        CHECK_EQ(braid_spawn(&t[i], counted_sleeper, NULL), 0);
+    yield_until(&sleepers_started, SLEEPERS);
+    AWAIT_METRICS(m, wm, 1, m.timers == SLEEPERS);
+    CHECK_EQ(wm[0].timers, SLEEPERS);
+
+    /* A descriptor registered while a task waits on it, until closed. */
+    int p[2];
+    CHECK_EQ(pipe2(p, O_NONBLOCK), 0);
+    braid_task r;
+    CHECK_EQ(braid_spawn(&r, pipe_reader, (void *)(intptr_t)p[0]), 0);
+    yield_until(&reader_waiting, 1); /* one worker: it ran until it waited */
+    m = metrics_now(wm, 1);
+    CHECK_EQ(m.io_registered, 1);
+    CHECK_EQ(wm[0].io_registered, 1);
+    CHECK_EQ(write(p[1], "x", 1), 1);
+    CHECK_EQ(braid_join(r, NULL), BRAID_OK);
+    CHECK_EQ(braid_close(p[0]), 0);
+    close(p[1]);
+    m = metrics_now(wm, 1);
+    CHECK_EQ(m.io_registered, 0);
+
+    /* The blocking pool: busy while the job runs, idle after. */
+    CHECK_EQ(pipe(p), 0);
+    m = metrics_now(wm, 1);
+    CHECK_EQ(m.blocking_busy + m.blocking_idle, 0);
+    braid_task b;
+    CHECK_EQ(braid_spawn_blocking(&b, pool_job, (void *)(intptr_t)p[0]), 0);
+    yield_until(&job_running, 1);
+    m = metrics_now(wm, 1);
+    CHECK_EQ(m.blocking_busy, 1);
+    CHECK_EQ(m.blocking_queued, 0);
+    CHECK_EQ(write(p[1], "x", 1), 1);
+    CHECK_EQ(braid_join(b, NULL), BRAID_OK);
+    AWAIT_METRICS(m, wm, 1, m.blocking_busy == 0 && m.blocking_idle == 1);
+    close(p[0]);
+    close(p[1]);
+
+    /* Fates. */
+    for (int i = 0; i < N_PANIC; i++)
+        CHECK_EQ(braid_spawn(&t[SLEEPERS + i], panicker, NULL), 0);
+    for (int i = 0; i < N_PANIC; i++)
+        CHECK_EQ(braid_join(t[SLEEPERS + i], NULL), BRAID_PANICKED);
+    for (int i = 0; i < SLEEPERS; i++)
+        CHECK_EQ(braid_cancel(t[i]), 0);
+    for (int i = 0; i < SLEEPERS; i++)
+        CHECK_EQ(braid_join(t[i], NULL), BRAID_CANCELLED);
+    AWAIT_METRICS(m, wm, 1, m.timers == 0);
+    CHECK_EQ(m.tasks_panicked, N_PANIC);
+    CHECK_EQ(m.tasks_cancelled, SLEEPERS);
+    /* The injected, the root, the queued, the sleepers, the reader, the
+     * blocking job's task and the panickers. */
+    CHECK_EQ(m.tasks_spawned, INJECTED + 1 + QUEUED + SLEEPERS + 1 + 1 + N_PANIC);
+    CHECK_EQ(m.tasks_alive, 1);
+
+    /* Parking: nothing to run while the root sleeps (unless the worker
+     * is so slow, under Valgrind, that the sleep is over before it could
+     * park). */
+    uint64_t parks = wm[0].parks, t0 = test_now_ms();
+    do {
+        if (test_now_ms() - t0 > 10000)
+            TEST_FAIL("the worker never parked");
+        braid_sleep_ms(5);
+        m = metrics_now(wm, 1);
+    } while (wm[0].parks == parks);
+    return NULL;
+}
+
+TEST(metrics_one_worker_workload)
+{
+    atomic_store(&sleepers_started, 0);
+    braid_runtime *rt = new_rt(1, 0, 0, NULL, NULL);
+    /* From outside any worker, tasks go to the injection queue. */
+    braid_task injected[INJECTED];
+    for (int i = 0; i < INJECTED; i++)
+        CHECK_EQ(braid_spawn_on(rt, &injected[i], noop, NULL), 0);
+    braid_metrics m = BRAID_METRICS_INIT;
+    CHECK_EQ(braid_metrics_get(rt, &m), 0);
+    CHECK_EQ(m.global_queue, INJECTED);
+    CHECK_EQ(m.tasks_alive, INJECTED);
+    CHECK_EQ(braid_block_on(rt, one_worker_root, injected, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
+/* Two workers: what a task that never suspends spawns can only run on the
+ * other worker, which must steal it, and the sleepers that task spawns
+ * there stay there, on a worker that then parks. */
+enum { FAR_SLEEPERS = 8 };
+
+static _Atomic int holder_worker = -1, thief_worker = -1;
+static braid_task far[FAR_SLEEPERS];
+
+static void *thief(void *arg)
+{
+    (void)arg;
+    atomic_store(&thief_worker, braid_worker_index());
+    for (int i = 0; i < FAR_SLEEPERS; i++)
+        CHECK_EQ(braid_spawn(&far[i], counted_sleeper, NULL), 0);
+    return NULL;
+}
+
+/* Two spawns: a single one would wait in the spawner's newest slot, and
+ * wake no idle worker, until the spawner suspends; the second moves the
+ * first to the stealable ring and wakes one. */
+static void *holder(void *arg)
+{
+    braid_task *t = arg;
+    atomic_store(&holder_worker, braid_worker_index());
+    CHECK_EQ(braid_spawn(&t[0], thief, NULL), 0);
+    CHECK_EQ(braid_spawn(&t[1], noop, NULL), 0);
+    uint64_t give_up = test_now_ms() + 60000;
+    while (atomic_load(&sleepers_started) < FAR_SLEEPERS)
+        if (test_now_ms() > give_up)
+            TEST_FAIL("the other worker never stole the thief");
+    return NULL;
+}
+
+static void *two_workers_root(void *arg)
+{
+    (void)arg;
+    braid_task h, t[2];
+    braid_worker_metrics wm[2];
+    braid_metrics m;
+    CHECK_EQ(braid_spawn(&h, holder, t), 0);
+    CHECK_EQ(braid_join(h, NULL), BRAID_OK);
+    CHECK_EQ(braid_join(t[0], NULL), BRAID_OK);
+    CHECK_EQ(braid_join(t[1], NULL), BRAID_OK);
+    int thief_w = atomic_load(&thief_worker);
+    CHECK(thief_w >= 0 && thief_w != atomic_load(&holder_worker));
+    AWAIT_METRICS(m, wm, 2, m.timers == FAR_SLEEPERS);
+    CHECK_EQ(wm[thief_w].timers, FAR_SLEEPERS);
+    CHECK(wm[thief_w].steals >= 1);
+    /* Its tasks all asleep, the thief's worker parks. */
+    AWAIT_METRICS(m, wm, 2, wm[thief_w].parks >= 1);
+    for (int i = 0; i < FAR_SLEEPERS; i++)
+        CHECK_EQ(braid_cancel(far[i]), 0);
+    for (int i = 0; i < FAR_SLEEPERS; i++)
+        CHECK_EQ(braid_join(far[i], NULL), BRAID_CANCELLED);
+    AWAIT_METRICS(m, wm, 2, m.timers == 0);
+    CHECK_EQ(m.tasks_cancelled, FAR_SLEEPERS);
+    CHECK_EQ(m.tasks_panicked, 0);
+    CHECK_EQ(m.tasks_spawned, 1 + 1 + 2 + FAR_SLEEPERS);
+    return NULL;
+}
+
+TEST(metrics_two_workers_workload)
+{
+    atomic_store(&sleepers_started, 0);
+    /* The holder runs as long as the other worker takes to steal. */
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG, 0, NULL, NULL);
+    CHECK_EQ(braid_block_on(rt, two_workers_root, NULL, NULL), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+}
+
 /* ---- the watchdog ------------------------------------------------------------------------------ */
 
 static struct hook_log wd_log;
@@ -1022,6 +1264,180 @@ TEST(watchdog_names_blocking_caller)
     CHECK_EQ(braid_runtime_free(rt), 0);
     close(read_pipe[0]);
     close(read_pipe[1]);
+}
+
+/* The threshold of a configuration left as braid_config_init() made it:
+ * 100 ms (1 s under Valgrind).  The report says how long the task ran,
+ * measured from when the observer last saw its worker move: at least the
+ * threshold, and far below the next plausible default. */
+static unsigned long long reported_ms(const char *err)
+{
+    const char *end = strstr(err, " ms without suspending");
+    CHECK(end != NULL);
+    const char *p = end;
+    while (p > err && strncmp(p, " for ", 5) != 0)
+        p--;
+    CHECK(strncmp(p, " for ", 5) == 0);
+    return strtoull(p + 5, NULL, 10);
+}
+
+TEST(watchdog_default_threshold)
+{
+    braid_config cfg;
+    braid_config_init(&cfg); /* watchdog_ms left alone */
+    cfg.workers = 2;
+    cfg.observe_off = BRAID_OBSERVE_NO_DEADLOCK;
+    cfg.observe_hook = hook;
+    struct hook_log h = { 0 };
+    cfg.observe_hook_arg = &h;
+    braid_runtime *rt;
+    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+    stderr_capture();
+    CHECK_EQ(braid_block_on(rt, spin_until_reported, &h, NULL), 0);
+    char *err = stderr_take();
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK_EQ(atomic_load(&h.blocked), 1);
+    unsigned long long ms = reported_ms(err), dflt = test_under_valgrind() ? 1000 : 100;
+    if (ms < dflt || ms >= 10 * dflt) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("reported after %llu ms, the default threshold is %llu ms", ms, dflt);
+    }
+    free(err);
+}
+
+/* Once per incident: a task that keeps running long past the report is
+ * not reported again, but once it has suspended, running too long again
+ * is a new incident. */
+enum { WD_MS = 50 };
+
+static void spin_ns(uint64_t ns)
+{
+    uint64_t until = braid_now_ns() + ns;
+    while (braid_now_ns() < until)
+        ;
+}
+
+/* Returns the number of reports seen at the end of each incident (in
+ * seen[]), or stops early if one is never reported: stderr is captured
+ * meanwhile, so the test checks afterwards. */
+struct incidents {
+    struct hook_log log;
+    int seen[2];
+};
+
+static void *two_incidents(void *arg)
+{
+    struct incidents *in = arg;
+    for (int i = 0; i < 2; i++) {
+        for (uint64_t give_up = test_now_ms() + 10000; atomic_load(&in->log.blocked) <= i;)
+            if (test_now_ms() > give_up)
+                return NULL;
+        /* Four more thresholds: the observer looks four times per
+         * threshold, so it sees the same stuck worker many times. */
+        spin_ns(4 * WD_MS * UINT64_C(1000000));
+        in->seen[i] = atomic_load(&in->log.blocked);
+        braid_sleep_ms(1);
+    }
+    return NULL;
+}
+
+TEST(watchdog_once_per_incident)
+{
+    struct incidents in = { 0 };
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_DEADLOCK, WD_MS, hook, &in.log);
+    stderr_capture();
+    CHECK_EQ(braid_block_on(rt, two_incidents, &in, NULL), 0);
+    char *err = stderr_take();
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    int reports = 0;
+    for (const char *p = err; (p = strstr(p, "without suspending")) != NULL; p++)
+        reports++;
+    if (in.seen[0] != 1 || in.seen[1] != 2 || atomic_load(&in.log.blocked) != 2 || reports != 2) {
+        fprintf(stderr, "%s", err);
+        TEST_FAIL("reports after the first incident: %d, after the second: %d (0: never "
+                  "reported), in all: %d, on stderr: %d; want 1, 2, 2, 2",
+                  in.seen[0], in.seen[1], atomic_load(&in.log.blocked), reports);
+    }
+    free(err);
+}
+
+/* The off switches: nothing is reported of a task that runs fifteen
+ * thresholds without suspending.  (An absent report is no event: the
+ * task spins for a fixed time.) */
+static void *spin_300ms(void *arg)
+{
+    (void)arg;
+    spin_ns(300 * UINT64_C(1000000));
+    return NULL;
+}
+
+TEST(watchdog_off)
+{
+    static const unsigned offs[] = { BRAID_OBSERVE_NO_WATCHDOG, BRAID_OBSERVE_OFF };
+    for (size_t i = 0; i < sizeof offs / sizeof *offs; i++) {
+        struct hook_log h = { 0 };
+        braid_runtime *rt = new_rt(2, offs[i] | BRAID_OBSERVE_NO_DEADLOCK, 20, hook, &h);
+        stderr_capture();
+        CHECK_EQ(braid_block_on(rt, spin_300ms, NULL, NULL), 0);
+        char *err = stderr_take();
+        CHECK_EQ(braid_runtime_free(rt), 0);
+        if (atomic_load(&h.blocked) != 0 || strstr(err, "without suspending")) {
+            fprintf(stderr, "%s", err);
+            TEST_FAIL("observe_off %#x: the watchdog reported", offs[i]);
+        }
+        free(err);
+    }
+}
+
+/* SIGQUIT left alone: the child's runtime has BRAID_OBSERVE_NO_SIGQUIT
+ * (or everything off), so SIGQUIT does what it does by default, ending
+ * the child, without a dump. */
+__attribute__((constructor)) static void quiet_child(void)
+{
+    const char *off = getenv("BRAID_OBSERVE_QUIET_CHILD");
+    if (!off)
+        return;
+    dup2(1, 2);
+    struct rlimit no_core = { 0, 0 };
+    setrlimit(RLIMIT_CORE, &no_core);
+    prctl(PR_SET_DUMPABLE, 0); /* nor to a core_pattern pipe */
+    braid_runtime *rt = new_rt(1, (unsigned)atoi(off), 0, NULL, NULL);
+    printf("ready\n");
+    fflush(stdout);
+    braid_block_on(rt, sleeper, NULL, NULL); /* until SIGQUIT */
+    _exit(3);
+}
+
+TEST(sigquit_off)
+{
+    test_need_exec();
+    char self[PATH_MAX];
+    test_sibling("test_observe", self, sizeof self);
+    static const char *const offs[] = { "1" /* NO_SIGQUIT */, "7" /* OFF */ };
+    for (size_t i = 0; i < sizeof offs / sizeof *offs; i++) {
+        setenv("BRAID_OBSERVE_QUIET_CHILD", offs[i], 1);
+        char *argv[] = { self, NULL };
+        pid_t pid;
+        int fd = test_spawn_piped(argv, &pid);
+        unsetenv("BRAID_OBSERVE_QUIET_CHILD");
+        FILE *in = fdopen(fd, "r");
+        free(read_until(in, "ready"));
+        CHECK_EQ(kill(pid, SIGQUIT), 0);
+        int st = 0;
+        for (uint64_t t0 = test_now_ms(); waitpid(pid, &st, WNOHANG) == 0; usleep(10000)) {
+            if (test_now_ms() - t0 > 30000) {
+                kill(pid, SIGKILL);
+                waitpid(pid, &st, 0);
+                TEST_FAIL("observe_off %s: the child survived SIGQUIT", offs[i]);
+            }
+        }
+        char rest[4096];
+        size_t n = fread(rest, 1, sizeof rest - 1, in);
+        rest[n] = 0;
+        fclose(in);
+        if (!WIFSIGNALED(st) || WTERMSIG(st) != SIGQUIT || strstr(rest, "braid dump"))
+            TEST_FAIL("observe_off %s: status %#x, output after ready:\n%s", offs[i], st, rest);
+    }
 }
 
 /* A dump names the task that keeps a worker busy. */

@@ -1,8 +1,9 @@
 /*
  * The execution trace (braid_config.trace_path, BRAID_TRACE): the file is
- * valid JSON and holds the events of a known workload.  A small JSON
- * parser below checks the syntax of the whole file and hands each element
- * of traceEvents to the test (its ph, name, pid and args.task/args.by).
+ * valid JSON and holds the events of a known workload, in order.  A small
+ * JSON parser below checks the syntax of the whole file and hands each
+ * element of traceEvents to the test (its ph, cat, name, pid, tid, ts,
+ * dur and args.task/args.by).
  */
 #include "test.h"
 
@@ -13,8 +14,10 @@
 
 typedef struct jev {
     char ph[4];
+    char cat[16];
     char name[96];
-    long long pid, task, by;
+    long long pid, tid, task, by;
+    long long ts, dur;       /* nanoseconds (the file has microseconds); -1: none */
 } jev;
 
 typedef struct jparse {
@@ -117,6 +120,24 @@ static bool jnumber(jparse *j, long long *out)
     return true;
 }
 
+/* A time in microseconds with up to three decimals, as nanoseconds. */
+static bool jtime(jparse *j, long long *ns)
+{
+    const char *s = j->p;
+    if (!jnumber(j, NULL) || *s == '-')
+        return false;
+    char *end;
+    long long us = strtoll(s, &end, 10), frac = 0;
+    int digits = 0;
+    if (*end == '.')
+        for (end++; isdigit((unsigned char)*end) && digits < 3; end++, digits++)
+            frac = frac * 10 + (*end - '0');
+    for (; digits < 3; digits++)
+        frac *= 10;
+    *ns = us * 1000 + frac;
+    return true;
+}
+
 static bool jobject(jparse *j)
 {
     j->p++;
@@ -144,8 +165,20 @@ static bool jobject(jparse *j)
         } else if (event && strcmp(key, "name") == 0) {
             if (!jstring(j, j->cur.name, sizeof j->cur.name))
                 return false;
+        } else if (event && strcmp(key, "cat") == 0) {
+            if (!jstring(j, j->cur.cat, sizeof j->cur.cat))
+                return false;
         } else if (event && strcmp(key, "pid") == 0) {
             if (!jnumber(j, &j->cur.pid))
+                return false;
+        } else if (event && strcmp(key, "tid") == 0) {
+            if (!jnumber(j, &j->cur.tid))
+                return false;
+        } else if (event && strcmp(key, "ts") == 0) {
+            if (!jtime(j, &j->cur.ts))
+                return false;
+        } else if (event && strcmp(key, "dur") == 0) {
+            if (!jtime(j, &j->cur.dur))
                 return false;
         } else if (args && strcmp(key, "task") == 0) {
             if (!jnumber(j, &j->cur.task))
@@ -194,8 +227,10 @@ static bool jarray(jparse *j)
     for (;;) {
         jws(j);
         bool event = j->in_events && j->depth == 1;
-        if (event)
+        if (event) {
             memset(&j->cur, 0, sizeof j->cur);
+            j->cur.ts = j->cur.dur = -1;
+        }
         j->depth++;
         bool ok = jvalue(j);
         j->depth--;
@@ -369,6 +404,7 @@ static void *workload(void *arg)
 struct counts {
     int spawn, completed, panicked, cancelled, cancel_req, steal, wake_by_task, child_slices;
     int flow_starts, flow_ends;
+    int parked, wait_sleep, wait_join, wait_recv; /* slices */
 };
 
 static void count_event(const jev *e, void *arg)
@@ -396,7 +432,140 @@ static void count_event(const jev *e, void *arg)
     } else if (strcmp(e->ph, "X") == 0) {
         if (strncmp(e->name, "task ", 5) == 0 && strstr(e->name, " child"))
             c->child_slices++;
+        else if (strcmp(e->cat, "park") == 0 && strcmp(e->name, "parked") == 0)
+            c->parked++;
+        else if (strcmp(e->cat, "task") == 0 && strcmp(e->name, "waiting: sleep") == 0)
+            c->wait_sleep++;
+        else if (strcmp(e->cat, "task") == 0 && strcmp(e->name, "waiting: join") == 0)
+            c->wait_join++;
+        else if (strcmp(e->cat, "task") == 0 && strcmp(e->name, "waiting: channel receive") == 0)
+            c->wait_recv++;
     }
+}
+
+/* ---- order ------------------------------------------------------------------- */
+
+/* Every event of a file, for the checks that relate events to each other. */
+struct evlist {
+    jev *e;
+    size_t n, cap;
+};
+
+static void collect_event(const jev *e, void *arg)
+{
+    struct evlist *l = arg;
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 1024;
+        l->e = realloc(l->e, l->cap * sizeof *l->e);
+        CHECK(l->e != NULL);
+    }
+    l->e[l->n++] = *e;
+}
+
+/* On each track (a worker's thread, a task's states) the slices follow
+ * one another without overlapping, and the instants come in time order.
+ * (A slice is written when it ends, so slices and instants interleave in
+ * the file.) */
+static void check_tracks(const struct evlist *l)
+{
+    struct track {
+        long long pid, tid, slice_end, instant;
+    } *tr = calloc(l->n + 1, sizeof *tr);
+    CHECK(tr != NULL);
+    size_t ntr = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const jev *e = &l->e[i];
+        bool slice = strcmp(e->ph, "X") == 0;
+        if (!slice && strcmp(e->ph, "i") != 0)
+            continue;
+        CHECK(e->ts >= 0);
+        struct track *t = NULL;
+        for (size_t k = 0; k < ntr && !t; k++)
+            if (tr[k].pid == e->pid && tr[k].tid == e->tid)
+                t = &tr[k];
+        if (!t) {
+            t = &tr[ntr++];
+            *t = (struct track){ e->pid, e->tid, 0, 0 };
+        }
+        if (slice) {
+            CHECK(e->dur >= 0);
+            if (e->ts < t->slice_end)
+                TEST_FAIL("track %lld/%lld: \"%s\" begins at %lld ns, before the slice "
+                          "before it ends (%lld ns)", e->pid, e->tid, e->name, e->ts, t->slice_end);
+            t->slice_end = e->ts + e->dur;
+        } else {
+            if (e->ts < t->instant)
+                TEST_FAIL("track %lld/%lld: \"%s\" at %lld ns comes after an instant at %lld ns",
+                          e->pid, e->tid, e->name, e->ts, t->instant);
+            t->instant = e->ts;
+        }
+    }
+    free(tr);
+}
+
+static bool is_fate(const char *name)
+{
+    return strcmp(name, "completed") == 0 || strcmp(name, "panicked") == 0 ||
+           strcmp(name, "cancelled") == 0 || strstr(name, " (never ran)") != NULL;
+}
+
+/* Each task's life in order: spawned, then first run, then its end (the
+ * fate on its own track); a task that never ran, spawned then ended.
+ * Returns how many tasks the trace shows. */
+static int check_lives(const struct evlist *l)
+{
+    struct life {
+        long long id, spawn, start, end;
+    } *lives = calloc(l->n + 1, sizeof *lives);
+    CHECK(lives != NULL);
+    int n = 0;
+    for (size_t i = 0; i < l->n; i++) {
+        const jev *e = &l->e[i];
+        long long *at = NULL;
+        struct life *f = NULL;
+        bool spawn = strcmp(e->ph, "i") == 0 && strncmp(e->name, "spawn task ", 11) == 0;
+        bool run = strcmp(e->ph, "X") == 0 && strcmp(e->cat, "run") == 0;
+        bool end = strcmp(e->ph, "i") == 0 && is_fate(e->name);
+        if (!spawn && !run && !end)
+            continue;
+        CHECK(e->task > 0);
+        for (int k = 0; k < n && !f; k++)
+            if (lives[k].id == e->task)
+                f = &lives[k];
+        if (!f) {
+            f = &lives[n++];
+            *f = (struct life){ e->task, -1, -1, -1 };
+        }
+        at = spawn ? &f->spawn : run ? &f->start : &f->end;
+        if (run && *at >= 0)
+            continue; /* a later run */
+        if (*at >= 0)
+            TEST_FAIL("task %lld: two \"%s\" events", f->id, e->name);
+        *at = e->ts;
+    }
+    for (int k = 0; k < n; k++) {
+        struct life *f = &lives[k];
+        if (f->spawn < 0 || f->end < 0 ||
+            (f->start >= 0 ? !(f->spawn < f->start && f->start < f->end) : !(f->spawn < f->end)))
+            TEST_FAIL("task %lld: spawned at %lld ns, first ran at %lld, ended at %lld (-1: "
+                      "no such event)", f->id, f->spawn, f->start, f->end);
+    }
+    free(lives);
+    return n;
+}
+
+/* Parse path, counting its events into *c and checking their order;
+ * returns how many tasks it shows. */
+static int check_trace(const char *path, struct counts *c)
+{
+    struct evlist l = { 0 };
+    CHECK_EQ(check_json(path, collect_event, &l), 0);
+    for (size_t i = 0; i < l.n; i++)
+        count_event(&l.e[i], c);
+    check_tracks(&l);
+    int tasks = check_lives(&l);
+    free(l.e);
+    return tasks;
 }
 
 static void trace_path(char *buf, size_t n, const char *what)
@@ -423,10 +592,11 @@ static void check_workload(unsigned workers)
     trace_path(path, sizeof path, workers == 1 ? "one" : "two");
     run_traced(workers, path, 0);
     struct counts c = { 0 };
-    CHECK_EQ(check_json(path, count_event, &c), 0);
+    int traced = check_trace(path, &c);
     unlink(path);
     /* root, the children, the panicker and the sleeper (+ 2 with 2 workers) */
     int tasks = 1 + NCHILD + 2 + (workers == 2 ? 2 : 0);
+    CHECK_EQ(traced, tasks);
     CHECK_EQ(c.spawn, tasks);
     CHECK_EQ(c.completed, tasks - 2);
     CHECK_EQ(c.panicked, 1);
@@ -455,6 +625,68 @@ TEST(trace_one_worker)
 TEST(trace_two_workers)
 {
     check_workload(2);
+}
+
+/* Waits of known kinds, and a worker with nothing to run. */
+static braid_chan *chan;
+static atomic_int receiver_waiting;
+
+static void *receiver(void *arg)
+{
+    (void)arg;
+    int v;
+    atomic_store(&receiver_waiting, 1);
+    CHECK_EQ(braid_chan_recv(chan, &v), 0);
+    return NULL;
+}
+
+static void *nap(void *arg)
+{
+    (void)arg;
+    braid_sleep_ms(50);
+    return NULL;
+}
+
+static void *waits_workload(void *arg)
+{
+    (void)arg;
+    braid_task r, s;
+    CHECK_EQ(braid_chan_new(&chan, sizeof(int), 0), 0);
+    CHECK_EQ(braid_spawn(&r, receiver, NULL), 0);
+    while (!atomic_load(&receiver_waiting))
+        braid_yield(); /* one worker: the receiver ran until it waited */
+    int v = 1;
+    CHECK_EQ(braid_chan_send(chan, &v), 0);
+    CHECK_EQ(braid_join(r, NULL), BRAID_OK);
+    /* The root waits on a join, the napper on a timer, and the worker,
+     * with nothing to run meanwhile, parks. */
+    CHECK_EQ(braid_spawn(&s, nap, NULL), 0);
+    CHECK_EQ(braid_join(s, NULL), BRAID_OK);
+    CHECK_EQ(braid_chan_sender_drop(chan), 0);
+    CHECK_EQ(braid_chan_receiver_drop(chan), 0);
+    return NULL;
+}
+
+TEST(trace_waits_and_order)
+{
+    char path[128];
+    trace_path(path, sizeof path, "waits");
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = 1;
+    cfg.trace_path = path;
+    braid_runtime *rt;
+    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+    CHECK_EQ(braid_block_on(rt, waits_workload, NULL, NULL), BRAID_OK);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    struct counts c = { 0 };
+    CHECK_EQ(check_trace(path, &c), 3);
+    unlink(path);
+    CHECK(c.parked >= 1);
+    CHECK_EQ(c.wait_recv, 1);
+    CHECK(c.wait_sleep >= 1);
+    CHECK(c.wait_join >= 1);
+    CHECK_EQ(c.completed, 3);
 }
 
 TEST(trace_cap_drops_and_counts)

@@ -11,6 +11,9 @@
  *   braid-console [-i MS] [-s busy|wait|id] [-n COUNT] [--once] SOCKET
  *
  * Interactive keys: b, w, i sort by busy time, time in state, id; q quits.
+ * Each worker's load is the share of the last interval (between this
+ * snapshot and the previous one) it spent not parked; the first screen
+ * has no interval yet and shows "-".
  * --once prints one snapshot as a plain table and exits (for scripts).
  * The console never writes to the program: it only reads snapshots, so
  * watching cannot disturb what is watched beyond the cost of a snapshot.
@@ -45,11 +48,17 @@ struct task_row {
     uint64_t state_ns, busy_ns, stack_bytes;
 };
 
+struct worker_row {
+    char *index, *counters;     /* counters: tabs as spaces */
+    uint64_t busy_ns;           /* not parked since the worker started */
+};
+
 struct snapshot {
     char *buf;                  /* the raw answer; the rows point into it */
     size_t len;
     char *runtime;              /* the "runtime" record, tabs as spaces */
-    char **workers;
+    uint64_t now_ns;            /* the program's clock when it was read */
+    struct worker_row *workers;
     size_t nworkers;
     char **warnings;
     size_t nwarnings;
@@ -140,6 +149,24 @@ static void detab(char *s)
             *s = ' ';
 }
 
+/* Take the field "key=value" out of a tab-separated record; its value
+ * into *v.  Returns false if there is none. */
+static bool take_field(char *line, const char *key, uint64_t *v)
+{
+    size_t k = strlen(key);
+    for (char *p = strchr(line, '\t'); p; p = strchr(p + 1, '\t')) {
+        if (strncmp(p + 1, key, k) != 0 || p[1 + k] != '=')
+            continue;
+        *v = strtoull(p + 2 + k, NULL, 10);
+        char *next = strchr(p + 1, '\t');
+        if (!next)
+            next = p + strlen(p);
+        memmove(p, next, strlen(next) + 1);
+        return true;
+    }
+    return false;
+}
+
 static bool push(void *arrp, size_t *n, size_t elem)
 {
     char **arr = arrp;
@@ -169,6 +196,20 @@ static bool parse_task(char *line, struct snapshot *s)
     return true;
 }
 
+/* worker <index> polls=N ... busy_ns=N */
+static bool parse_worker(char *line, struct snapshot *s)
+{
+    uint64_t busy;
+    char *counters = strchr(line + 7, '\t');
+    if (!counters || !take_field(line, "busy_ns", &busy) ||
+        !push(&s->workers, &s->nworkers, sizeof *s->workers))
+        return false;
+    *counters++ = '\0';
+    detab(counters);
+    s->workers[s->nworkers - 1] = (struct worker_row){ line + 7, counters, busy };
+    return true;
+}
+
 static bool parse_snapshot(char *buf, size_t len, struct snapshot *s)
 {
     memset(s, 0, sizeof *s);
@@ -180,20 +221,53 @@ static bool parse_snapshot(char *buf, size_t len, struct snapshot *s)
             if (!parse_task(line, s))
                 return false;
         } else if (strncmp(line, "worker\t", 7) == 0) {
-            detab(line);
-            if (!push(&s->workers, &s->nworkers, sizeof *s->workers))
+            if (!parse_worker(line, s))
                 return false;
-            s->workers[s->nworkers - 1] = line + 7;
         } else if (strncmp(line, "warn\t", 5) == 0) {
             if (!push(&s->warnings, &s->nwarnings, sizeof *s->warnings))
                 return false;
             s->warnings[s->nwarnings - 1] = line + 5;
         } else if (strncmp(line, "runtime\t", 8) == 0) {
+            if (!take_field(line, "now_ns", &s->now_ns))
+                return false;
             detab(line);
             s->runtime = line + 8;
         }
     }
     return s->runtime != NULL;
+}
+
+/* The previous snapshot's clock and busy times: each worker's load is
+ * measured between it and the current one. */
+static struct {
+    uint64_t now_ns;
+    uint64_t *busy_ns;
+    size_t n;
+} prev;
+
+static void remember(const struct snapshot *s)
+{
+    uint64_t *b = realloc(prev.busy_ns, (s->nworkers ? s->nworkers : 1) * sizeof *b);
+    if (!b)
+        return;
+    for (size_t i = 0; i < s->nworkers; i++)
+        b[i] = s->workers[i].busy_ns;
+    prev.busy_ns = b;
+    prev.n = s->nworkers;
+    prev.now_ns = s->now_ns;
+}
+
+/* Worker i's share of the interval since the previous snapshot spent not
+ * parked, as "37%", or "-" without a previous snapshot. */
+static void load_text(char *out, size_t cap, const struct snapshot *s, size_t i)
+{
+    if (i >= prev.n || s->now_ns <= prev.now_ns) {
+        snprintf(out, cap, "-");
+        return;
+    }
+    uint64_t busy = s->workers[i].busy_ns, was = prev.busy_ns[i];
+    uint64_t pct = (busy > was ? busy - was : 0) * 100 / (s->now_ns - prev.now_ns);
+    snprintf(out, cap, "%" PRIu64 "%%", pct > 100 ? 100 : pct); /* the clocks are read apart */
 }
 
 static void free_snapshot(struct snapshot *s)
@@ -244,8 +318,13 @@ static void render(FILE *out, struct snapshot *s, int rows, bool clear)
     if (clear)
         fputs("\033[H\033[2J", out);
     fprintf(out, "braid-console  runtime: %s\n", s->runtime);
-    for (size_t i = 0; i < s->nworkers; i++)
-        fprintf(out, "  worker %s\n", s->workers[i]);
+    for (size_t i = 0; i < s->nworkers; i++) {
+        char load[16], busy[16];
+        load_text(load, sizeof load, s, i);
+        fmt_duration(busy, sizeof busy, s->workers[i].busy_ns);
+        fprintf(out, "  worker %s  load %4s  busy %6s  %s\n", s->workers[i].index, load, busy,
+                s->workers[i].counters);
+    }
     for (size_t i = 0; i < s->nwarnings; i++)
         fprintf(out, "  WARNING %s\n", s->warnings[i]);
     fprintf(out, "%zu tasks, sorted by %s (keys: b busy, w in state, i id, q quit)\n", s->ntasks,
@@ -348,6 +427,9 @@ int main(int argc, char **argv)
     signal(SIGINT, on_signal);
     signal(SIGTERM, on_signal);
     signal(SIGPIPE, SIG_IGN);
+    /* A whole screen per write: a terminal (or tmux) never shows half of
+     * one. */
+    setvbuf(stdout, NULL, _IOFBF, 1 << 16);
 
     int fd = connect_to(path);
     if (fd < 0)
@@ -363,6 +445,13 @@ int main(int argc, char **argv)
             close(fd);
             return 1;
         }
+        if (strncmp(buf, "braid-console 2\n", 16) != 0) {
+            fprintf(stderr, "braid-console: the program speaks another version of the "
+                            "protocol: %.*s\n", (int)strcspn(buf, "\n"), buf);
+            free(buf);
+            close(fd);
+            return 1;
+        }
         if (!parse_snapshot(buf, len, &s)) {
             fprintf(stderr, "braid-console: malformed snapshot\n");
             free_snapshot(&s);
@@ -370,6 +459,7 @@ int main(int argc, char **argv)
             return 1;
         }
         render(stdout, &s, once ? 0 : screen_rows(), !once);
+        remember(&s);
         free_snapshot(&s);
         if (once || !handle_keys(interval))
             break;
