@@ -135,15 +135,19 @@ $(B)/braid.pc: braid.pc.in Makefile
 # ---- tests -------------------------------------------------------------------------
 # test_faultinj.c needs the fault-injection library: it has its own
 # configuration, faultinj (ASan+UBSan), and only that one.
-# The documentation and packaging tests check files and the install, not
-# code: the normal configuration only (not asan, tsan, aarch64, portable).
-TOOL_TESTS := tests/test_docs.c tests/test_install.c
+# The documentation, build and packaging tests check files, the documented
+# build command and the install, not code: the normal configuration only
+# (not asan, tsan, aarch64, portable).
+TOOL_TESTS := tests/test_docs.c tests/test_build.c tests/test_install.c
 TEST_SRC  := $(filter-out tests/test_faultinj.c $(TOOL_TESTS),$(wildcard tests/test_*.c))
 TEST_HDR  := tests/test.h tests/scenario.h fuzz/resp_check.h examples/mini_redis.c
 EX_SRC    := $(wildcard examples/*.c)
 TFLAGS    := -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Wall -Wextra
 # Tests may peek at internals (white-box tests of the wheel, the queues).
 TFLAGS_WB := $(TFLAGS) -iquote src
+# The examples as the guide builds them (docs/guide/README.md: the
+# compiler's own C dialect, no -D_GNU_SOURCE: each says what it needs).
+EXFLAGS   := -g -O1 -fno-omit-frame-pointer -Iinclude -Wall -Wextra
 
 # $(1): config, $(2): compile flags, $(3): library file, $(4): how to link it
 define testcfg
@@ -151,7 +155,7 @@ $(B)/t-$(1)/%: tests/%.c $(TEST_HDR) $(3) | $(B)/t-$(1)
 	$$(CC) $$(TFLAGS_WB) $(2) $$< $(4) -o $$@ -lpthread
 
 $(B)/t-$(1)/ex_%: examples/%.c $(3) | $(B)/t-$(1)
-	$$(CC) $$(TFLAGS) $(2) $$< $(4) -o $$@ -lpthread
+	$$(CC) $$(EXFLAGS) $(2) $$< $(4) -o $$@ -lpthread
 
 $(B)/t-$(1):
 	mkdir -p $$@
@@ -270,7 +274,7 @@ test-aarch64:
 # ---- other compilers, optimisation levels, the portable context switch ------------------
 # The code tests (not the documentation and packaging ones) of a
 # configuration, for the targets below, which build in their own B.
-CODE_TESTS_normal = $(filter-out $(B)/t-normal/test_docs $(B)/t-normal/test_install,$(TESTS_normal))
+CODE_TESTS_normal = $(filter-out $(patsubst tests/%.c,$(B)/t-normal/%,$(TOOL_TESTS)),$(TESTS_normal))
 .PHONY: code-tests-normal code-tests-asan code-tests-shared test-builds test-portable
 code-tests-normal: $(CODE_TESTS_normal)
 code-tests-asan: $(TESTS_asan)
@@ -343,7 +347,7 @@ lint:
 EXAMPLES := spawn join spawn_join task_failure pipeline fanout echo cancel actor shared_state \
             select blocking debug inspect
 $(B)/ex/%: examples/%.c $(B)/libbraid.a | $(B)/ex
-	$(CC) $(TFLAGS) -O2 $< $(B)/libbraid.a -o $@ -lpthread
+	$(CC) $(EXFLAGS) -O2 $< $(B)/libbraid.a -o $@ -lpthread
 $(B)/ex:
 	mkdir -p $@
 
