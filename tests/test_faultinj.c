@@ -19,13 +19,14 @@
 #include <sys/wait.h>
 
 /* A braid call's result: a non-negative result or a negative errno. */
-#define CHECK_RC(expr)                                                                   \
-    ({                                                                                   \
-        long long _r = (long long)(expr);                                                \
-        if (_r < -4095)                                                                  \
-            TEST_FAIL("%s returned %lld, not a negative errno", #expr, _r);              \
-        _r;                                                                              \
-    })
+#define CHECK_RC(expr) check_rc((long long)(expr), #expr, __LINE__)
+
+static long long check_rc(long long r, const char *expr, int line)
+{
+    if (r < -4095)
+        TEST_FAIL("line %d: %s returned %lld, not a negative errno", line, expr, r);
+    return r;
+}
 
 static void *sleeper(void *arg)
 {
