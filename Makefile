@@ -341,10 +341,16 @@ test-portable:
 
 # ---- static analysis -------------------------------------------------------------------
 # cppcheck (warning, performance, portability; .cppcheck-suppressions) in the
-# plain configuration and in the portable fault-injection one, then
-# clang-tidy (.clang-tidy) on every library source.  Clean means silent
-# (about a minute).
+# plain configuration and in the portable fault-injection one, and on the
+# console and the examples; then clang-tidy (.clang-tidy) on every library
+# source, the console and every example, each with the flags it is built
+# with (the examples with the guide's).  Clean means silent (about two
+# minutes).
 LINT_SRC := $(filter-out src/unity.c,$(wildcard src/*.c)) src/arch/ctx.c
+LINT_PROGS := tools/braid-console.c $(EX_SRC)
+# One clang-tidy run for the file $$f with the compiler flags $(1).
+TIDY = clang-tidy --quiet $$f -- $(1) 2>$(B)/tidy.err || rc=1; \
+       grep -v 'warnings\? generated\.$$' $(B)/tidy.err >&2;
 CPPCHECK := cppcheck --enable=warning,performance,portability --std=c11 --inline-suppr \
             --suppressions-list=.cppcheck-suppressions --error-exitcode=1 --quiet \
             --template='{file}:{line}: {severity} [{id}] {message}' \
@@ -354,12 +360,13 @@ lint:
 	@mkdir -p $(B)
 	$(CPPCHECK) -D__x86_64__ $(LINT_SRC)
 	$(CPPCHECK) -D__aarch64__ -DBRAID_PORTABLE_CTX -DBRAID_FAULT_INJECTION $(LINT_SRC)
+	$(CPPCHECK) -D__x86_64__ $(LINT_PROGS)
 	@# One file per run: clang-tidy 14's valist checker misreads va_start in
 	@# every file after the first of a run (it keeps state across them).
-	@rc=0; for f in $(LINT_SRC); do \
-	    clang-tidy --quiet $$f -- -std=c11 -D_GNU_SOURCE -Iinclude -iquote src 2>$(B)/tidy.err \
-	        || rc=1; grep -v 'warnings\? generated\.$$' $(B)/tidy.err >&2; \
-	done; rm -f $(B)/tidy.err; exit $$rc
+	@rc=0; for f in $(LINT_SRC); do $(call TIDY,-std=c11 -D_GNU_SOURCE -Iinclude -iquote src) done; \
+	for f in tools/braid-console.c; do $(call TIDY,-std=c11 -D_GNU_SOURCE) done; \
+	for f in $(EX_SRC); do $(call TIDY,-Iinclude) done; \
+	rm -f $(B)/tidy.err; exit $$rc
 
 # ---- examples ------------------------------------------------------------------------
 # make demo runs each example that ends by itself: not the servers, which
