@@ -40,7 +40,13 @@ INCDIR   ?= $(PREFIX)/include
 DATADIR  ?= $(PREFIX)/share
 MANDIR   ?= $(DATADIR)/man
 
-VERSION  := 0.1.0
+# The version is the header's: BRAID_VERSION_MAJOR, _MINOR and _PATCH, which
+# BRAID_VERSION_STRING (what braid_version() returns) must agree with.
+version_part = $(shell sed -n 's/^.define BRAID_VERSION_$(1)  *\([0-9][0-9]*\)$$/\1/p' include/braid.h)
+VERSION  := $(call version_part,MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+ifneq ($(VERSION),$(shell sed -n 's/^.define BRAID_VERSION_STRING  *"\(.*\)"$$/\1/p' include/braid.h))
+$(error include/braid.h: BRAID_VERSION_STRING is not BRAID_VERSION_MAJOR.MINOR.PATCH ($(VERSION)))
+endif
 SOMAJOR  := 0
 
 WARN     := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
