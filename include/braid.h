@@ -38,9 +38,11 @@
  *  - "Any thread": a task or a plain thread (one of the program's own, or
  *    a braid_spawn_blocking() function on the blocking pool) may call it,
  *    also at the same time as other threads call functions on the same
- *    object, unless the comment says otherwise.  "Task only": the function
- *    must be called from inside a task; from a plain thread it returns
- *    -EPERM.  "Plain threads only": from a task it returns -EPERM.
+ *    object, unless the comment says otherwise (and except for the calls
+ *    that initialize or free an object: nothing else may use it then).
+ *    "Task only": the function must be called from inside a task; from a
+ *    plain thread it returns -EPERM.  "Plain threads only": from a task it
+ *    returns -EPERM.
  *
  * Handles may be joined, cancelled and inspected from any task on any
  * worker, and from plain threads.
