@@ -5,20 +5,25 @@
 #   make test             unit and integration tests: normal, ASan+UBSan, TSan,
 #                         Valgrind; ends with "N passed, N failed"
 #   make test-aarch64     the normal tests cross-built for aarch64, under qemu-user
-#   make demo             build and run the self-contained examples (EXAMPLES)
+#   make demo             build and run every example but the two servers
+#                         (EXAMPLES: all but http_hello and mini_redis)
 #   make soak             the randomized tests for longer (RELIABILITY.md)
 #   make fuzz             libFuzzer on the scenario generator and mini_redis's
 #                         parser, FUZZ_SECONDS each (clang; RELIABILITY.md)
 #   make bench            build bench/braid-bench (run it: bench/README)
 #   make compare          braid vs Tokio, Go and pthreads side by side, and
 #                         mini_redis vs redis-server (bench/compare/README.md)
-#   make test-builds      gcc -O0, gcc -O3 -flto and clang builds (-Werror), each
-#                         through the normal tests
+#   make test-builds      gcc and clang at -O0, -O2 (clang) and -O3 -flto
+#                         (-Werror), each through the normal tests
 #   make test-portable    the ucontext context switch through the normal and ASan tests
 #   make lint             cppcheck and clang-tidy, clean
 #   make man              man pages from include/braid.h into build/man/man3
 #   make install PREFIX=/usr/local   headers, libraries, braid.pc, CMake package,
 #                         man pages, the gdb extension (gdb/braid.py)
+#
+# WERROR=1 makes every warning an error, in the library, the tests, the
+# examples and the console (CI builds so; test-builds and test-aarch64
+# always do).
 #
 # Objects are compiled once with -fPIC and serve both libraries.  After
 # compiling, each object's code sections are renamed to "braid_text", so
@@ -35,14 +40,21 @@ INCDIR   ?= $(PREFIX)/include
 DATADIR  ?= $(PREFIX)/share
 MANDIR   ?= $(DATADIR)/man
 
-VERSION  := 0.1.0
+# The version is the header's: BRAID_VERSION_MAJOR, _MINOR and _PATCH, which
+# BRAID_VERSION_STRING (what braid_version() returns) must agree with.
+version_part = $(shell sed -n 's/^.define BRAID_VERSION_$(1)  *\([0-9][0-9]*\)$$/\1/p' include/braid.h)
+VERSION  := $(call version_part,MAJOR).$(call version_part,MINOR).$(call version_part,PATCH)
+ifneq ($(VERSION),$(shell sed -n 's/^.define BRAID_VERSION_STRING  *"\(.*\)"$$/\1/p' include/braid.h))
+$(error include/braid.h: BRAID_VERSION_STRING is not BRAID_VERSION_MAJOR.MINOR.PATCH ($(VERSION)))
+endif
 SOMAJOR  := 0
 
 WARN     := -Wall -Wextra -Wpedantic -Wshadow -Wstrict-prototypes -Wmissing-prototypes
 BASEFLAGS:= -std=c11 -g -fPIC -fvisibility=hidden -fno-omit-frame-pointer -D_GNU_SOURCE \
             -Iinclude -iquote src $(WARN)
 OPT      ?= -O2
-CFLAGS_LIB := $(BASEFLAGS) $(OPT) $(EXTRA_CFLAGS)
+WERR     := $(if $(filter 1,$(WERROR)),-Werror)
+CFLAGS_LIB := $(BASEFLAGS) $(OPT) $(WERR) $(EXTRA_CFLAGS)
 
 SAN_ASAN := -fsanitize=address,undefined -fno-sanitize-recover=undefined
 SAN_TSAN := -fsanitize=thread
@@ -77,6 +89,10 @@ RENAME   := --rename-section .text=braid_text,alloc,load,readonly,code,contents 
 # An LTO object holds no code yet (objcopy refuses it): with -flto the code
 # stays in .text, and isolate_faults converts no fault (src/panic.c).
 RENAME_CMD = $(if $(findstring -flto,$(CFLAGS_LIB)),,$(OBJCOPY) $(RENAME) $@)
+# What links an LTO library passes -flto too: clang hands its linker the
+# LLVM plugin only then (gcc always hands it its own); the programs are
+# then compiled for LTO as well, as a program built with -flto would be.
+LTO_LINK := $(filter -flto%,$(OPT))
 
 .PHONY: test-migrate all test test-aarch64 demo bench install clean check-tools examples man
 
@@ -111,7 +127,7 @@ $(B)/libbraid.a: $(call OBJS,obj)
 	rm -f $@ && $(AR) rcs $@ $^
 
 $(B)/libbraid.so: $(call OBJS,obj) src/braid.map
-	$(CC) -shared -Wl,-soname,libbraid.so.$(SOMAJOR) -Wl,--version-script,src/braid.map \
+	$(CC) $(LTO_LINK) -shared -Wl,-soname,libbraid.so.$(SOMAJOR) -Wl,--version-script,src/braid.map \
 	    -o $(B)/libbraid.so.$(VERSION) $(call OBJS,obj) -lpthread
 	ln -sf libbraid.so.$(VERSION) $(B)/libbraid.so.$(SOMAJOR)
 	ln -sf libbraid.so.$(VERSION) $@
@@ -135,23 +151,28 @@ $(B)/braid.pc: braid.pc.in Makefile
 # ---- tests -------------------------------------------------------------------------
 # test_faultinj.c needs the fault-injection library: it has its own
 # configuration, faultinj (ASan+UBSan), and only that one.
-# The documentation and packaging tests check files and the install, not
-# code: the normal configuration only (not asan, tsan, aarch64, portable).
-TOOL_TESTS := tests/test_docs.c tests/test_install.c
+# The documentation, build and packaging tests check files, the documented
+# build command and the install, not code: the normal configuration only
+# (not asan, tsan, aarch64, portable).
+TOOL_TESTS := tests/test_docs.c tests/test_build.c tests/test_install.c
 TEST_SRC  := $(filter-out tests/test_faultinj.c $(TOOL_TESTS),$(wildcard tests/test_*.c))
 TEST_HDR  := tests/test.h tests/scenario.h fuzz/resp_check.h examples/mini_redis.c
 EX_SRC    := $(wildcard examples/*.c)
-TFLAGS    := -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Wall -Wextra
+TFLAGS    := -std=c11 -g -O1 -fno-omit-frame-pointer -D_GNU_SOURCE -Iinclude -Wall -Wextra \
+             -Wpedantic $(WERR)
 # Tests may peek at internals (white-box tests of the wheel, the queues).
 TFLAGS_WB := $(TFLAGS) -iquote src
+# The examples as the guide builds them (docs/guide/README.md: the
+# compiler's own C dialect, no -D_GNU_SOURCE: each says what it needs).
+EXFLAGS   := -g -O1 -fno-omit-frame-pointer -Iinclude -Wall -Wextra -Wpedantic $(WERR)
 
 # $(1): config, $(2): compile flags, $(3): library file, $(4): how to link it
 define testcfg
 $(B)/t-$(1)/%: tests/%.c $(TEST_HDR) $(3) | $(B)/t-$(1)
-	$$(CC) $$(TFLAGS_WB) $(2) $$< $(4) -o $$@ -lpthread
+	$$(CC) $$(TFLAGS_WB) $$(LTO_LINK) $(2) $$< $(4) -o $$@ -lpthread
 
 $(B)/t-$(1)/ex_%: examples/%.c $(3) | $(B)/t-$(1)
-	$$(CC) $$(TFLAGS) $(2) $$< $(4) -o $$@ -lpthread
+	$$(CC) $$(EXFLAGS) $$(LTO_LINK) $(2) $$< $(4) -o $$@ -lpthread
 
 $(B)/t-$(1):
 	mkdir -p $$@
@@ -169,7 +190,7 @@ TEST_SUBSET := tests/test_basic.c tests/test_examples.c tests/test_panic.c
 # tools/braid-console: the live console's client (plain C, no libbraid).
 $(B)/tools/braid-console: tools/braid-console.c
 	@mkdir -p $(@D)
-	$(CC) -std=c11 -O2 -g -D_GNU_SOURCE $(WARN) $< -o $@
+	$(CC) -std=c11 -O2 -g -D_GNU_SOURCE $(WARN) $(WERR) $< -o $@
 
 # test_console runs it (found as ../tools/braid-console from the test),
 # watching examples/console.c.
@@ -266,44 +287,51 @@ fuzz: fuzz-build
 	done
 
 # ---- aarch64, under qemu-user ------------------------------------------------------------
-# The plain configuration built with Debian's cross compiler and run under
-# qemu-aarch64 (apt-get install gcc-aarch64-linux-gnu qemu-user
-# libc6-arm64-cross).  Tests that start other programs skip: qemu-user does
-# not run the children of an emulated program unless binfmt_misc is set up.
+# The plain configuration built with Debian's cross compiler (-Werror) and
+# run under qemu-aarch64 (apt-get install gcc-aarch64-linux-gnu qemu-user
+# libc6-dev-arm64-cross).  qemu-user does not run the children of an
+# emulated program unless binfmt_misc is set up, so the tests start the
+# programs built with them (examples, the console, themselves) under
+# BRAID_TEST_RUNNER too (tests/test.h).
 AARCH64_PREFIX ?= aarch64-linux-gnu-
 test-aarch64:
 	$(MAKE) CC=$(AARCH64_PREFIX)gcc OBJCOPY=$(AARCH64_PREFIX)objcopy AR=$(AARCH64_PREFIX)ar \
-	    B=build-aarch64 $(patsubst tests/%.c,build-aarch64/t-normal/%,$(TEST_SRC))
-	@BRAID_TEST_CONFIGS=normal BRAID_TEST_NO_EXEC=1 BRAID_TEST_EMULATED=1 \
+	    WERROR=1 B=build-aarch64 $(patsubst tests/%.c,build-aarch64/t-normal/%,$(TEST_SRC))
+	@BRAID_TEST_CONFIGS=normal BRAID_TEST_EMULATED=1 \
 	    BRAID_TEST_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu" tests/run-all.sh build-aarch64
 
 # ---- other compilers, optimisation levels, the portable context switch ------------------
 # The code tests (not the documentation and packaging ones) of a
 # configuration, for the targets below, which build in their own B.
-CODE_TESTS_normal = $(filter-out $(B)/t-normal/test_docs $(B)/t-normal/test_install,$(TESTS_normal))
+CODE_TESTS_normal = $(filter-out $(patsubst tests/%.c,$(B)/t-normal/%,$(TOOL_TESTS)),$(TESTS_normal))
 .PHONY: code-tests-normal code-tests-asan code-tests-shared test-builds test-portable
 code-tests-normal: $(CODE_TESTS_normal)
 code-tests-asan: $(TESTS_asan)
 code-tests-shared: $(TESTS_shared)
 
-# The library built warning-free (-Werror, and no warning at link time
-# either) with gcc at -O0 and at -O3 -flto, and with clang, each in its own
-# directory (build-gcc-O0, build-gcc-lto, build-clang), and the normal and
-# shared configurations' tests run against each.  clang without -flto: LTO
-# with clang needs the LLVM gold plugin or lld.
+# The library, tests and examples built warning-free (-Werror, and no
+# warning at link time either) with gcc and clang at -O0 and at -O3 -flto,
+# and with clang at -O2, each in its own directory (build-gcc-O0,
+# build-gcc-lto, build-clang-O0, build-clang, build-clang-lto), and the
+# normal and shared configurations' tests run against each.  clang's LTO
+# objects are archived and linked through the LLVM gold plugin, which
+# Debian's clang brings (llvm-14-linker-tools installs it for ar and ld
+# too); gcc's through gcc-ar.
 # A static -flto libbraid converts no fault, not even a stack overflow: its
 # code is generated at link time into the program's .text, not braid_text,
 # so the fault handler cannot tell it from the program's (src/panic.c) and
 # lets the fault kill the process.  There the tests that overflow or fault
 # skip (BRAID_TEST_NO_ISOLATION); the shared -flto libbraid.so, found by
 # name, isolates them, and its configuration checks that.
-TEST_BUILDS := gcc-O0:gcc:-O0 gcc-lto:gcc:-O3_-flto=auto clang:clang:-O2
+TEST_BUILDS := gcc-O0:gcc:-O0 gcc-lto:gcc:-O3_-flto=auto clang-O0:clang:-O0 clang:clang:-O2 \
+               clang-lto:clang:-O3_-flto
 test-builds:
 	@set -e; for b in $(TEST_BUILDS); do \
 	    name=$${b%%:*}; rest=$${b#*:}; cc=$${rest%%:*}; opt=$$(echo "$${rest#*:}" | tr _ ' '); \
-	    ar=ar; noiso=; [ "$$name" = gcc-lto ] && ar=gcc-ar && noiso=1; \
+	    ar=ar; noiso=; [ "$$name" = gcc-lto ] && ar=gcc-ar; \
+	    case $$opt in *-flto*) noiso=1 ;; esac; \
 	    echo "== $$name: CC=$$cc OPT='$$opt'"; mkdir -p build-$$name; \
-	    $(MAKE) -s --no-print-directory CC=$$cc AR=$$ar OPT="$$opt" EXTRA_CFLAGS=-Werror \
+	    $(MAKE) -s --no-print-directory CC=$$cc AR=$$ar OPT="$$opt" WERROR=1 \
 	        B=build-$$name build-$$name/libbraid.a build-$$name/libbraid.so \
 	        code-tests-normal code-tests-shared >build-$$name/build.log 2>&1 \
 	        || { cat build-$$name/build.log; exit 1; }; \
@@ -329,10 +357,16 @@ test-portable:
 
 # ---- static analysis -------------------------------------------------------------------
 # cppcheck (warning, performance, portability; .cppcheck-suppressions) in the
-# plain configuration and in the portable fault-injection one, then
-# clang-tidy (.clang-tidy) on every library source.  Clean means silent
-# (about a minute).
+# plain configuration and in the portable fault-injection one, and on the
+# console and the examples; then clang-tidy (.clang-tidy) on every library
+# source, the console and every example, each with the flags it is built
+# with (the examples with the guide's).  Clean means silent (about two
+# minutes).
 LINT_SRC := $(filter-out src/unity.c,$(wildcard src/*.c)) src/arch/ctx.c
+LINT_PROGS := tools/braid-console.c $(EX_SRC)
+# One clang-tidy run for the file $$f with the compiler flags $(1).
+TIDY = clang-tidy --quiet $$f -- $(1) 2>$(B)/tidy.err || rc=1; \
+       grep -v 'warnings\? generated\.$$' $(B)/tidy.err >&2;
 CPPCHECK := cppcheck --enable=warning,performance,portability --std=c11 --inline-suppr \
             --suppressions-list=.cppcheck-suppressions --error-exitcode=1 --quiet \
             --template='{file}:{line}: {severity} [{id}] {message}' \
@@ -342,18 +376,20 @@ lint:
 	@mkdir -p $(B)
 	$(CPPCHECK) -D__x86_64__ $(LINT_SRC)
 	$(CPPCHECK) -D__aarch64__ -DBRAID_PORTABLE_CTX -DBRAID_FAULT_INJECTION $(LINT_SRC)
+	$(CPPCHECK) -D__x86_64__ $(LINT_PROGS)
 	@# One file per run: clang-tidy 14's valist checker misreads va_start in
 	@# every file after the first of a run (it keeps state across them).
-	@rc=0; for f in $(LINT_SRC); do \
-	    clang-tidy --quiet $$f -- -std=c11 -D_GNU_SOURCE -Iinclude -iquote src 2>$(B)/tidy.err \
-	        || rc=1; grep -v 'warnings\? generated\.$$' $(B)/tidy.err >&2; \
-	done; rm -f $(B)/tidy.err; exit $$rc
+	@rc=0; for f in $(LINT_SRC); do $(call TIDY,-std=c11 -D_GNU_SOURCE -Iinclude -iquote src) done; \
+	for f in tools/braid-console.c; do $(call TIDY,-std=c11 -D_GNU_SOURCE) done; \
+	for f in $(EX_SRC); do $(call TIDY,-Iinclude) done; \
+	rm -f $(B)/tidy.err; exit $$rc
 
 # ---- examples ------------------------------------------------------------------------
-EXAMPLES := spawn join spawn_join task_failure pipeline fanout echo cancel actor shared_state \
-            select blocking debug inspect
+# make demo runs each example that ends by itself: not the servers, which
+# serve until stopped (their tests drive them with real clients).
+EXAMPLES := $(filter-out http_hello mini_redis,$(patsubst examples/%.c,%,$(EX_SRC)))
 $(B)/ex/%: examples/%.c $(B)/libbraid.a | $(B)/ex
-	$(CC) $(TFLAGS) -O2 $< $(B)/libbraid.a -o $@ -lpthread
+	$(CC) $(EXFLAGS) -O2 $(LTO_LINK) $< $(B)/libbraid.a -o $@ -lpthread
 $(B)/ex:
 	mkdir -p $@
 

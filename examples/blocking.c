@@ -5,6 +5,7 @@
  * worker, the program would hang.  Then the file helpers write a file and
  * read it back, their system calls also made on the pool.
  */
+#define _GNU_SOURCE /* pipe2() */
 #include <braid.h>
 #include <fcntl.h>
 #include <stdint.h>

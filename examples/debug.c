@@ -59,7 +59,7 @@ static void *failures(void *arg)
 }
 
 /* guide:begin overflow */
-static unsigned recurse(unsigned n)
+static unsigned recurse(unsigned n) /* NOLINT(misc-no-recursion): overflowing is the point */
 {
     volatile char frame[1024]; /* a big frame, kept by volatile */
     frame[0] = (char)n;
@@ -104,7 +104,7 @@ int main(int argc, char **argv)
     braid_config_init(&cfg);
     cfg.panic_hook = report;         /* NULL: one line on stderr */
     cfg.isolate_faults = fault_mode; /* stack overflows are caught either way */
-    cfg.stack_size = 64 * 1024;
+    cfg.stack_size = (size_t)64 * 1024;
     braid_runtime *rt;
     int rc = braid_runtime_new(&cfg, &rt);
     /* guide:end config */

@@ -1,4 +1,3 @@
-/* The example of the README. */
 #include <braid.h>
 #include <stdio.h>
 

@@ -12,6 +12,9 @@
  * is what the http_hello benchmark workload defines; bench/braid_bench.c
  * reuses http_hello_conn() from here (with HTTP_HELLO_NO_MAIN defined).
  */
+#ifndef _GNU_SOURCE /* bench/braid_bench.c, which includes this file, has it */
+#define _GNU_SOURCE /* memmem() */
+#endif
 #include <braid.h>
 #include <signal.h>
 #include <stdint.h>

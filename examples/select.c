@@ -26,7 +26,7 @@ struct server {
 static void *server(void *arg)
 {
     struct server *s = arg;
-    int job;
+    int job = 0;
     char nothing; /* never written: nothing is sent on a token's channel */
     braid_select_case cases[] = {
         { .chan = s->jobs, .op = BRAID_SELECT_RECV, .item = &job },

@@ -16,17 +16,36 @@
  *    braid_strerror() names every code.
  *  - A join returns the task's fate (BRAID_OK, BRAID_PANICKED,
  *    BRAID_CANCELLED), which is >= 0, or a negative error of the join itself.
- *  - "Task only": the function must be called from inside a task; from a
- *    plain thread it returns -EPERM.
- *  - "Cancellation point": once the calling task has been cancelled (and is
- *    not shielded, see braid_cancel_shield()), the call returns -ECANCELED
- *    at once, every time, without doing anything.
  *  - Handles (braid_task) are values, like pthread_t.  A stale, consumed or
  *    made-up handle is detected and gets -ESRCH or -EINVAL, never a crash.
  *
- * Threads: all functions may be called from any thread unless marked "task
- * only".  Handles may be joined, cancelled and inspected from any task on
- * any worker, and from plain threads.
+ * Each function's comment says when it waits, whether it is a cancellation
+ * point, which threads may call it, and which errors it returns, in these
+ * words (tests/test_docs.c checks that every function has all four):
+ *
+ *  - "Suspends a task; blocks a plain thread": the call waits for an event
+ *    (a value, a lock, a descriptor, a timer, the blocking pool); a task
+ *    suspends and its worker runs other tasks meanwhile, a plain thread
+ *    blocks.  "Blocks": the calling thread blocks, and so does the worker
+ *    of a task that calls it.  "Never waits": it returns without waiting
+ *    for another task, thread, descriptor or timer.  It may still take a
+ *    short internal lock, and a task whose cooperative budget is spent
+ *    lets the other runnable tasks run once before it returns.
+ *  - "Cancellation point": once the calling task has been cancelled (and is
+ *    not shielded, see braid_cancel_shield()), the call returns -ECANCELED
+ *    at once, every time, without doing anything.  "Not a cancellation
+ *    point": a cancelled task's call goes ahead as any other.
+ *  - "Any thread": a task or a plain thread (one of the program's own, or
+ *    a braid_spawn_blocking() function on the blocking pool) may call it,
+ *    also at the same time as other threads call functions on the same
+ *    object, unless the comment says otherwise (and except for the calls
+ *    that initialize or free an object: nothing else may use it then).
+ *    "Task only": the function must be called from inside a task; from a
+ *    plain thread it returns -EPERM.  "Plain threads only": from a task it
+ *    returns -EPERM.
+ *
+ * Handles may be joined, cancelled and inspected from any task on any
+ * worker, and from plain threads.
  *
  * fork(): a child forked from a process with a running runtime may only
  * call async-signal-safe functions and exec; the runtime's worker threads
@@ -68,7 +87,8 @@ extern "C" {
 #define BRAID_VERSION_STRING "0.1.0"
 
 /* The library's version as "MAJOR.MINOR.PATCH"; may differ from the header's
- * BRAID_VERSION_STRING when a program runs against a newer shared library. */
+ * BRAID_VERSION_STRING when a program runs against a newer shared library.
+ * Never waits; not a cancellation point; any thread. */
 BRAID_API const char *braid_version(void);
 
 /* ------------------------------------------------------------------------
@@ -268,7 +288,8 @@ typedef struct braid_local_key {
  * trace_max_bytes = 0 (16 MiB), observe_off = 0 (all on), watchdog_ms = 0
  * (100 ms), observe_hook = NULL, console_path = NULL (BRAID_CONSOLE
  * decides).  (BRAID_SEED is not read here: it only
- * applies to runtimes created with a NULL configuration.) */
+ * applies to runtimes created with a NULL configuration.)  Never waits; not a
+ * cancellation point; any thread. */
 BRAID_API void braid_config_init(braid_config *cfg);
 
 /* The whole program in one call, like #[tokio::main]: build a runtime with
@@ -276,8 +297,10 @@ BRAID_API void braid_config_init(braid_config *cfg);
  * when it returns cancel every task still alive, wait for them, and free
  * everything.  Returns the root's fate (and *result, if result is not NULL,
  * receives its value), or a negative error: -EPERM when called from inside a
- * task, -ENOMEM, -EAGAIN (threads could not be created), -ETIMEDOUT (the
- * shutdown timeout expired; see braid_runtime_free()).  Blocks the caller. */
+ * task, -EINVAL (fn NULL, or BRAID_SEED is not a number), -ENOMEM, -EAGAIN
+ * (threads could not be created), -ETIMEDOUT (the shutdown timeout
+ * expired; see braid_runtime_free()).  Blocks the calling thread until
+ * every task has ended.  Not a cancellation point.  Plain threads only. */
 BRAID_API int braid_run(braid_fn fn, void *arg, void **result);
 
 /* Create a runtime.  cfg may be NULL for the defaults.  The worker threads
@@ -285,7 +308,9 @@ BRAID_API int braid_run(braid_fn fn, void *arg, void **result);
  * -ENOMEM, -EAGAIN (thread creation failed), -EMFILE/-ENFILE (its epoll or
  * eventfd descriptors could not be created), and for cfg->console_path the
  * socket's errors: -EADDRINUSE (a live program serves that path), -EEXIST
- * (a file that is not a socket), -ENAMETOOLONG, -EACCES, ...  Any thread. */
+ * (a file that is not a socket), -ENAMETOOLONG, -EACCES, ...; -EPERM from
+ * a task.  Never waits (the workers start on their own).  Not a
+ * cancellation point.  Plain threads only. */
 BRAID_API int braid_runtime_new(const braid_config *cfg, braid_runtime **out);
 
 /* Run fn(arg) as a root task and block the calling plain thread until it
@@ -295,7 +320,9 @@ BRAID_API int braid_runtime_new(const braid_config *cfg, braid_runtime **out);
  * to the first thread that drives it (block_on or free), because its tasks
  * keep their thread.  Errors: -EPERM from inside a task or, for a
  * current-thread runtime, from another thread than its own; -EINVAL,
- * -ENOMEM, -EBUSY (a current-thread runtime already being driven). */
+ * -ENOMEM, -EBUSY (a current-thread runtime already being driven).  Blocks
+ * the calling thread until fn returns.  Not a cancellation point.  Plain
+ * threads only (and, for a current-thread runtime, its own thread). */
 BRAID_API int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result);
 
 /* The root task's spawn site (see "Spawn sites" below): braid_run and
@@ -315,26 +342,31 @@ BRAID_API int braid_block_on_at(const char *file, int line, braid_runtime *rt, b
 
 /* Spawn a task on rt from any thread (a plain thread's spawns go through the
  * runtime's injection queue).  out == NULL detaches the task at once.
- * Errors: -EINVAL, -ENOMEM. */
+ * Errors: -EINVAL (rt or fn NULL), -ENOMEM.  Never waits: the task is
+ * queued, not run.  Not a cancellation point.  Any thread. */
 BRAID_API int braid_spawn_on(braid_runtime *rt, braid_task *out, braid_fn fn, void *arg);
 
-/* braid_spawn_on() with options (see braid_spawn_ex()); opts may be NULL. */
+/* braid_spawn_on() with options (see braid_spawn_ex()); opts may be NULL.
+ * Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_spawn_on_ex(braid_runtime *rt, braid_task *out, const braid_spawn_opts *opts,
                                 braid_fn fn, void *arg);
 
 /* Shut rt down: cancel every task still alive, wait for them to return
  * (running the arg_drop of tasks that never started), stop the workers and
- * free all memory.  Returns 0, -EPERM from inside a task (or from another
- * thread than a current-thread runtime's own), -EBUSY while a block_on on a
- * current-thread rt is in progress, or -ETIMEDOUT if shutdown_timeout_ms expired
- * first: then rt is left as it is, its workers still running the tasks that
+ * free all memory.  Returns 0, -EINVAL (rt NULL), -EPERM from inside a task
+ * (or from another thread than a current-thread runtime's own), -EBUSY
+ * while a block_on on a current-thread rt is in progress, or -ETIMEDOUT if
+ * shutdown_timeout_ms expired first: then rt is left as it is, its workers still running the tasks that
  * did not end (freeing memory under them would crash), and
  * braid_runtime_free(rt) may be called again later.  Handles of rt's tasks
- * that were neither joined nor detached are invalid once rt is freed. */
+ * that were neither joined nor detached are invalid once rt is freed.
+ * Blocks the calling thread until then.  Not a cancellation point.  Plain
+ * threads only. */
 BRAID_API int braid_runtime_free(braid_runtime *rt);
 
 /* Whether a fault was converted into a panic in rt (isolate_faults): the
- * program survived it, but memory the faulting task shared may be corrupt. */
+ * program survived it, but memory the faulting task shared may be corrupt.
+ * Never waits; not a cancellation point; any thread. */
 BRAID_API bool braid_runtime_tainted(const braid_runtime *rt);
 
 /* Deterministic mode.
@@ -364,15 +396,18 @@ BRAID_API bool braid_runtime_tainted(const braid_runtime *rt);
  * greater than 1, or if BRAID_SEED is not a number. */
 
 /* Whether rt runs in deterministic mode; if so and seed is not NULL, *seed
- * is its seed (print it when a test fails, to replay with BRAID_SEED). */
+ * is its seed (print it when a test fails, to replay with BRAID_SEED).  Never
+ * waits; not a cancellation point; any thread. */
 BRAID_API bool braid_runtime_deterministic(const braid_runtime *rt, uint64_t *seed);
 
 /* Whether rt's started tasks migrate: braid_config.migrate (or
  * BRAID_MIGRATE) took effect, which needs two workers or more and, for
- * now, x86-64.  False for NULL.  Any thread. */
+ * now, x86-64.  False for NULL.  Any thread.  Never waits; not a cancellation
+ * point. */
 BRAID_API bool braid_runtime_migrates(const braid_runtime *rt);
 
-/* The runtime of the calling task, or NULL on a plain thread. */
+/* The runtime of the calling task, or NULL on a plain thread.  Never waits;
+ * not a cancellation point; any thread. */
 BRAID_API braid_runtime *braid_current_runtime(void);
 
 /* ------------------------------------------------------------------------
@@ -383,11 +418,13 @@ BRAID_API braid_runtime *braid_current_runtime(void);
  * run inline: the caller keeps running until it suspends.  *out receives the
  * join handle; out == NULL detaches the task at once.  A task that has not
  * started holds no stack.  Task only.  Errors: -EPERM, -EINVAL (fn NULL),
- * -ENOMEM (no memory or address space for the task record). */
+ * -ENOMEM (no memory or address space for the task record).  Never waits.
+ * Not a cancellation point. */
 BRAID_API int braid_spawn(braid_task *out, braid_fn fn, void *arg);
 
 /* braid_spawn() with options: a name, a stack size, an arg_drop.  opts may be
- * NULL.  Errors as braid_spawn(), plus -EINVAL for a stack size over 1 GiB. */
+ * NULL.  Errors as braid_spawn(), plus -EINVAL for a stack size over 1 GiB.
+ * Never waits; not a cancellation point; task only. */
 BRAID_API int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, braid_fn fn, void *arg);
 
 /* Spawn sites.  Every task remembers the file and line it was spawned from
@@ -405,7 +442,9 @@ BRAID_API int braid_spawn_ex(braid_task *out, const braid_spawn_opts *opts, brai
  * Otherwise braid_spawn_at, braid_spawn_ex_at, braid_spawn_on_at and
  * braid_spawn_on_ex_at are exactly the functions they stand for, with the
  * same errors (-EPERM, -EINVAL, -ENOMEM: see braid_spawn and
- * braid_spawn_on). */
+ * braid_spawn_on).  Each never waits and is not a cancellation point;
+ * braid_spawn_at and braid_spawn_ex_at are task only, braid_spawn_on_at
+ * and braid_spawn_on_ex_at may be called from any thread. */
 BRAID_API int braid_spawn_at(const char *file, int line, braid_task *out, braid_fn fn, void *arg);
 BRAID_API int braid_spawn_ex_at(const char *file, int line, braid_task *out,
                                 const braid_spawn_opts *opts, braid_fn fn, void *arg);
@@ -428,24 +467,29 @@ BRAID_API int braid_spawn_on_ex_at(const char *file, int line, braid_runtime *rt
  * was cancelled, so the value can be freed; NULL when it panicked or never
  * ran).  Joining a task that has not started yet runs it right away on the
  * caller's worker.  Suspends the calling task; blocks a plain thread.
- * Cancellation point.  Errors (the handle stays valid for the first three):
- * -ECANCELED (the caller was cancelled), -EDEADLK (t is the caller itself),
+ * Cancellation point.  Any thread.  Errors (the handle stays valid for the
+ * first three): -ECANCELED (the caller was cancelled), -EDEADLK (t is the caller itself),
  * -EBUSY (another join of t is in progress), -ESRCH (t is stale, already
  * joined or detached), -EINVAL (t was never a handle). */
 BRAID_API int braid_join(braid_task t, void **result);
 
 /* braid_join() that also reports the panic message and location.  out must
- * not be NULL; see braid_outcome.  Same return values as braid_join(). */
+ * not be NULL (-EINVAL); see braid_outcome.  Otherwise the same return
+ * values as braid_join().  Waits as braid_join() does.  Cancellation
+ * point.  Any thread. */
 BRAID_API int braid_join_ex(braid_task t, braid_outcome *out);
 
 /* braid_join() and braid_join_ex() with a deadline (see "Deadlines"):
- * -ETIMEDOUT if t has not finished by then; the handle stays valid. */
+ * -ETIMEDOUT if t has not finished by then; the handle stays valid.  Waits
+ * as braid_join() does, until the deadline at most.  Cancellation point.
+ * Any thread. */
 BRAID_API int braid_join_until(braid_task t, void **result, uint64_t deadline_ns);
 BRAID_API int braid_join_ex_until(braid_task t, braid_outcome *out, uint64_t deadline_ns);
 
 /* Give up the handle: the task runs on, and its record is freed when it
  * ends.  A detached task's panic goes to the panic hook.  Errors: -ESRCH,
- * -EINVAL, -EBUSY (a join is in progress). */
+ * -EINVAL, -EBUSY (a join is in progress).  Never waits; not a cancellation
+ * point; any thread. */
 BRAID_API int braid_detach(braid_task t);
 
 /* Request cancellation of t.  A task that has not started never runs (its
@@ -453,23 +497,28 @@ BRAID_API int braid_detach(braid_task t);
  * -ECANCELED from every cancellation point from now on, so it cleans up and
  * returns.  Its fate becomes BRAID_CANCELLED (unless it panics).  Cancelling
  * a finished task changes nothing.  Does not wait.  Tasks spawned by a
- * cancelled task keep running.  Errors: -ESRCH, -EINVAL. */
+ * cancelled task keep running.  Errors: -ESRCH, -EINVAL.  Not a
+ * cancellation point.  Any thread. */
 BRAID_API int braid_cancel(braid_task t);
 
-/* Whether t has finished (false for invalid or consumed handles). */
+/* Whether t has finished (false for invalid or consumed handles).  Never
+ * waits; not a cancellation point; any thread. */
 BRAID_API bool braid_is_finished(braid_task t);
 
 /* The id of the task t refers to (also after it was consumed); 0 for the
- * null handle.  Ids are unique within the process and never 0. */
+ * null handle.  Ids are unique within the process and never 0.  Never waits;
+ * not a cancellation point; any thread. */
 BRAID_API uint64_t braid_task_id(braid_task t);
 
 /* The calling task's id, 0 on a plain thread.  Inside braid_join_all()
- * calls it is the id of the task that called braid_join_all(). */
+ * calls it is the id of the task that called braid_join_all().  Never waits;
+ * not a cancellation point; any thread. */
 BRAID_API uint64_t braid_current_id(void);
 
 /* The index (0..workers-1) of the worker running the caller; -EPERM on a
  * plain thread.  A task that has started stays on its worker, unless the
- * runtime lets tasks migrate (braid_config.migrate). */
+ * runtime lets tasks migrate (braid_config.migrate).  Never waits; not a
+ * cancellation point; task only. */
 BRAID_API int braid_worker_index(void);
 
 /* Tokio's join!: run the n calls concurrently inside the calling task and
@@ -478,7 +527,8 @@ BRAID_API int braid_worker_index(void);
  * in calls[i].result.  If one call panics, the others are cancelled, and once
  * they have returned the panic is raised again in the caller with the
  * original message and location.  Cancelling the caller cancels the calls.
- * Task only.  Cancellation point.  Returns 0 (every call ran and returned),
+ * Suspends the calling task until every call has returned.  Task only.
+ * Cancellation point.  Returns 0 (every call ran and returned),
  * -ECANCELED (the caller was cancelled, or shutdown cancelled a call before
  * it ran; calls that returned still have their result), -EPERM, -EINVAL,
  * -ENOMEM (stacks for the calls could not be allocated; nothing ran). */
@@ -486,31 +536,36 @@ BRAID_API int braid_join_all(braid_call *calls, size_t n);
 
 /* Let other tasks run: the caller goes behind all runnable work.  Workers
  * also check timers while tasks yield, so a yield loop cannot starve a
- * sleeping task.  Task only.  Cancellation point.  Returns 0, -ECANCELED,
- * -EPERM. */
+ * sleeping task.  Suspends the calling task until the worker has run the
+ * tasks that were runnable.  Task only.  Cancellation point.  Returns 0,
+ * -ECANCELED, -EPERM. */
 BRAID_API int braid_yield(void);
 
-/* Suspend the calling task for ms milliseconds (at least).  The worker runs
- * other tasks meanwhile; a sleeping task uses no CPU.  Task only.
+/* Sleep for ms milliseconds (at least).  Suspends the calling task: the
+ * worker runs other tasks meanwhile; a sleeping task uses no CPU.  Task only.
  * Cancellation point.  Returns 0, -ECANCELED, -EPERM. */
 BRAID_API int braid_sleep_ms(uint64_t ms);
 
 /* Suspend until braid_now_ns() >= deadline_ns (a deadline already past
- * still yields).  As braid_sleep_ms(): task only, cancellation point,
- * returns 0, -ECANCELED, -EPERM. */
+ * still yields).  Suspends the calling task, as braid_sleep_ms().  Task
+ * only.  Cancellation point.  Returns 0, -ECANCELED, -EPERM. */
 BRAID_API int braid_sleep_until(uint64_t deadline_ns);
 
 /* Monotonic time in nanoseconds (CLOCK_MONOTONIC).  Any thread.  Inside a
- * deterministic runtime (see "Deterministic mode") its virtual time. */
+ * deterministic runtime (see "Deterministic mode") its virtual time.  Never
+ * waits; not a cancellation point. */
 BRAID_API uint64_t braid_now_ns(void);
 
 /* Panic: end the calling task with fate BRAID_PANICKED.  Its pushed defers
  * run first (innermost first, with cancellation shielded); a panic inside a
  * defer keeps the first message and the remaining defers still run.  The
  * message (printf format, up to 255 bytes kept) and location reach the
- * joiner through braid_join_ex().  Every other task goes on.  Outside a task
- * it prints the message and aborts the process.  Use the braid_panic() macro,
- * which adds __FILE__ and __LINE__. */
+ * joiner through braid_join_ex().  Every other task goes on.  In the
+ * function of braid_spawn_blocking() it ends that function instead (see
+ * there); on any other plain thread it prints the message and aborts the
+ * process.  Use the braid_panic() macro, which adds __FILE__ and __LINE__.
+ * Does not wait (the defers it runs may).  Not a cancellation point.  Any
+ * thread. */
 BRAID_API BRAID_NORETURN BRAID_PRINTF(3, 4)
 void braid_panic_at(const char *file, int line, const char *fmt, ...);
 
@@ -522,22 +577,26 @@ void braid_panic_at(const char *file, int line, const char *fmt, ...);
 
 /* Push a cleanup onto the calling task's defer stack: fn(arg) runs if the
  * task panics (innermost first), or when popped with run = true.  d is
- * caller-owned storage.  Task only.  Returns 0, -EPERM, -EINVAL (d NULL). */
+ * caller-owned storage.  Task only.  Returns 0, -EPERM, -EINVAL (d NULL).
+ * Never waits; not a cancellation point. */
 BRAID_API int braid_defer_push(braid_defer *d, void (*fn)(void *), void *arg);
 
 /* Pop d, which must be the innermost pushed defer, and run it if run is true.
- * Task only.  Returns 0, -EPERM, -EINVAL (d is not the innermost defer). */
+ * Task only.  Returns 0, -EPERM, -EINVAL (d is not the innermost defer).
+ * Never waits (fn, when run, may); not a cancellation point. */
 BRAID_API int braid_defer_pop(braid_defer *d, bool run);
 
 /* Shield the calling task from cancellation (on = true) or end the shield
  * (on = false); returns the previous state.  While shielded, cancellation
  * points behave as if no cancellation had been requested; a request made
  * meanwhile takes effect at the first cancellation point after the shield
- * ends.  Returns false on a plain thread. */
+ * ends.  Returns false on a plain thread.  Never waits; not a cancellation
+ * point; any thread. */
 BRAID_API bool braid_cancel_shield(bool on);
 
 /* Whether cancellation of the calling task has been requested (regardless
- * of the shield).  False on a plain thread. */
+ * of the shield).  False on a plain thread.  Never waits; not a cancellation
+ * point; any thread. */
 BRAID_API bool braid_cancelled(void);
 
 /* ------------------------------------------------------------------------
@@ -556,7 +615,8 @@ BRAID_API bool braid_cancelled(void);
 
 #define BRAID_FOREVER UINT64_MAX
 
-/* braid_now_ns() + ms milliseconds, saturating at BRAID_FOREVER. */
+/* braid_now_ns() + ms milliseconds, saturating at BRAID_FOREVER.  Never
+ * waits; not a cancellation point; any thread. */
 BRAID_API uint64_t braid_deadline_ms(uint64_t ms);
 
 /* ------------------------------------------------------------------------
@@ -580,7 +640,7 @@ typedef struct braid_chan braid_chan;
 #define BRAID_CHAN_UNBOUNDED SIZE_MAX
 
 /* Create a channel of items of item_size bytes (1 .. 65536).  Returns 0,
- * -EINVAL, -ENOMEM. */
+ * -EINVAL, -ENOMEM.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_chan_new(braid_chan **out, size_t item_size, size_t capacity);
 
 /* Send a copy of *item.  Waits while the channel is full (or, at capacity
@@ -588,40 +648,47 @@ BRAID_API int braid_chan_new(braid_chan **out, size_t item_size, size_t capacity
  * directly, and if it is a task of the same worker it runs next.
  * Cancellation point.  Returns 0, -EPIPE (closed, or no receiver left),
  * -ECANCELED, -ETIMEDOUT (the _until form), -ENOMEM (the buffer, which
- * grows as items arrive, up to the capacity, could not grow), -EINVAL. */
+ * grows as items arrive, up to the capacity, could not grow), -EINVAL.  Any
+ * thread. */
 BRAID_API int braid_chan_send(braid_chan *ch, const void *item);
 BRAID_API int braid_chan_send_until(braid_chan *ch, const void *item, uint64_t deadline_ns);
 
-/* Send without waiting: -EAGAIN if it would have to wait. */
+/* Send without waiting: -EAGAIN where braid_chan_send() would wait; its
+ * other results are braid_chan_send()'s.  Never waits.  Cancellation point.
+ * Any thread. */
 BRAID_API int braid_chan_try_send(braid_chan *ch, const void *item);
 
 /* Receive the oldest item into *item.  Waits while the channel is empty.
  * After the channel is closed, what is buffered is still delivered, then
  * -EPIPE.  Cancellation point.  Returns 0, -EPIPE, -ECANCELED, -ETIMEDOUT
- * (the _until form), -EINVAL. */
+ * (the _until form), -EINVAL.  Any thread. */
 BRAID_API int braid_chan_recv(braid_chan *ch, void *item);
 BRAID_API int braid_chan_recv_until(braid_chan *ch, void *item, uint64_t deadline_ns);
 
-/* Receive without waiting: -EAGAIN if it would have to wait. */
+/* Receive without waiting: -EAGAIN where braid_chan_recv() would wait; its
+ * other results are braid_chan_recv()'s.  Never waits.  Cancellation point.
+ * Any thread. */
 BRAID_API int braid_chan_try_recv(braid_chan *ch, void *item);
 
 /* Close for sending: waiting and later senders get -EPIPE; receivers get
  * what is buffered, then -EPIPE.  Closing twice is harmless.  Returns 0 or
- * -EINVAL. */
+ * -EINVAL.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_chan_close(braid_chan *ch);
 
 /* Reference counting, as described above: braid_chan_sender_dup() and
  * braid_chan_receiver_dup() add a reference of their kind,
  * braid_chan_sender_drop() and braid_chan_receiver_drop() give one up (the
- * last one of both kinds frees the channel: do not use ch after it).  Never
- * wait; any thread.  Each returns 0 or -EINVAL (also when dropping a kind
- * of reference that has none left). */
+ * last one of both kinds frees the channel: do not use ch after it).  Each
+ * never waits, is not a cancellation point, and may be called from any
+ * thread.  Each returns 0 or -EINVAL (also when dropping a kind of
+ * reference that has none left). */
 BRAID_API int braid_chan_sender_dup(braid_chan *ch);
 BRAID_API int braid_chan_sender_drop(braid_chan *ch);
 BRAID_API int braid_chan_receiver_dup(braid_chan *ch);
 BRAID_API int braid_chan_receiver_drop(braid_chan *ch);
 
-/* Items buffered now (a snapshot). */
+/* Items buffered now (a snapshot).  Never waits; not a cancellation point;
+ * any thread. */
 BRAID_API size_t braid_chan_len(braid_chan *ch);
 
 /* ------------------------------------------------------------------------
@@ -635,27 +702,30 @@ BRAID_API size_t braid_chan_len(braid_chan *ch);
 typedef struct braid_oneshot braid_oneshot;
 
 /* Create a oneshot for one value of item_size bytes (1 .. 65536); the
- * caller holds both ends.  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
+ * caller holds both ends.  Any thread.  Returns 0, -EINVAL, -ENOMEM.  Never
+ * waits; not a cancellation point. */
 BRAID_API int braid_oneshot_new(braid_oneshot **out, size_t item_size);
 
-/* Send a copy of *item and consume the sending end.  Never waits; any
- * thread; not a cancellation point.  Returns 0, -EPIPE (the receiver is
- * gone, or it was already sent), -EINVAL. */
+/* Send a copy of *item and consume the sending end.  Never waits; not a
+ * cancellation point; any thread, one at a time (the sending end is one).
+ * Returns 0, -EPIPE (the receiver is gone, or it was already sent),
+ * -EINVAL. */
 BRAID_API int braid_oneshot_send(braid_oneshot *o, const void *item);
 
 /* Wait for the value (braid_oneshot_try_recv(): without waiting).
- * Suspends a task, blocks a plain thread.  Cancellation point.  Returns 0,
- * -EPIPE (the sender went without sending), -ECANCELED, -ETIMEDOUT,
- * -EAGAIN (try form: nothing yet), -EINVAL.  A return of 0 or -EPIPE
- * consumes the receiving end. */
+ * Suspends a task, blocks a plain thread (the try form never waits).
+ * Cancellation point, the try form too.  Any thread, one at a time (the
+ * receiving end is one).  Returns 0, -EPIPE (the sender went without
+ * sending), -ECANCELED, -ETIMEDOUT, -EAGAIN (try form: nothing yet),
+ * -EINVAL.  A return of 0 or -EPIPE consumes the receiving end. */
 BRAID_API int braid_oneshot_recv(braid_oneshot *o, void *item);
 BRAID_API int braid_oneshot_recv_until(braid_oneshot *o, void *item, uint64_t deadline_ns);
 BRAID_API int braid_oneshot_try_recv(braid_oneshot *o, void *item);
 
 /* Give up an end without using it: braid_oneshot_sender_drop() makes the
  * receiver get -EPIPE; braid_oneshot_receiver_drop() makes a send fail
- * with -EPIPE.  Never waits; any thread.  Returns 0, or -EINVAL (a bad
- * oneshot, or an end already given up). */
+ * with -EPIPE.  Never waits; not a cancellation point; any thread.
+ * Returns 0, or -EINVAL (a bad oneshot, or an end already given up). */
 BRAID_API int braid_oneshot_sender_drop(braid_oneshot *o);
 BRAID_API int braid_oneshot_receiver_drop(braid_oneshot *o);
 
@@ -671,7 +741,8 @@ typedef struct braid_bcast braid_bcast;
 typedef struct braid_bcast_rx braid_bcast_rx;
 
 /* Create a broadcast channel of capacity values (1 .. 2^20) of item_size
- * bytes (1 .. 65536).  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
+ * bytes (1 .. 65536).  Any thread.  Returns 0, -EINVAL, -ENOMEM.  Never
+ * waits; not a cancellation point. */
 BRAID_API int braid_bcast_new(braid_bcast **out, size_t item_size, size_t capacity);
 
 /* Send a copy of *item to every receiver.  Never waits; any thread; not a
@@ -680,11 +751,13 @@ BRAID_API int braid_bcast_new(braid_bcast **out, size_t item_size, size_t capaci
 BRAID_API int braid_bcast_send(braid_bcast *b, const void *item);
 
 /* A receiver that sees the values sent from now on; free it with
- * braid_bcast_rx_free().  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
+ * braid_bcast_rx_free().  Any thread.  Returns 0, -EINVAL, -ENOMEM.  Never
+ * waits; not a cancellation point. */
 BRAID_API int braid_bcast_subscribe(braid_bcast *b, braid_bcast_rx **out);
 
 /* Receive the next value (braid_bcast_try_recv(): without waiting).
- * Suspends a task, blocks a plain thread.  Cancellation point.  Returns 0,
+ * Suspends a task, blocks a plain thread (the try form never waits).
+ * Cancellation point, the try form too.  Any thread.  Returns 0,
  * -EOVERFLOW (lagged: *missed, if not NULL, says how many values were
  * lost; the next call continues), -EPIPE (closed and all seen),
  * -ECANCELED, -ETIMEDOUT, -EAGAIN (try form), -EINVAL. */
@@ -694,15 +767,18 @@ BRAID_API int braid_bcast_recv_until(braid_bcast_rx *rx, void *item, uint64_t *m
 BRAID_API int braid_bcast_try_recv(braid_bcast_rx *rx, void *item, uint64_t *missed);
 
 /* Free a receiver (no call may be using it); sends no longer count it.
- * Returns 0 or -EINVAL. */
+ * Returns 0 or -EINVAL.  Never waits; not a cancellation point; any
+ * thread. */
 BRAID_API int braid_bcast_rx_free(braid_bcast_rx *rx);
 
 /* No more sends; receivers get what they have not seen, then -EPIPE.
- * Never waits; any thread.  Returns 0 or -EINVAL. */
+ * Never waits; not a cancellation point; any thread.  Returns 0 or
+ * -EINVAL. */
 BRAID_API int braid_bcast_close(braid_bcast *b);
 
 /* Free the channel; every receiver must have been freed (else -EBUSY).
- * Returns 0, -EBUSY, -EINVAL. */
+ * Returns 0, -EBUSY, -EINVAL.  Never waits; not a cancellation point; any
+ * thread, once no other call uses b. */
 BRAID_API int braid_bcast_free(braid_bcast *b);
 
 /* ------------------------------------------------------------------------
@@ -712,27 +788,32 @@ BRAID_API int braid_bcast_free(braid_bcast *b);
 typedef struct braid_watch braid_watch;
 
 /* Create a watch holding a copy of *initial (item_size 1 .. 65536 bytes)
- * as version 0.  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
+ * as version 0.  Any thread.  Returns 0, -EINVAL, -ENOMEM.  Never waits; not
+ * a cancellation point. */
 BRAID_API int braid_watch_new(braid_watch **out, size_t item_size, const void *initial);
 /* Store a new value (version + 1) and wake whoever waits for a change.
- * Never waits; any thread.  Returns 0, -EPIPE (closed), -EINVAL. */
+ * Never waits; not a cancellation point; any thread.  Returns 0, -EPIPE
+ * (closed), -EINVAL. */
 BRAID_API int braid_watch_send(braid_watch *w, const void *item);
 /* Copy the latest value and its version (either may be NULL).  Returns 0
- * or -EINVAL. */
+ * or -EINVAL.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_watch_get(braid_watch *w, void *item, uint64_t *version);
 /* Wait until the version differs from *version, then update *version and
  * copy the value (item may be NULL).  Suspends a task, blocks a plain
  * thread.  Cancellation point.  Returns 0, -EPIPE (closed, and nothing
- * newer), -ECANCELED, -ETIMEDOUT, -EINVAL. */
+ * newer), -ECANCELED, -ETIMEDOUT, -EINVAL.  Any thread. */
 BRAID_API int braid_watch_changed(braid_watch *w, uint64_t *version, void *item);
 BRAID_API int braid_watch_changed_until(braid_watch *w, uint64_t *version, void *item,
                                         uint64_t deadline_ns);
 
 /* No more sends: waiters, and later waits that find nothing newer, get
- * -EPIPE.  Any thread.  Returns 0 or -EINVAL. */
+ * -EPIPE.  Any thread.  Returns 0 or -EINVAL.  Never waits; not a
+ * cancellation point. */
 BRAID_API int braid_watch_close(braid_watch *w);
 
-/* Free it; nobody may wait on it.  Returns 0, -EBUSY, -EINVAL. */
+/* Free it; nobody may wait on it (-EBUSY).  Returns 0, -EBUSY, -EINVAL.
+ * Never waits; not a cancellation point; any thread, once no other call
+ * uses w. */
 BRAID_API int braid_watch_free(braid_watch *w);
 
 /* ------------------------------------------------------------------------
@@ -760,10 +841,12 @@ enum {
  * BRAID_SELECT_BIASED); otherwise wait until one can complete, or until
  * deadline_ns (BRAID_FOREVER: none).  A case on a closed channel completes
  * at once with result -EPIPE (a receive only once the buffer is empty).
- * Cases with a NULL chan are ignored.  Cancellation point.  Returns the
- * index, -ETIMEDOUT, -EAGAIN (BRAID_SELECT_NOWAIT), -ECANCELED, -EINVAL,
- * -ENOMEM (a send case's channel could not grow its buffer, as for
- * braid_chan_send(): no case completed). */
+ * Cases with a NULL chan are ignored.  Suspends a task, blocks a plain
+ * thread (never with BRAID_SELECT_NOWAIT).  Cancellation point, with
+ * BRAID_SELECT_NOWAIT too.  Any thread.  Returns the index, -ETIMEDOUT,
+ * -EAGAIN (BRAID_SELECT_NOWAIT), -ECANCELED, -EINVAL, -ENOMEM (a send
+ * case's channel could not grow its buffer, as for braid_chan_send(): no
+ * case completed). */
 BRAID_API int braid_select(braid_select_case *cases, size_t n, uint64_t deadline_ns, unsigned flags);
 
 /* ------------------------------------------------------------------------
@@ -772,26 +855,31 @@ BRAID_API int braid_select(braid_select_case *cases, size_t n, uint64_t deadline
 
 typedef struct braid_notify braid_notify;
 
-/* Create a notify.  Returns 0 or -ENOMEM (-EINVAL if out is NULL). */
+/* Create a notify.  Returns 0 or -ENOMEM (-EINVAL if out is NULL).  Never
+ * waits; not a cancellation point; any thread. */
 BRAID_API int braid_notify_new(braid_notify **out);
 
-/* Free a notify nobody waits on.  Returns 0, -EINVAL, or -EBUSY (waiters). */
+/* Free a notify nobody waits on.  Returns 0, -EINVAL, or -EBUSY (waiters).
+ * Never waits; not a cancellation point; any thread, once no other call
+ * uses n. */
 BRAID_API int braid_notify_free(braid_notify *n);
 
 /* Wake the longest-waiting waiter; if nobody waits, store one permit (at
  * most one is stored) that the next braid_notify_wait() consumes at once.
- * Any thread.  Returns 0 or -EINVAL. */
+ * Never waits; not a cancellation point; any thread.  Returns 0 or
+ * -EINVAL. */
 BRAID_API int braid_notify_one(braid_notify *n);
 
-/* Wake every current waiter; stores no permit.  Any thread.  Returns 0 or
- * -EINVAL. */
+/* Wake every current waiter; stores no permit.  Never waits; not a
+ * cancellation point; any thread.  Returns 0 or -EINVAL. */
 BRAID_API int braid_notify_waiters(braid_notify *n);
 
 /* Consume the stored permit, or wait for braid_notify_one() or
  * braid_notify_waiters().  Suspends a task; blocks a plain thread.
  * Cancellation point; a waiter that gives up (cancelled, or past its
  * deadline) loses no wake-up: one that was already picked returns 0.
- * Returns 0, -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
+ * Returns 0, -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL.  Any
+ * thread. */
 BRAID_API int braid_notify_wait(braid_notify *n);
 BRAID_API int braid_notify_wait_until(braid_notify *n, uint64_t deadline_ns);
 
@@ -815,21 +903,24 @@ typedef struct braid_mutex {
 /* Mutex with FIFO handoff: unlocking gives the lock to the longest waiter,
  * so nobody starves.  Owned by the task (or thread) that locked it.
  * braid_mutex_init() is BRAID_MUTEX_INIT at run time.  Returns 0 or -EINVAL
- * (m NULL). */
+ * (m NULL).  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_mutex_init(braid_mutex *m);
-/* Lock m, waiting for it (suspends a task, blocks a plain thread).
- * Cancellation point.  Returns 0, -EDEADLK (the caller holds it),
- * -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
+/* Lock m, waiting while another holds it.  Suspends a task; blocks a
+ * plain thread.  Cancellation point.  Any thread.  Returns 0, -EDEADLK
+ * (the caller holds it), -ECANCELED, -ETIMEDOUT (the _until form),
+ * -EINVAL. */
 BRAID_API int braid_mutex_lock(braid_mutex *m);
 BRAID_API int braid_mutex_lock_until(braid_mutex *m, uint64_t deadline_ns);
 /* Lock m without waiting.  Returns 0, -EBUSY (held, or others wait for it),
- * -EINVAL. */
+ * -EINVAL.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_mutex_trylock(braid_mutex *m);
 /* Unlock m, handing it to the longest waiter if there is one.  Never waits.
- * Returns 0, -EPERM (the caller does not hold it), -EINVAL. */
+ * Not a cancellation point.  Any thread (the one that holds m).  Returns 0,
+ * -EPERM (the caller does not hold it), -EINVAL. */
 BRAID_API int braid_mutex_unlock(braid_mutex *m);
 /* Check that m is unused (it holds no resources to free).  Returns 0, or
- * -EBUSY if it is locked or waited on, -EINVAL. */
+ * -EBUSY if it is locked or waited on, -EINVAL.  Never waits; not a
+ * cancellation point; any thread. */
 BRAID_API int braid_mutex_destroy(braid_mutex *m);
 
 typedef struct braid_rwlock {
@@ -840,30 +931,33 @@ typedef struct braid_rwlock {
 /* Reader-writer lock, fair: requests are served in arrival order (a run of
  * readers together), so a waiting writer holds back later readers and no
  * writer starves.  braid_rwlock_init() is BRAID_RWLOCK_INIT at run time.
- * Returns 0 or -EINVAL. */
+ * Returns 0 or -EINVAL.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_rwlock_init(braid_rwlock *l);
 
 /* Take a read hold (braid_rwlock_rdlock(), shared) or the write hold
- * (braid_rwlock_wrlock(), exclusive), waiting for it (suspends a task,
- * blocks a plain thread).  Cancellation point.  Returns 0, -EDEADLK (write:
- * the caller holds the write hold), -ECANCELED, -ETIMEDOUT (the _until
- * forms), -EINVAL. */
+ * (braid_rwlock_wrlock(), exclusive), waiting until it can be had.
+ * Suspends a task; blocks a plain thread.  Cancellation point.  Any
+ * thread.  Returns 0, -EDEADLK (write: the caller holds the write hold),
+ * -ECANCELED, -ETIMEDOUT (the _until forms), -EINVAL. */
 BRAID_API int braid_rwlock_rdlock(braid_rwlock *l);
 BRAID_API int braid_rwlock_rdlock_until(braid_rwlock *l, uint64_t deadline_ns);
 BRAID_API int braid_rwlock_wrlock(braid_rwlock *l);
 BRAID_API int braid_rwlock_wrlock_until(braid_rwlock *l, uint64_t deadline_ns);
 
 /* braid_rwlock_tryrdlock() and braid_rwlock_trywrlock(): the same without
- * waiting.  Returns 0, -EBUSY, -EINVAL. */
+ * waiting.  Returns 0, -EBUSY, -EINVAL.  Never waits; not a cancellation
+ * point; any thread. */
 BRAID_API int braid_rwlock_tryrdlock(braid_rwlock *l);
 BRAID_API int braid_rwlock_trywrlock(braid_rwlock *l);
 
-/* Release a read or write hold.  Never waits.  Returns 0, -EPERM (not
- * held), -EINVAL. */
+/* Release a read or write hold.  Never waits.  Not a cancellation point.
+ * Any thread (for the write hold, the one that holds it).  Returns 0,
+ * -EPERM (not held), -EINVAL. */
 BRAID_API int braid_rwlock_unlock(braid_rwlock *l);
 
 /* Check that l is unused (it holds no resources to free).  Returns 0, -EBUSY
- * (held or waited on), -EINVAL. */
+ * (held or waited on), -EINVAL.  Never waits; not a cancellation point; any
+ * thread. */
 BRAID_API int braid_rwlock_destroy(braid_rwlock *l);
 
 typedef struct braid_sem {
@@ -873,33 +967,36 @@ typedef struct braid_sem {
 
 /* Counting semaphore (Tokio's Semaphore) with permits permits (below 2^62);
  * braid_sem_init() is BRAID_SEM_INIT(permits) at run time.  Returns 0 or
- * -EINVAL. */
+ * -EINVAL.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_sem_init(braid_sem *s, uint64_t permits);
 
 /* Take n permits, waiting for them, FIFO (a large request at the head holds
  * back smaller ones behind it).  Suspends a task, blocks a plain thread.
  * Cancellation point.  Returns 0, -EPIPE (closed), -ECANCELED, -ETIMEDOUT
- * (the _until form), -EINVAL. */
+ * (the _until form), -EINVAL.  Any thread. */
 BRAID_API int braid_sem_acquire(braid_sem *s, uint64_t n);
 BRAID_API int braid_sem_acquire_until(braid_sem *s, uint64_t n, uint64_t deadline_ns);
 
 /* braid_sem_acquire() without waiting: -EAGAIN if the permits are not
- * there (or others wait first); else as braid_sem_acquire(). */
+ * there (or others wait first).  Returns 0, -EAGAIN, -EPIPE (closed),
+ * -EINVAL.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_sem_try_acquire(braid_sem *s, uint64_t n);
 
-/* Give back n permits, waking the waiters they satisfy.  Never waits.
- * Returns 0, -EOVERFLOW (more than 2^62 permits), -EINVAL. */
+/* Give back n permits, waking the waiters they satisfy.  Never waits; not
+ * a cancellation point; any thread.  Returns 0, -EOVERFLOW (more than 2^62
+ * permits), -EINVAL. */
 BRAID_API int braid_sem_release(braid_sem *s, uint64_t n);
 
 /* Close s: every waiter and every later acquire fails with -EPIPE.  Returns
- * 0 or -EINVAL. */
+ * 0 or -EINVAL.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_sem_close(braid_sem *s);
 
-/* The permits available now (a snapshot; 0 for NULL). */
+/* The permits available now (a snapshot; 0 for NULL).  Never waits; not a
+ * cancellation point; any thread. */
 BRAID_API uint64_t braid_sem_available(braid_sem *s);
 
 /* Check that nobody waits on s (it holds no resources to free).  Returns 0,
- * -EBUSY, -EINVAL. */
+ * -EBUSY, -EINVAL.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_sem_destroy(braid_sem *s);
 
 typedef struct braid_cond {
@@ -908,24 +1005,27 @@ typedef struct braid_cond {
 #define BRAID_COND_INIT { { 0 } }
 
 /* Condition variable for a braid_mutex; braid_cond_init() is
- * BRAID_COND_INIT at run time.  Returns 0 or -EINVAL. */
+ * BRAID_COND_INIT at run time.  Returns 0 or -EINVAL.  Never waits; not a
+ * cancellation point; any thread. */
 BRAID_API int braid_cond_init(braid_cond *c);
 
 /* Release m (which the caller holds), wait for a signal, and take m again
  * before returning, whatever it returns (also -ECANCELED and -ETIMEDOUT).
  * Wake-ups may be spurious: wait in a loop.  Suspends a task, blocks a
- * plain thread.  Cancellation point.  Returns 0, -EPERM (m not held by the
- * caller), -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
+ * plain thread.  Cancellation point (taking m back is not).  Any thread.
+ * Returns 0, -EPERM (m not held by the caller), -ECANCELED, -ETIMEDOUT
+ * (the _until form), -EINVAL. */
 BRAID_API int braid_cond_wait(braid_cond *c, braid_mutex *m);
 BRAID_API int braid_cond_wait_until(braid_cond *c, braid_mutex *m, uint64_t deadline_ns);
 
 /* Wake the longest waiter (braid_cond_signal()) or every waiter
- * (braid_cond_broadcast()).  Never waits; any thread, with or without the
- * mutex.  Returns 0 or -EINVAL. */
+ * (braid_cond_broadcast()).  Never waits; not a cancellation point; any
+ * thread, with or without the mutex.  Returns 0 or -EINVAL. */
 BRAID_API int braid_cond_signal(braid_cond *c);
 BRAID_API int braid_cond_broadcast(braid_cond *c);
 
-/* Check that nobody waits on c.  Returns 0, -EBUSY, -EINVAL. */
+/* Check that nobody waits on c.  Returns 0, -EBUSY, -EINVAL.  Never waits;
+ * not a cancellation point; any thread. */
 BRAID_API int braid_cond_destroy(braid_cond *c);
 
 typedef struct braid_barrier {
@@ -934,18 +1034,21 @@ typedef struct braid_barrier {
 
 #define BRAID_BARRIER_LEADER 1
 
-/* Barrier for n parties (Tokio's Barrier), n >= 1.  Returns 0 or -EINVAL. */
+/* Barrier for n parties (Tokio's Barrier), n >= 1.  Returns 0 or -EINVAL.
+ * Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_barrier_init(braid_barrier *b, unsigned n);
 
 /* Arrive and wait until n have arrived; the barrier can then be used again.
  * Exactly one of each group gets BRAID_BARRIER_LEADER (1); the others get
  * 0.  A waiter that gives up (cancelled, deadline) no longer counts as
- * arrived.  Suspends a task, blocks a plain thread.  Cancellation point.
- * Returns 1, 0, -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
+ * arrived.  Suspends a task, blocks a plain thread (the last to arrive
+ * does not wait).  Cancellation point.  Any thread.  Returns 1, 0,
+ * -ECANCELED, -ETIMEDOUT (the _until form), -EINVAL. */
 BRAID_API int braid_barrier_wait(braid_barrier *b);
 BRAID_API int braid_barrier_wait_until(braid_barrier *b, uint64_t deadline_ns);
 
-/* Check that nobody waits at b.  Returns 0, -EBUSY, -EINVAL. */
+/* Check that nobody waits at b.  Returns 0, -EBUSY, -EINVAL.  Never waits;
+ * not a cancellation point; any thread. */
 BRAID_API int braid_barrier_destroy(braid_barrier *b);
 
 typedef struct braid_once {
@@ -955,8 +1058,10 @@ typedef struct braid_once {
 
 /* Run fn(arg) once (pthread_once for tasks): the first caller runs it,
  * concurrent callers wait until it is done.  If fn panics, the next caller
- * runs it again.  Returns 0 (it has run), -ECANCELED (while waiting),
- * -EINVAL. */
+ * runs it again.  Waits (suspends a task, blocks a plain thread) while
+ * another caller runs fn.  Cancellation point, until fn has run once:
+ * from then on it returns 0 at once.  Any thread.  Returns 0 (it has run),
+ * -ECANCELED, -EINVAL (o or fn NULL). */
 BRAID_API int braid_once_call(braid_once *o, void (*fn)(void *), void *arg);
 
 /* ------------------------------------------------------------------------
@@ -971,28 +1076,33 @@ BRAID_API int braid_once_call(braid_once *o, void (*fn)(void *), void *arg);
 typedef struct braid_token braid_token;
 
 /* A new token; a child of parent if parent is not NULL (cancelled at once
- * if the parent already is).  Any thread.  Returns 0, -EINVAL, -ENOMEM. */
+ * if the parent already is).  Any thread.  Returns 0, -EINVAL, -ENOMEM.
+ * Never waits; not a cancellation point. */
 BRAID_API int braid_token_new(braid_token **out, braid_token *parent);
 
 /* Cancel t and its descendants, waking whoever waits on them.  Idempotent;
- * never waits; any thread.  Returns 0 or -EINVAL. */
+ * never waits; not a cancellation point; any thread.  Returns 0 or
+ * -EINVAL. */
 BRAID_API int braid_token_cancel(braid_token *t);
 
-/* Whether t is cancelled (false for a bad token).  Any thread. */
+/* Whether t is cancelled (false for a bad token).  Any thread.  Never waits;
+ * not a cancellation point. */
 BRAID_API bool braid_token_is_cancelled(braid_token *t);
 
 /* Wait until t is cancelled.  Suspends a task, blocks a plain thread.
- * Cancellation point (of the calling task: a different thing from t).
- * Returns 0, -ECANCELED (the caller was), -ETIMEDOUT, -EINVAL. */
+ * Cancellation point (of the calling task: a different thing from t).  Any
+ * thread.  Returns 0, -ECANCELED (the caller was), -ETIMEDOUT, -EINVAL. */
 BRAID_API int braid_token_wait(braid_token *t);
 BRAID_API int braid_token_wait_until(braid_token *t, uint64_t deadline_ns);
 /* A channel that is closed when t is cancelled (nothing is ever sent on
  * it): a BRAID_SELECT_RECV case on it completes with -EPIPE once t is
  * cancelled, so a select can wait for cancellation beside other channels.
- * Owned by t: do not drop or close it.  NULL for a bad token. */
+ * Owned by t: do not drop or close it.  NULL for a bad token.  Never waits;
+ * not a cancellation point; any thread. */
 BRAID_API braid_chan *braid_token_chan(braid_token *t);
 /* Free a token nobody waits on (-EBUSY otherwise).  Its children live on,
- * without a parent. */
+ * without a parent.  Returns 0, -EBUSY, -EINVAL.  Never waits; not a
+ * cancellation point; any thread, once no other call uses t. */
 BRAID_API int braid_token_free(braid_token *t);
 
 /* ------------------------------------------------------------------------
@@ -1002,31 +1112,37 @@ BRAID_API int braid_token_free(braid_token *t);
 typedef struct braid_joinset braid_joinset;
 
 /* Create an empty set; free it with braid_joinset_free().  Any thread.
- * Returns 0, -EINVAL, -ENOMEM. */
+ * Returns 0, -EINVAL, -ENOMEM.  Never waits; not a cancellation point. */
 BRAID_API int braid_joinset_new(braid_joinset **out);
 /* Spawn fn(arg) into the set (on the caller's runtime: task only); opts as
  * braid_spawn_ex(), may be NULL.  *id (if not NULL) receives its task id.
- * Returns 0, -EPERM, -ENOMEM, -EINVAL. */
+ * Returns 0, -EPERM, -ENOMEM, -EINVAL.  Never waits; not a cancellation
+ * point. */
 BRAID_API int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts, braid_fn fn,
                                   void *arg, uint64_t *id);
 /* Wait for the next task of the set to finish, remove it, and return its
  * fate (>= 0) with its outcome in *out and its id in *id (each may be
- * NULL).  Returns -ENOENT when the set is empty, -ECANCELED, -ETIMEDOUT,
- * -EINVAL. */
+ * NULL).  Suspends a task; blocks a plain thread.  Cancellation point.
+ * Any thread.  Returns -ENOENT when the set is empty, -ECANCELED,
+ * -ETIMEDOUT, -EINVAL. */
 BRAID_API int braid_joinset_join_next(braid_joinset *s, braid_outcome *out, uint64_t *id);
 BRAID_API int braid_joinset_join_next_until(braid_joinset *s, braid_outcome *out, uint64_t *id,
                                             uint64_t deadline_ns);
 /* Request cancellation of every task in the set (they stay in it), as
- * braid_cancel().  Never waits.  Returns 0 or -EINVAL. */
+ * braid_cancel().  Never waits; not a cancellation point; any thread.
+ * Returns 0 or -EINVAL. */
 BRAID_API int braid_joinset_cancel_all(braid_joinset *s);
 /* Cancel every task and wait for all of them; the set is empty after.
  * Their results are discarded.  Suspends a task, blocks a plain thread.
- * Not a cancellation point.  Returns 0 or -EINVAL. */
+ * Not a cancellation point.  Any thread.  Returns 0 or -EINVAL. */
 BRAID_API int braid_joinset_shutdown(braid_joinset *s);
-/* Tasks in the set (finished ones not yet joined included). */
+/* Tasks in the set (finished ones not yet joined included).  Never waits; not
+ * a cancellation point; any thread. */
 BRAID_API size_t braid_joinset_len(braid_joinset *s);
 /* braid_joinset_shutdown(), then free the set.  Free a set before the
- * runtime its tasks run on. */
+ * runtime its tasks run on.  Waits as braid_joinset_shutdown() does.  Not
+ * a cancellation point.  Any thread, once no other call uses s.  Returns
+ * 0 or -EINVAL. */
 BRAID_API int braid_joinset_free(braid_joinset *s);
 
 /* ------------------------------------------------------------------------
@@ -1077,17 +1193,20 @@ BRAID_API int braid_joinset_free(braid_joinset *s);
  * and location.  Any other way of leaving fn (pthread_exit, a fault)
  * takes the process down as it would on any thread.
  *
+ * Never waits: fn is queued for the pool (join the handle to wait for it).
  * Task only.  Not a cancellation point.  Returns 0, -EPERM, -EINVAL (fn
  * NULL), -ENOMEM. */
 BRAID_API int braid_spawn_blocking(braid_task *out, braid_fn fn, void *arg);
 
 /* braid_spawn_blocking() with options: name and arg_drop as for
  * braid_spawn_ex() (stack_size is ignored: pool threads have ordinary
- * thread stacks).  opts may be NULL. */
+ * thread stacks).  opts may be NULL.  Errors as braid_spawn_blocking().
+ * Never waits; not a cancellation point; task only. */
 BRAID_API int braid_spawn_blocking_ex(braid_task *out, const braid_spawn_opts *opts,
                                       braid_fn fn, void *arg);
 
-/* braid_spawn_blocking_ex() into a JoinSet; as braid_joinset_spawn(). */
+/* braid_spawn_blocking_ex() into a JoinSet; as braid_joinset_spawn().  Never
+ * waits; not a cancellation point; task only. */
 BRAID_API int braid_joinset_spawn_blocking(braid_joinset *s, const braid_spawn_opts *opts,
                                            braid_fn fn, void *arg, uint64_t *id);
 
@@ -1163,37 +1282,45 @@ BRAID_API int braid_resolve_until(const char *host, const char *port,
  * calls are.  For sockets and pipes use the I/O section instead. */
 
 /* open(path, flags, mode).  Returns the descriptor or a negative error.
- * Add O_CLOEXEC yourself if wanted. */
+ * Add O_CLOEXEC yourself if wanted.  Suspends a task until the pool has run
+ * it; blocks a plain thread.  Cancellation point.  Any thread. */
 BRAID_API int braid_file_open(const char *path, int flags, mode_t mode);
 
 /* pread(fd, buf, n, off): up to n bytes at offset off (off < 0: at the
  * current position, with read(2)).  Returns the count (0 at end of file)
- * or a negative error. */
+ * or a negative error.  Suspends a task until the pool has run it; blocks a
+ * plain thread.  Cancellation point.  Any thread. */
 BRAID_API ssize_t braid_file_read(int fd, void *buf, size_t n, int64_t off);
 
 /* Write all n bytes at offset off (off < 0: at the current position),
  * retrying short writes.  Returns 0 or a negative error (then some bytes
- * may have been written). */
+ * may have been written).  Suspends a task until the pool has run it; blocks
+ * a plain thread.  Cancellation point.  Any thread. */
 BRAID_API int braid_file_write(int fd, const void *buf, size_t n, int64_t off);
 
-/* fsync(fd).  Returns 0 or a negative error. */
+/* fsync(fd).  Returns 0 or a negative error.  Suspends a task until the pool
+ * has run it; blocks a plain thread.  Cancellation point.  Any thread. */
 BRAID_API int braid_file_fsync(int fd);
 
 /* close(fd).  Not a cancellation point, so that a cancelled task's cleanup
  * still closes: it always closes fd (also when it reports -EIO; EINTR is
  * not an error on Linux, where the descriptor is gone anyway).  Returns 0
- * or a negative error. */
+ * or a negative error.  Suspends a task until the pool has run it; blocks
+ * a plain thread.  Any thread. */
 BRAID_API int braid_file_close(int fd);
 
 /* Read the whole file at path into a malloc'd buffer, NUL-terminated (the
  * NUL is not counted); free it with free().  *len (may be NULL) receives
  * the length.  On error *data is NULL.  Returns 0 or a negative error
- * (-ENOENT, -EACCES, -EISDIR, -ENOMEM, -EFBIG, ...). */
+ * (-ENOENT, -EACCES, -EISDIR, -ENOMEM, -EFBIG, ...).  Suspends a task until
+ * the pool has run it; blocks a plain thread.  Cancellation point.  Any
+ * thread. */
 BRAID_API int braid_file_read_all(const char *path, void **data, size_t *len);
 
 /* Create or truncate path (mode 0644, before the umask) and write the len
  * bytes of data.  Returns 0 or a negative error (then the file may hold
- * part of data). */
+ * part of data).  Suspends a task until the pool has run it; blocks a plain
+ * thread.  Cancellation point.  Any thread. */
 BRAID_API int braid_file_write_all(const char *path, const void *data, size_t len);
 
 /* ------------------------------------------------------------------------
@@ -1202,19 +1329,21 @@ BRAID_API int braid_file_write_all(const char *path, const void *data, size_t le
 
 /* Create a key.  dtor (may be NULL) runs with the value when a task that set
  * a non-NULL value ends, however it ends.  At most 128 keys exist at once.
- * Returns 0, -EINVAL, -EAGAIN (no free key). */
+ * Returns 0, -EINVAL, -EAGAIN (no free key).  Never waits; not a cancellation
+ * point; any thread. */
 BRAID_API int braid_local_key_create(braid_local_key *key, void (*dtor)(void *));
 
 /* Delete a key.  Values still set in live tasks are not destroyed (as
- * pthread_key_delete).  Returns 0 or -EINVAL. */
+ * pthread_key_delete).  Returns 0 or -EINVAL.  Never waits; not a
+ * cancellation point; any thread. */
 BRAID_API int braid_local_key_delete(braid_local_key key);
 
 /* The calling task's value for key; NULL if unset, for a bad key, or on a
- * plain thread. */
+ * plain thread.  Never waits; not a cancellation point; any thread. */
 BRAID_API void *braid_local_get(braid_local_key key);
 
 /* Set the calling task's value for key.  Task only.  Returns 0, -EPERM,
- * -EINVAL (bad key), -ENOMEM. */
+ * -EINVAL (bad key), -ENOMEM.  Never waits; not a cancellation point. */
 BRAID_API int braid_local_set(braid_local_key key, void *value);
 
 /* ------------------------------------------------------------------------
@@ -1257,42 +1386,53 @@ BRAID_API int braid_local_set(braid_local_key key, void *value);
  * non-blocking I/O.  Returns the ready bits (> 0, including BRAID_ERROR and
  * BRAID_HANGUP when they hold), -EBADF (fd invalid, or closed by
  * braid_close() meanwhile), -EINVAL (no events), -ETIMEDOUT, -ECANCELED,
- * -ENOMEM. */
+ * -ENOMEM.  Suspends a task; blocks a plain thread.  Cancellation point.  Any
+ * thread. */
 BRAID_API int braid_wait_fd(int fd, unsigned events, uint64_t deadline_ns);
 
 /* Close fd: tasks waiting on it wake up with -EBADF, calls on it in other
  * tasks finish first, then close(2).  Returns 0 or -EBADF; the descriptor
- * is released even when close(2) reports an error such as -EIO (returned). */
+ * is released even when close(2) reports an error such as -EIO (returned).
+ * Waits only for those calls to leave their system call (a task lets other
+ * tasks run meanwhile).  Not a cancellation point, so that a cancelled
+ * task's cleanup still closes.  Any thread. */
 BRAID_API int braid_close(int fd);
 
 /* Read up to n bytes, waiting until at least one is there.  Returns the
- * count, 0 at end of stream (or n == 0), or a negative error. */
+ * count, 0 at end of stream (or n == 0), or a negative error.  Suspends a
+ * task; blocks a plain thread.  Cancellation point.  Any thread. */
 BRAID_API ssize_t braid_read(int fd, void *buf, size_t n);
 BRAID_API ssize_t braid_read_until(int fd, void *buf, size_t n, uint64_t deadline_ns);
 
 /* Read exactly n bytes.  Returns n; 0 if the stream ended before the first
  * byte; -EPIPE if it ended part-way (the bytes read are in buf); or another
- * negative error.  On -ETIMEDOUT or -ECANCELED part of buf may be filled. */
+ * negative error.  On -ETIMEDOUT or -ECANCELED part of buf may be filled.
+ * Suspends a task; blocks a plain thread.  Cancellation point.  Any thread. */
 BRAID_API ssize_t braid_read_exact(int fd, void *buf, size_t n);
 BRAID_API ssize_t braid_read_exact_until(int fd, void *buf, size_t n, uint64_t deadline_ns);
 
-/* Scatter read: as braid_read into iovcnt buffers. */
+/* Scatter read: as braid_read() into iovcnt buffers (-EINVAL: iovcnt out
+ * of range).  Suspends a task; blocks a plain thread.  Cancellation point.
+ * Any thread. */
 BRAID_API ssize_t braid_readv(int fd, const struct iovec *iov, int iovcnt);
 BRAID_API ssize_t braid_readv_until(int fd, const struct iovec *iov, int iovcnt,
                                     uint64_t deadline_ns);
 
 /* Write up to n bytes, waiting until at least one can be written.
- * Returns the count or a negative error (-EPIPE: the reader is gone). */
+ * Returns the count or a negative error (-EPIPE: the reader is gone).
+ * Suspends a task; blocks a plain thread.  Cancellation point.  Any thread. */
 BRAID_API ssize_t braid_write(int fd, const void *buf, size_t n);
 BRAID_API ssize_t braid_write_until(int fd, const void *buf, size_t n, uint64_t deadline_ns);
 
 /* Write all n bytes.  Returns n or a negative error (then an unknown part
- * was written). */
+ * was written).  Suspends a task; blocks a plain thread.  Cancellation point.
+ * Any thread. */
 BRAID_API ssize_t braid_write_all(int fd, const void *buf, size_t n);
 BRAID_API ssize_t braid_write_all_until(int fd, const void *buf, size_t n, uint64_t deadline_ns);
 
 /* Gather write of everything in iov[0 .. iovcnt) (iov is not modified).
- * Returns the total or a negative error. */
+ * Returns the total or a negative error.  Suspends a task; blocks a plain
+ * thread.  Cancellation point.  Any thread. */
 BRAID_API ssize_t braid_writev_all(int fd, const struct iovec *iov, int iovcnt);
 BRAID_API ssize_t braid_writev_all_until(int fd, const struct iovec *iov, int iovcnt,
                                          uint64_t deadline_ns);
@@ -1302,7 +1442,8 @@ BRAID_API ssize_t braid_writev_all_until(int fd, const struct iovec *iov, int io
  * and to may be NULL (a connected socket).  Return the bytes received
  * (at most n: the rest of a longer datagram is lost) or sent, or
  * a negative error (-ETIMEDOUT, -ECANCELED, -EBADF, or the system call's:
- * -EMSGSIZE, -ECONNREFUSED, ...). */
+ * -EMSGSIZE, -ECONNREFUSED, ...).  Suspends a task; blocks a plain thread.
+ * Cancellation point.  Any thread. */
 BRAID_API ssize_t braid_recv_from(int fd, void *buf, size_t n, struct sockaddr *from,
                                   socklen_t *fromlen);
 BRAID_API ssize_t braid_recv_from_until(int fd, void *buf, size_t n, struct sockaddr *from,
@@ -1320,16 +1461,19 @@ BRAID_API ssize_t braid_send_to_until(int fd, const void *buf, size_t n,
  * abstract namespace).  Only braid_connect() and braid_tcp_connect() also
  * accept host names, resolved on the blocking pool. */
 
-/* Parse a numeric address string.  Returns 0, -EINVAL. */
+/* Parse a numeric address string.  Returns 0, -EINVAL.  Never waits; not a
+ * cancellation point; any thread. */
 BRAID_API int braid_addr_parse(const char *addr, struct sockaddr_storage *out, socklen_t *len);
 
 /* Format sa as an address string into buf (at most n bytes, NUL included;
- * 64 bytes hold any IP address).  Returns the length, -EINVAL, -ENOSPC. */
+ * 64 bytes hold any IP address).  Returns the length, -EINVAL, -ENOSPC.
+ * Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_addr_format(const struct sockaddr *sa, socklen_t len, char *buf, size_t n);
 
 /* fd's own (braid_local_addr()) and its peer's (braid_peer_addr()) address,
  * formatted as braid_addr_format(): returns the length, or -EINVAL,
- * -ENOSPC, -ENOTCONN (no peer), -EBADF, -ENOTSOCK. */
+ * -ENOSPC, -ENOTCONN (no peer), -EBADF, -ENOTSOCK.  Never waits; not a
+ * cancellation point; any thread. */
 BRAID_API int braid_local_addr(int fd, char *buf, size_t n);
 BRAID_API int braid_peer_addr(int fd, char *buf, size_t n);
 
@@ -1345,45 +1489,54 @@ BRAID_API int braid_peer_addr(int fd, char *buf, size_t n);
  * the path by a server that no longer listens is removed first; a path a
  * live server listens on gives -EADDRINUSE, one that is not a socket
  * -EEXIST.  Returns the descriptor or a negative error (-EADDRINUSE,
- * -EEXIST, -EACCES, -EINVAL, -EMFILE, ...). */
+ * -EEXIST, -EACCES, -EINVAL, -EMFILE, ...).  Never waits; not a cancellation
+ * point; any thread. */
 BRAID_API int braid_listen(const char *addr, int type, int backlog, unsigned flags);
 BRAID_API int braid_listen_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
                                     int backlog, unsigned flags);
 
-/* braid_listen(addr, SOCK_STREAM, backlog, BRAID_REUSEADDR). */
+/* braid_listen(addr, SOCK_STREAM, backlog, BRAID_REUSEADDR): the same
+ * results.  Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_tcp_listen(const char *addr, int backlog);
 
-/* braid_listen(addr, SOCK_DGRAM, 0, 0). */
+/* braid_listen(addr, SOCK_DGRAM, 0, 0): the same results.  Never waits;
+ * not a cancellation point; any thread. */
 BRAID_API int braid_udp_bind(const char *addr);
 
 /* Accept a connection, waiting for one.  peer/len may be NULL.  Returns
  * the new descriptor, or -EMFILE/-ENFILE (out of descriptors: back off,
  * the listener stays usable), -ECANCELED, -ETIMEDOUT, -EBADF, ...
- * Connections that fail before being accepted are skipped. */
+ * Connections that fail before being accepted are skipped.  Suspends a task;
+ * blocks a plain thread.  Cancellation point.  Any thread. */
 BRAID_API int braid_accept(int fd, struct sockaddr *peer, socklen_t *len);
 BRAID_API int braid_accept_until(int fd, struct sockaddr *peer, socklen_t *len,
                                  uint64_t deadline_ns);
 
 /* Connect a new socket of type to addr (a host name is resolved on the
  * blocking pool and each of its addresses tried in turn), or to sa with
- * braid_connect_sockaddr().  Waits for the connection: cancellation point.
- * Returns the descriptor or a negative error (-ECONNREFUSED, -ETIMEDOUT,
- * -ECANCELED, -ENOENT: no such host, ...). */
+ * braid_connect_sockaddr().  Waits for the connection (and the name):
+ * suspends a task; blocks a plain thread.  Cancellation point.  Any
+ * thread.  Returns the descriptor or a negative error (-ECONNREFUSED,
+ * -ETIMEDOUT, -ECANCELED, -ENOENT: no such host, ...). */
 BRAID_API int braid_connect(const char *addr, int type);
 BRAID_API int braid_connect_until(const char *addr, int type, uint64_t deadline_ns);
 BRAID_API int braid_connect_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
                                      uint64_t deadline_ns);
 
-/* braid_connect(addr, SOCK_STREAM) with TCP_NODELAY set. */
+/* braid_connect(addr, SOCK_STREAM) with TCP_NODELAY set.  Waits as
+ * braid_connect() does and returns what it returns.  Cancellation point.
+ * Any thread. */
 BRAID_API int braid_tcp_connect(const char *addr);
 BRAID_API int braid_tcp_connect_until(const char *addr, uint64_t deadline_ns);
 
 /* Set TCP_NODELAY (on: send small writes at once).  Returns 0 or the
- * negated errno of setsockopt(2) (-EBADF, -ENOTSOCK, -EOPNOTSUPP, ...). */
+ * negated errno of setsockopt(2) (-EBADF, -ENOTSOCK, -EOPNOTSUPP, ...).
+ * Never waits; not a cancellation point; any thread. */
 BRAID_API int braid_tcp_nodelay(int fd, bool on);
 
 /* shutdown(2) returning a negative errno value (-EBADF, -ENOTCONN, ...)
- * instead of setting errno.  Never waits. */
+ * instead of setting errno.  Never waits; not a cancellation point; any
+ * thread. */
 BRAID_API int braid_shutdown(int fd, int how);
 
 /* ---- buffered reading ------------------------------------------------------
@@ -1402,17 +1555,20 @@ typedef struct braid_reader braid_reader;
 
 /* A reader of fd with a buffer of capacity bytes (0: 8192), which is also
  * the longest line braid_reader_slice() can return.  Returns 0, -EINVAL,
- * -ENOMEM.  Any thread. */
+ * -ENOMEM.  Any thread.  Never waits; not a cancellation point. */
 BRAID_API int braid_reader_new(braid_reader **out, int fd, size_t capacity);
 
 /* Free r and the bytes still buffered.  Does not close the descriptor.
- * NULL is ignored. */
+ * NULL is ignored.  Never waits; not a cancellation point; any thread,
+ * once no other call uses r. */
 BRAID_API void braid_reader_free(braid_reader *r);
 
 /* Read up to n bytes: buffered ones if there are any (without waiting),
  * else as one braid_read() (straight into buf when n is at least the
  * capacity).  Returns the count, 0 at end of stream (or n == 0), or a
- * negative error (-ETIMEDOUT, -ECANCELED, -EINVAL, or braid_read's). */
+ * negative error (-ETIMEDOUT, -ECANCELED, -EINVAL, or braid_read's).
+ * Suspends a task; blocks a plain thread (only when the buffer cannot serve
+ * the call).  Cancellation point.  Not thread-safe, as every reader call. */
 BRAID_API ssize_t braid_reader_read(braid_reader *r, void *buf, size_t n);
 BRAID_API ssize_t braid_reader_read_until(braid_reader *r, void *buf, size_t n,
                                           uint64_t deadline_ns);
@@ -1421,7 +1577,9 @@ BRAID_API ssize_t braid_reader_read_until(braid_reader *r, void *buf, size_t n,
  * ended before the first byte; -EPIPE if it ended part-way (the bytes
  * there were are in buf); or another negative error.  When n is at most
  * the capacity, a deadline or cancellation consumes nothing: the bytes
- * read so far stay buffered.  A larger n may have filled part of buf. */
+ * read so far stay buffered.  A larger n may have filled part of buf.
+ * Suspends a task; blocks a plain thread (only when the buffer cannot serve
+ * the call).  Cancellation point.  Not thread-safe, as every reader call. */
 BRAID_API ssize_t braid_reader_read_exact(braid_reader *r, void *buf, size_t n);
 BRAID_API ssize_t braid_reader_read_exact_until(braid_reader *r, void *buf, size_t n,
                                                 uint64_t deadline_ns);
@@ -1436,17 +1594,23 @@ BRAID_API ssize_t braid_reader_read_exact_until(braid_reader *r, void *buf, size
  * the rest up to and including its delim by the next call on r, whichever
  * it is) and the reader goes on after it; -ETIMEDOUT (a partial line stays
  * buffered, nothing is lost), -ECANCELED, -EINVAL, and braid_read's.  On
- * any error or 0, *data is NULL. */
+ * any error or 0, *data is NULL.  Suspends a task; blocks a plain thread
+ * (only when the buffer cannot serve the call).  Cancellation point.  Not
+ * thread-safe, as every reader call. */
 BRAID_API ssize_t braid_reader_slice(braid_reader *r, int delim, const char **data);
 BRAID_API ssize_t braid_reader_slice_until(braid_reader *r, int delim, const char **data,
                                            uint64_t deadline_ns);
 
-/* braid_reader_slice(r, '\n', data). */
+/* braid_reader_slice(r, '\n', data): the same results.  Waits as
+ * braid_reader_slice() does.  Cancellation point.  Not thread-safe, as
+ * every reader call. */
 BRAID_API ssize_t braid_reader_line(braid_reader *r, const char **data);
 BRAID_API ssize_t braid_reader_line_until(braid_reader *r, const char **data,
                                           uint64_t deadline_ns);
 
-/* How many bytes r holds that no call has returned yet (0 for NULL). */
+/* How many bytes r holds that no call has returned yet (0 for NULL).
+ * Never waits; not a cancellation point; not thread-safe, as every reader
+ * call. */
 BRAID_API size_t braid_reader_buffered(const braid_reader *r);
 
 /* ---- signals ----------------------------------------------------------------
@@ -1465,16 +1629,17 @@ BRAID_API size_t braid_reader_buffered(const braid_reader *r);
  * Idempotent.  Returns 0, -EINVAL (out of range, glibc's internal
  * signals, or SIGKILL, SIGSTOP, and SIGSEGV, SIGBUS, SIGILL, SIGFPE, which
  * braid's fault handling uses), -EMFILE/-ENFILE (the pipe could not be
- * created).  Not a cancellation point.  Any thread. */
+ * created).  Never waits.  Not a cancellation point.  Any thread. */
 BRAID_API int braid_signal_catch(int signo);
 
 /* Catch signo if not yet (as braid_signal_catch()), then wait for a
  * delivery.  A delivery wakes every task and thread waiting for signo at
  * the time; one arriving while nobody waits is remembered (at most one per
  * signal) and makes the next wait return at once.  Suspends a task;
- * blocks a plain thread.  Cancellation point.  Returns signo, -ETIMEDOUT
- * (the _until form), -ECANCELED, -EINVAL (as braid_signal_catch()),
- * -EMFILE/-ENFILE, -ENOMEM.  Any thread, any runtime. */
+ * blocks a plain thread.  Cancellation point (once signo is caught).
+ * Returns signo, -ETIMEDOUT (the _until form), -ECANCELED, -EINVAL (as
+ * braid_signal_catch()), -EMFILE/-ENFILE, -ENOMEM.  Any thread, any
+ * runtime. */
 BRAID_API int braid_signal_wait(int signo);
 BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
 
@@ -1534,8 +1699,8 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  * watchdog is off).  Blocks the calling thread (and, from a task, its
  * worker) meanwhile; one dump at a time per process.  rt NULL: the
  * caller's runtime.  Any thread, any task, but not a signal handler
- * (SIGQUIT does it on the observer thread).
- * Returns 0, -EINVAL (no runtime), -EIO (writing f failed). */
+ * (SIGQUIT does it on the observer thread).  Not a cancellation point.
+ * Returns 0, -EINVAL (no runtime, or f NULL), -EIO (writing f failed). */
 BRAID_API int braid_dump(braid_runtime *rt, FILE *f);
 
 /* One worker's counters in braid_metrics. */
@@ -1591,13 +1756,15 @@ typedef struct braid_metrics {
  * those fates among them.  stack_high_water costs a mincore() system call
  * per stack the runtime has handed out (about half a microsecond each).
  * Never blocks (takes the blocking pool's and the stack pool's locks
- * briefly).  Any thread.  Returns 0 or -EINVAL. */
+ * briefly).  Not a cancellation point.  Any thread.  Returns 0 or
+ * -EINVAL. */
 BRAID_API int braid_metrics_get(braid_runtime *rt, braid_metrics *m);
 
 /* The deepest point of the calling task's stack touched so far, in bytes
  * from its top (pages resident in its stack slot: an upper bound when the
  * slot was used by earlier tasks, as recycled stacks keep their pages).
- * Task only; -EPERM on a plain thread, -ENOSYS if mincore() fails. */
+ * Never waits; not a cancellation point.  Task only; -EPERM on a plain
+ * thread, -ENOSYS if mincore() fails. */
 BRAID_API ssize_t braid_stack_high_water(void);
 
 /* ------------------------------------------------------------------------
@@ -1607,7 +1774,7 @@ BRAID_API ssize_t braid_stack_high_water(void);
 /* A static description of code: a negative errno value returned by a braid
  * call (explained in braid's terms where braid gives it a meaning), a fate
  * (BRAID_OK, BRAID_PANICKED, BRAID_CANCELLED), or a positive errno value.
- * Never NULL. */
+ * Never NULL.  Never waits; not a cancellation point; any thread. */
 BRAID_API const char *braid_strerror(int code);
 
 #ifdef __cplusplus

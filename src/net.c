@@ -526,6 +526,11 @@ int braid_connect_sockaddr(const struct sockaddr *sa, socklen_t len, int type,
 {
     if (!sa)
         return -EINVAL;
+    /* A cancellation point also when connect() needs no wait (a Unix
+     * socket): braid__io_do() below sees only the connects that wait. */
+    braid__task *t = braid__tls_task;
+    if (t && braid__task_should_cancel(t))
+        return -ECANCELED;
     int saved = errno;
     int fd = new_socket(sa->sa_family, type);
     if (fd >= 0) {

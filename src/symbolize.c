@@ -77,11 +77,12 @@ static int find_tables(const unsigned char *img, size_t len, Elf64_Shdr *symtab,
     return 0;
 }
 
-/* A defined function whose name is a string inside strtab. */
+/* A defined function whose name is a non-empty string inside strtab (a
+ * damaged image may point a name at any NUL). */
 static bool usable(const Elf64_Sym *s, const unsigned char *str, uint64_t strsz)
 {
     return ELF64_ST_TYPE(s->st_info) == STT_FUNC && s->st_shndx != SHN_UNDEF && s->st_value &&
-           s->st_name && s->st_name < strsz &&
+           s->st_name && s->st_name < strsz && str[s->st_name] &&
            memchr(str + s->st_name, 0, strsz - s->st_name) != NULL;
 }
 

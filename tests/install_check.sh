@@ -65,7 +65,7 @@ pkgconfig-shared|pkgconfig-static)
     need pkg-config
     install_braid
     export PKG_CONFIG_PATH=$prefix/lib/pkgconfig
-    [ "$(pkg-config --modversion braid)" = "$(sed -n 's/^VERSION *:= *//p' Makefile)" ] ||
+    [ "$(pkg-config --modversion braid)" = "$(sed -n 's/^#define BRAID_VERSION_STRING "\(.*\)"$/\1/p' include/braid.h)" ] ||
         fail "pkg-config --modversion braid: $(pkg-config --modversion braid)"
     if [ "$check" = pkgconfig-shared ]; then
         # shellcheck disable=SC2046

@@ -101,13 +101,45 @@ static inline void test_register(const char *name, test_fn fn)
     } while (0)
 
 /* Whether the test may start other programs (the example binaries, or
- * itself): not when every program runs under an emulator that the kernel
- * does not start by itself (make test-aarch64 sets BRAID_TEST_NO_EXEC). */
+ * itself): not when they would need an emulator that the kernel does not
+ * start by itself and BRAID_TEST_RUNNER does not name (BRAID_TEST_NO_EXEC
+ * says so). */
 static inline void test_need_exec(void)
 {
     const char *v = getenv("BRAID_TEST_NO_EXEC");
     if (v && *v == '1')
         SKIP("starts another program, which the emulator would not run");
+}
+
+/* The programs built with the tests run under BRAID_TEST_RUNNER, like the
+ * tests themselves (make test-aarch64: "qemu-aarch64 -L
+ * /usr/aarch64-linux-gnu"): under qemu-user an emulated program's exec()
+ * is the host kernel's, which cannot start another aarch64 program unless
+ * binfmt_misc is set up.  A program named by a path (test_sibling()) is
+ * one of ours; a bare name is the host's (found in PATH) and runs as it
+ * is. */
+struct test_cmd {
+    char words[512];
+    char *argv[64];
+};
+
+/* argv, preceded by the runner's words if argv[0] is a path; c holds the
+ * result, which must live until the exec. */
+static inline char **test_runner_argv(struct test_cmd *c, char *const argv[])
+{
+    int k = 0;
+    const char *r = getenv("BRAID_TEST_RUNNER");
+    if (r && *r && strchr(argv[0], '/')) {
+        snprintf(c->words, sizeof c->words, "%s", r);
+        char *save = NULL;
+        for (char *w = strtok_r(c->words, " \t", &save); w && k < 32;
+             w = strtok_r(NULL, " \t", &save))
+            c->argv[k++] = w;
+    }
+    for (int i = 0; argv[i] && k < 63; i++)
+        c->argv[k++] = argv[i];
+    c->argv[k] = NULL;
+    return c->argv;
 }
 
 /* The path of the program name built next to this test binary (the
@@ -123,11 +155,25 @@ static inline void test_sibling(const char *name, char *out, size_t n)
     snprintf(out, n, "%s/%s", dirname(self), name);
 }
 
-/* Start argv[0] (searched in PATH if it has no '/') with its stdout on a
- * pipe; returns the pipe's read end (close-on-exec) and sets *pid.  The
- * child is killed if the test process dies first. */
+/* test_sibling() as a shell command for popen() and system(): the path,
+ * after the runner's words if there is a runner. */
+static inline void test_sibling_cmd(const char *name, char *out, size_t n)
+{
+    const char *r = getenv("BRAID_TEST_RUNNER");
+    int k = r && *r ? snprintf(out, n, "%s ", r) : 0;
+    if (k < 0 || (size_t)k >= n)
+        TEST_FAIL("BRAID_TEST_RUNNER is too long");
+    test_sibling(name, out + k, n - (size_t)k);
+}
+
+/* Start argv[0] (searched in PATH if it has no '/'; a path under the
+ * runner, see test_runner_argv()) with its stdout on a pipe; returns the
+ * pipe's read end (close-on-exec) and sets *pid.  The child is killed if
+ * the test process dies first. */
 static inline int test_spawn_piped(char *const argv[], pid_t *pid)
 {
+    struct test_cmd c;
+    char **run = test_runner_argv(&c, argv);
     int p[2];
     if (pipe2(p, O_CLOEXEC) != 0)
         TEST_FAIL("pipe2 failed");
@@ -139,8 +185,8 @@ static inline int test_spawn_piped(char *const argv[], pid_t *pid)
     if (*pid == 0) {
         prctl(PR_SET_PDEATHSIG, SIGKILL);
         dup2(p[1], 1);
-        execvp(argv[0], argv);
-        fprintf(stderr, "exec %s: %s\n", argv[0], strerror(errno));
+        execvp(run[0], run);
+        fprintf(stderr, "exec %s: %s\n", run[0], strerror(errno));
         _exit(127);
     }
     close(p[1]);

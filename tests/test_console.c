@@ -447,12 +447,13 @@ TEST(console_from_environment)
 
 /* ---- tools/braid-console ------------------------------------------------------------------- */
 
-static char tool[PATH_MAX];
+static char tool[PATH_MAX], tool_cmd[PATH_MAX + 128]; /* the path; as a shell command */
 
 static void find_tool(void)
 {
     test_need_exec();
     test_sibling("../tools/braid-console", tool, sizeof tool);
+    test_sibling_cmd("../tools/braid-console", tool_cmd, sizeof tool_cmd);
     if (access(tool, X_OK) != 0)
         TEST_FAIL("%s is not built", tool);
 }
@@ -508,12 +509,17 @@ static void *once_client(void *arg)
     return NULL;
 }
 
+/* The client that run_tool_scene() runs on the blocking pool (ISO C
+ * converts no function pointer to void *). */
+static braid_fn tool_client;
+
 static void *tool_root(void *arg)
 {
+    (void)arg;
     struct scene s;
     scene_start(&s);
     braid_task c;
-    CHECK_EQ(braid_spawn_blocking(&c, (braid_fn)arg, NULL), 0);
+    CHECK_EQ(braid_spawn_blocking(&c, tool_client, NULL), 0);
     CHECK_EQ(braid_join(c, NULL), BRAID_OK);
     scene_end(&s);
     return NULL;
@@ -526,7 +532,8 @@ static void run_tool_scene(const char *tag, braid_fn client_fn)
     braid_runtime *rt = console_rt(2, sock_path, &rc);
     CHECK_EQ(rc, 0);
     braid_task root;
-    CHECK_EQ(braid_spawn_on(rt, &root, tool_root, (void *)client_fn), 0);
+    tool_client = client_fn;
+    CHECK_EQ(braid_spawn_on(rt, &root, tool_root, NULL), 0);
     CHECK_EQ(braid_join(root, NULL), BRAID_OK);
     CHECK_EQ(braid_runtime_free(rt), 0);
 }
@@ -798,7 +805,10 @@ TEST(console_tool_live_tmux)
         dup2(fd, 1);
         dup2(fd, 2);
         setenv("BRAID_CONSOLE", sock_path, 1);
-        execl(ex, ex, (char *)NULL);
+        char *argv[] = { ex, NULL };
+        struct test_cmd c;
+        char **run = test_runner_argv(&c, argv);
+        execvp(run[0], run);
         _exit(127);
     }
     for (uint64_t t0 = test_now_ms();; usleep(10000)) {
@@ -810,8 +820,8 @@ TEST(console_tool_live_tmux)
         if (test_now_ms() - t0 > 30000)
             TEST_FAIL("the example never served its console");
     }
-    char cmd[PATH_MAX + 200];
-    snprintf(cmd, sizeof cmd, "new-session -d -s braid -x 160 -y 40 '%s -i 100 %s'", tool,
+    char cmd[sizeof tool_cmd + sizeof sock_path + 64];
+    snprintf(cmd, sizeof cmd, "new-session -d -s braid -x 160 -y 40 '%s -i 100 %s'", tool_cmd,
              sock_path);
     CHECK_EQ(tmux("%s", cmd, NULL), 0);
     await_pane("consumer");

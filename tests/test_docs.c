@@ -7,10 +7,19 @@
  *
  * Documented means: a comment ends on the line before the declaration, or
  * the declaration follows (line after line) others under such a comment,
- * which then names it or its plain form (braid_x_until under braid_x).  A
- * function returning int or ssize_t says what its errors are: the comment
- * names a negative errno value or "error", or defers to another function
- * ("as braid_x()", or a comment that is a call of one).
+ * which then names it or its plain form (braid_x_until under braid_x).
+ *
+ * The comment then states, in the words the top of include/braid.h
+ * defines (aspects[] below), when the function waits ("Suspends",
+ * "Blocks", "Waits", "Never waits", ...), whether it is a cancellation
+ * point ("Cancellation point", "Not a cancellation point"), and which
+ * threads may call it ("Any thread", "Task only", "Plain threads only",
+ * "not thread-safe").  A comment shared by a group states them for every
+ * declaration of the group.  A function returning int or ssize_t also
+ * says what its errors are: the comment names a negative errno value or
+ * "error", or defers to another function ("as braid_x()", or a comment
+ * that is a call of one).  Whether the statements are true is for the
+ * reader of the code to check; this test makes sure none is left out.
  *
  * Runs in the normal configuration only (the test binaries of the other
  * configurations are not built; under Valgrind it skips: there is no braid
@@ -196,6 +205,75 @@ static const char *undocumented(const struct header *h, int i)
     return "shares the comment of the declarations above it, which does not name it";
 }
 
+/* A comment's text without its decoration (the opening and closing marks
+ * and each line's leading star), lines joined by single spaces, so that a
+ * phrase broken across lines is found.  Returns a static buffer. */
+static const char *flatten(const char *comment)
+{
+    static char out[8192];
+    size_t k = 0;
+    int space = 0;
+    for (const char *p = comment; *p && k + 2 < sizeof out; p++) {
+        if (*p == '\n') {
+            p += strspn(p + 1, " \t"); /* the next line's indentation */
+            if (p[1] == '*' && p[2] != '/')
+                p++; /* and its " * " */
+            space = 1;
+            continue;
+        }
+        if ((p[0] == '/' && p[1] == '*') || (p[0] == '*' && p[1] == '/')) {
+            p++;
+            space = 1;
+            continue;
+        }
+        if (*p == ' ' || *p == '\t') {
+            space = 1;
+            continue;
+        }
+        if (space && k > 0)
+            out[k++] = ' ';
+        space = 0;
+        out[k++] = *p;
+    }
+    out[k] = '\0';
+    return out;
+}
+
+/* The aspects every function's comment states, each by one of its phrases
+ * (matched as whole words, in the case given: "Waits" opens a sentence,
+ * while "nobody waits on it" states nothing). */
+static const struct aspect {
+    const char *what;
+    const char *phrases[12];
+} aspects[] = {
+    { "when it waits",
+      { "Suspends", "Blocks", "Waits", "Never waits", "never waits", "Never blocks",
+        "never blocks", "Does not wait", "does not wait", "Does not block", "does not block",
+        NULL } },
+    { "whether it is a cancellation point",
+      { "Cancellation point", "a cancellation point", NULL } },
+    { "which threads may call it",
+      { "Any thread", "any thread", "Task only", "task only", "Plain threads only",
+        "plain threads only", "Thread-safe", "thread-safe", NULL } },
+};
+
+/* The first aspect a documented declaration's comment leaves out, or NULL
+ * if it states them all. */
+static const char *aspect_missing(const struct decl *d)
+{
+    if (!d->comment)
+        return aspects[0].what;
+    const char *text = flatten(d->comment);
+    for (size_t a = 0; a < sizeof aspects / sizeof *aspects; a++) {
+        int found = 0;
+        for (const char *const *ph = aspects[a].phrases; *ph && !found; ph++)
+            found = names(text, *ph);
+        if (!found)
+            return aspects[a].what;
+    }
+    return NULL;
+}
+
 /* Whether a documented int/ssize_t function's comment says what it returns
  * on failure. */
 static int errors_told(const struct decl *d)
@@ -317,8 +395,13 @@ TEST(every_function_documented)
     int bad = 0;
     for (int i = 0; i < hdr.n; i++) {
         const char *why = undocumented(&hdr, i);
+        const char *aspect = why ? NULL : aspect_missing(&hdr.d[i]);
         if (why) {
             fprintf(stderr, "include/braid.h:%d: %s: %s\n", hdr.d[i].line, hdr.d[i].name, why);
+            bad++;
+        } else if (aspect) {
+            fprintf(stderr, "include/braid.h:%d: %s: its comment does not say %s\n",
+                    hdr.d[i].line, hdr.d[i].name, aspect);
             bad++;
         } else if (!errors_told(&hdr.d[i])) {
             fprintf(stderr, "include/braid.h:%d: %s: its comment names no error it returns\n",
@@ -358,6 +441,62 @@ TEST(checker_rejects_undocumented)
     CHECK(!errors_told(&h->d[4]));       /* braid_d: no error named */
     CHECK_STR(h->d[4].name, "braid_d");
     CHECK_STR(h->d[4].type, "int");
+    free_header(h);
+    free(h);
+}
+
+/* A function whose comment leaves out one aspect fails; the phrases count
+ * across line breaks, and only as the conventions spell them. */
+TEST(checker_rejects_missing_aspects)
+{
+    char text[] = "/* All four.  Suspends a task; blocks a plain thread.  Not a\n"
+                  " * cancellation point.  Any thread.  Returns 0 or -EINVAL. */\n"
+                  "BRAID_API int braid_all(void);\n"
+                  "/* No waits.  Cancellation point.  Any thread.  Returns -EINVAL. */\n"
+                  "BRAID_API int braid_no_wait(void);\n"
+                  "/* No cancel.  Never waits; any thread.  Returns 0 or -EINVAL. */\n"
+                  "BRAID_API int braid_no_cancel(void);\n"
+                  "/* No thread.  Never waits.  Cancellation point.  Returns -EINVAL. */\n"
+                  "BRAID_API int braid_no_thread(void);\n"
+                  "/* Silent on failure.  Never waits; not a cancellation point; task\n"
+                  " * only. */\n"
+                  "BRAID_API int braid_no_errors(void);\n"
+                  "/* Incidental words: nobody waits on it, cancellation points elsewhere,\n"
+                  " * the thread that owns it.  Returns -EINVAL. */\n"
+                  "BRAID_API int braid_incidental(void);\n"
+                  "/* A void one needs no errors.  Blocks.  Cancellation point.  Plain\n"
+                  " * threads only. */\n"
+                  "BRAID_API void braid_void(void);\n"
+                  "/* Shared.  Waits.  Cancellation point.  Not thread-safe.  -EINVAL. */\n"
+                  "BRAID_API int braid_s(void);\n"
+                  "BRAID_API int braid_s_until(uint64_t d);\n";
+    struct header *h = calloc(1, sizeof *h);
+    CHECK(h);
+    parse_header(text, h);
+    CHECK_EQ(h->n, 9);
+    for (int i = 0; i < h->n; i++)
+        CHECK(undocumented(h, i) == NULL);
+    CHECK(aspect_missing(&h->d[0]) == NULL);
+    CHECK(errors_told(&h->d[0]));
+    CHECK_STR(aspect_missing(&h->d[1]), "when it waits");
+    CHECK_STR(aspect_missing(&h->d[2]), "whether it is a cancellation point");
+    CHECK_STR(aspect_missing(&h->d[3]), "which threads may call it");
+    CHECK(aspect_missing(&h->d[4]) == NULL);
+    CHECK(!errors_told(&h->d[4]));
+    CHECK_STR(aspect_missing(&h->d[5]), "when it waits");
+    CHECK(aspect_missing(&h->d[6]) == NULL); /* across a line break */
+    CHECK(errors_told(&h->d[6]));            /* void */
+    CHECK(aspect_missing(&h->d[7]) == NULL);
+    CHECK(aspect_missing(&h->d[8]) == NULL); /* the group's comment */
+    /* Each incidental word alone states nothing. */
+    const char *const incidental[] = { "nobody waits on it", "cancellation points elsewhere",
+                                       "the thread that owns it", "Waiting.", "Suspended." };
+    for (size_t i = 0; i < sizeof incidental / sizeof *incidental; i++) {
+        char c[128];
+        snprintf(c, sizeof c, "/* %s */", incidental[i]);
+        struct decl d = { .comment = c };
+        CHECK(aspect_missing(&d) != NULL);
+    }
     free_header(h);
     free(h);
 }

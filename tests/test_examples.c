@@ -29,7 +29,7 @@ static uint64_t run_example_cmd(const char *name, bool memcheck)
     size_t pre = 0;
     if (memcheck && test_under_valgrind())
         pre = (size_t)snprintf(cmd, sizeof cmd, "%s", memcheck_cmd);
-    test_sibling(bin, cmd + pre, sizeof cmd - pre);
+    test_sibling_cmd(bin, cmd + pre, sizeof cmd - pre);
     uint64_t t0 = test_now_ms();
     FILE *p = popen(cmd, "r");
     CHECK(p != NULL);
@@ -323,8 +323,8 @@ TEST(example_debug_faults)
         SKIP("ASan, TSan and Valgrind own SIGSEGV: no fault isolation");
     test_need_isolation();
     test_need_exec();
-    char cmd[PATH_MAX + 64];
-    test_sibling("ex_debug", cmd, sizeof cmd);
+    char cmd[PATH_MAX + 128];
+    test_sibling_cmd("ex_debug", cmd, sizeof cmd - 32);
     strcat(cmd, " faults 2>/dev/null");
     FILE *p = popen(cmd, "r");
     CHECK(p != NULL);

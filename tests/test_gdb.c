@@ -161,6 +161,8 @@ static void need_gdb(void)
     test_need_exec();
     if (test_under_valgrind())
         SKIP("gdb would attach to Valgrind, not to the program");
+    if (test_emulated())
+        SKIP("gdb would attach to the emulator, not to the program");
     if (!gdb_installed())
         test_skip_tool("gdb is not installed (apt-get install gdb)");
 }

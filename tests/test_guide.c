@@ -12,9 +12,16 @@
  * test that starts ex_NAME).  A text
  * block preceded by "<!-- output: examples/NAME.c -->" must be exactly what
  * that example prints on stdout.  Any other block must be shell commands
- * (```sh), so that no code escapes the check.  Relative links must lead to
- * files that exist.  The source tree's location comes from the Makefile
+ * (```sh), so that no code escapes the check; for the same reason a page
+ * may hold no block the check would not see: a fence must be ``` at the
+ * start of its line (not ~~~, not indented as inside a list item), and
+ * there are no indented code blocks.  Relative links must lead to files
+ * that exist.  The source tree's location comes from the Makefile
  * (BRAID_SOURCE_DIR), so the test reads the sources it was built from.
+ *
+ * README.md's C blocks are checked the same way (its hello.c and the heart
+ * of echo.c); its other blocks are left alone (commands in indented
+ * blocks, the layout of the tree), but its fences follow the same rule.
  */
 #include "test.h"
 
@@ -206,17 +213,62 @@ struct block {
     char marker[PATH_MAX]; /* the line before the fence (blank lines skipped) */
 };
 
-/* The fenced blocks of page (at most max); fails on an unclosed fence. */
-static int page_blocks(const char *page, const char *md, struct block *blocks, int max)
+/* Why page_blocks() refused a page. */
+struct page_error {
+    int line;
+    const char *why;
+};
+
+/* The columns of a line's indentation (a tab to the next multiple of 4)
+ * and, in *rest, what follows it. */
+static int indentation(const char *line, size_t len, const char **rest)
+{
+    int col = 0;
+    size_t i = 0;
+    for (; i < len && (line[i] == ' ' || line[i] == '\t'); i++)
+        col = line[i] == '\t' ? (col / 4 + 1) * 4 : col + 1;
+    *rest = line + i;
+    return col;
+}
+
+/* Whether a line (its indentation skipped) opens or closes a fence for a
+ * Markdown renderer: three or more backticks or tildes. */
+static bool fence_like(const char *rest, size_t len)
+{
+    return len >= 3 && (strncmp(rest, "```", 3) == 0 || strncmp(rest, "~~~", 3) == 0);
+}
+
+/* The fenced blocks of md (at most max), or -1 with *err set when md holds
+ * a block the checks would not see as a renderer does: an unclosed fence,
+ * a fence that is not ``` at the start of its line (~~~, or indented, as
+ * inside a list item), a closing fence with indentation or trailing text,
+ * and, if strict, an indented code block (four columns of indentation
+ * after a blank line). */
+static int page_blocks(const char *md, bool strict, struct block *blocks, int max,
+                       struct page_error *err)
 {
     int n = 0, lineno = 0;
     const char *prev = NULL;
     size_t prevlen = 0;
+    bool after_blank = true;
     for (const char *p = md; *p;) {
         const char *eol = strchr(p, '\n');
         size_t len = eol ? (size_t)(eol - p) : strlen(p);
         lineno++;
-        if (len >= 3 && strncmp(p, "```", 3) == 0) {
+        const char *rest;
+        int indent = indentation(p, len, &rest);
+        size_t rlen = len - (size_t)(rest - p);
+        err->line = lineno;
+        if (fence_like(rest, rlen) && (indent > 0 || *rest == '~')) {
+            err->why = "a fence that is indented or made of ~~~: the check reads only ``` at "
+                       "the start of a line";
+            return -1;
+        }
+        if (strict && indent >= 4 && rlen > 0 && after_blank) {
+            err->why = "an indented code block: the check reads only ``` fences";
+            return -1;
+        }
+        if (fence_like(rest, rlen)) {
             CHECK(n < max);
             struct block *b = &blocks[n++];
             b->line = lineno;
@@ -226,27 +278,53 @@ static int page_blocks(const char *page, const char *md, struct block *blocks, i
             b->text = eol ? eol + 1 : p + len;
             const char *q = b->text;
             for (;;) {
-                if (!*q)
-                    TEST_FAIL("%s:%d: code block never closed", page, b->line);
+                err->line = lineno + 1;
+                if (!*q) {
+                    err->line = b->line;
+                    err->why = "a code block never closed";
+                    return -1;
+                }
                 const char *qe = strchr(q, '\n');
-                if (strncmp(q, "```", 3) == 0 && (qe ? qe - q : (long)strlen(q)) == 3)
+                size_t qlen = qe ? (size_t)(qe - q) : strlen(q);
+                const char *qrest;
+                int qindent = indentation(q, qlen, &qrest);
+                size_t qrlen = qlen - (size_t)(qrest - q);
+                if (qlen == 3 && strncmp(q, "```", 3) == 0)
                     break;
+                if (qindent < 4 && qrlen >= 3 && strspn(qrest, "`") >= 3 &&
+                    strspn(qrest, "` \t") == qrlen) {
+                    err->why = "a closing fence with indentation or trailing blanks";
+                    return -1;
+                }
                 lineno++;
-                q = qe ? qe + 1 : q + strlen(q);
+                q = qe ? qe + 1 : q + qlen;
             }
             b->len = (size_t)(q - b->text);
             lineno++;
             const char *qe = strchr(q, '\n');
             p = qe ? qe + 1 : q + strlen(q);
             prev = NULL;
+            after_blank = false;
             continue;
         }
-        if (len > 0) {
+        if (rlen > 0) {
             prev = p;
             prevlen = len;
         }
+        after_blank = rlen == 0;
         p = eol ? eol + 1 : p + len;
     }
+    return n;
+}
+
+/* page_blocks(), failing the test on a refused page. */
+static int page_blocks_or_fail(const char *page, const char *md, bool strict,
+                               struct block *blocks, int max)
+{
+    struct page_error err;
+    int n = page_blocks(md, strict, blocks, max, &err);
+    if (n < 0)
+        TEST_FAIL("%s:%d: %s", page, err.line, err.why);
     return n;
 }
 
@@ -272,17 +350,20 @@ static void block_differs(const char *page, const struct block *b, const char *w
 
 enum { MAX_BLOCKS = 128, MAX_PAGES = 32 };
 
-/* Check one page's code blocks; returns how many were C blocks. */
-static int check_page_code(const char *page)
+/* Check one page's code blocks (strict: a guide page, where every block is
+ * code, output or commands); returns how many were C blocks. */
+static int check_page_code(const char *page, bool strict)
 {
     char *md = slurp(page);
     CHECK(md != NULL);
     static struct block blocks[MAX_BLOCKS];
-    int n = page_blocks(page, md, blocks, MAX_BLOCKS), c_blocks = 0;
+    int n = page_blocks_or_fail(page, md, strict, blocks, MAX_BLOCKS), c_blocks = 0;
     for (int i = 0; i < n; i++) {
         struct block *b = &blocks[i];
         char name[128], part[128];
         bool marked = parse_marker(b->marker, strlen(b->marker), "example", name, part);
+        if (strcmp(b->info, "c") != 0 && !strict && !marked)
+            continue;
         if (strcmp(b->info, "c") != 0) {
             char oname[128], opart[128];
             bool output = parse_marker(b->marker, strlen(b->marker), "output", oname, opart);
@@ -330,8 +411,49 @@ TEST(guide_code_blocks_are_the_examples)
     int n = guide_pages(pages, MAX_PAGES), total = 0;
     CHECK(n >= 3);
     for (int i = 0; i < n; i++)
-        total += check_page_code(pages[i]);
+        total += check_page_code(pages[i], true);
     CHECK(total >= 10); /* the check saw the guide's code, not an empty tree */
+}
+
+TEST(readme_code_blocks_are_the_examples)
+{
+    CHECK(check_page_code("README.md", false) >= 2);
+}
+
+/* A page with a block the check would not see is refused; a page whose
+ * blocks it sees is read as a renderer reads it. */
+TEST(hidden_blocks_are_refused)
+{
+    static struct block blocks[8];
+    struct page_error err;
+    static const struct {
+        const char *md;
+        int strict_blocks, relaxed_blocks; /* -1: refused */
+    } cases[] = {
+        { "Text.\n<!-- example: examples/x.c -->\n```c\nint x;\n```\n", 1, 1 },
+        { "Text\n    lazily continued.\n\n```sh\nmake\n```\n", 1, 1 },
+        { "~~~c\nint x;\n~~~\n", -1, -1 },
+        { "~~~c\nint x;\n~~~\n\n```sh\nmake\n```\n", -1, -1 },
+        { "- a list item:\n\n  ```c\n  int x;\n  ```\n", -1, -1 },
+        { "   ```c\nint x;\n```\n", -1, -1 },
+        { "Text.\n\n    int x;\n", -1, 0 },
+        { "Text.\n\n\tint x;\n", -1, 0 },
+        { "```c\nint x;\n", -1, -1 },
+        { "```c\nint x;\n  ```\n", -1, -1 },
+        { "```c\nint x;\n``` \n```\n", -1, -1 },
+        { "```c\nchar *s = \"~~~\";\n```\n", 1, 1 },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+        int strict = page_blocks(cases[i].md, true, blocks, 8, &err);
+        int relaxed = page_blocks(cases[i].md, false, blocks, 8, &err);
+        if (strict != cases[i].strict_blocks || relaxed != cases[i].relaxed_blocks)
+            TEST_FAIL("case %zu: %d and %d blocks (strict, relaxed), want %d and %d", i, strict,
+                      relaxed, cases[i].strict_blocks, cases[i].relaxed_blocks);
+    }
+    CHECK_EQ(page_blocks(cases[0].md, true, blocks, 8, &err), 1);
+    CHECK_STR(blocks[0].info, "c");
+    CHECK_STR(blocks[0].marker, "<!-- example: examples/x.c -->");
+    CHECK_EQ(blocks[0].len, strlen("int x;\n"));
 }
 
 TEST(guide_outputs_are_what_the_examples_print)
@@ -342,7 +464,7 @@ TEST(guide_outputs_are_what_the_examples_print)
     for (int i = 0; i < n; i++) {
         char *md = slurp(pages[i]);
         CHECK(md != NULL);
-        int nb = page_blocks(pages[i], md, blocks, MAX_BLOCKS);
+        int nb = page_blocks_or_fail(pages[i], md, true, blocks, MAX_BLOCKS);
         for (int k = 0; k < nb; k++) {
             struct block *b = &blocks[k];
             char name[128], part[128];

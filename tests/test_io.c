@@ -150,6 +150,55 @@ TEST(deadlines_and_cancellation)
     test_run(2, deadline_root, NULL);
 }
 
+/* ---- connecting is a cancellation point, also when it needs no wait ------ */
+
+static char unix_addr[64];
+static atomic_int connector_started;
+
+/* Shielded until its cancellation has been requested, then connects to a
+ * Unix socket, which would succeed at once. */
+static void *cancelled_connector(void *arg)
+{
+    (void)arg;
+    braid_cancel_shield(true);
+    atomic_store(&connector_started, 1);
+    while (!braid_cancelled())
+        braid_yield();
+    braid_cancel_shield(false);
+    struct sockaddr_storage ss;
+    socklen_t len;
+    CHECK_EQ(braid_addr_parse(unix_addr, &ss, &len), 0);
+    CHECK_EQ(braid_connect(unix_addr, SOCK_STREAM), -ECANCELED);
+    CHECK_EQ(braid_connect_sockaddr((struct sockaddr *)&ss, len, SOCK_STREAM, BRAID_FOREVER),
+             -ECANCELED);
+    return NULL;
+}
+
+static void *connect_cancel_root(void *arg)
+{
+    (void)arg;
+    snprintf(unix_addr, sizeof unix_addr, "unix:@braid-test-io-%d", (int)getpid());
+    int l = braid_listen(unix_addr, SOCK_STREAM, 0, 0);
+    CHECK(l >= 0);
+    braid_task t;
+    atomic_store(&connector_started, 0);
+    CHECK_EQ(braid_spawn(&t, cancelled_connector, NULL), 0);
+    while (!atomic_load(&connector_started)) /* a task cancelled unstarted never runs */
+        braid_yield();
+    CHECK_EQ(braid_cancel(t), 0);
+    CHECK_EQ(braid_join(t, NULL), BRAID_CANCELLED);
+    /* Nothing reached the listener. */
+    CHECK_EQ(braid_accept_until(l, NULL, NULL, 0), -ETIMEDOUT);
+    CHECK_EQ(braid_close(l), 0);
+    return NULL;
+}
+
+TEST(cancelled_connect_connects_nothing)
+{
+    test_run(1, connect_cancel_root, NULL);
+    test_run(2, connect_cancel_root, NULL);
+}
+
 /* ---- TCP: many echo connections over several workers ---------------------- */
 
 #define CONNS 200

@@ -92,14 +92,17 @@ __attribute__((constructor)) static void child_main(void)
 static int spawn_clients(long n, bool hold, const char *addr, pid_t *pid)
 {
     test_need_exec();
-    char spec[96], *argv[] = { "test_net_robust", "--list", NULL };
+    char spec[96];
     snprintf(spec, sizeof spec, "BRAID_TEST_CLIENTS=%ld %d %s", n, hold, addr);
     char *env[] = { spec, NULL };
     char self[PATH_MAX + 32];
     test_sibling("test_net_robust", self, sizeof self);
+    char *argv[] = { self, "--list", NULL };
+    struct test_cmd c;
+    char **run = test_runner_argv(&c, argv);
     *pid = fork();
     if (*pid == 0) {
-        execve(self, argv, env);
+        execvpe(run[0], run, env);
         _exit(127);
     }
     if (*pid < 0)

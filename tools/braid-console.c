@@ -83,7 +83,7 @@ static int connect_to(const char *path)
         fprintf(stderr, "braid-console: socket path too long: %s\n", path);
         return -1;
     }
-    strcpy(sa.sun_path, path);
+    memcpy(sa.sun_path, path, strlen(path) + 1);
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof sa) < 0) {
         fprintf(stderr, "braid-console: %s: %s\n", path, strerror(errno));
@@ -108,7 +108,9 @@ static char *fetch_snapshot(int fd, size_t *len)
         return NULL;
     size_t cap = 1 << 16, n = 0;
     char *buf = malloc(cap);
-    while (buf && !ends_with_end(buf, n)) {
+    if (!buf)
+        return NULL;
+    while (!ends_with_end(buf, n)) {
         if (n + 1 >= cap) {
             char *nb = realloc(buf, cap *= 2);
             if (!nb)
@@ -120,7 +122,7 @@ static char *fetch_snapshot(int fd, size_t *len)
             break;
         n += (size_t)r;
     }
-    if (!buf || !ends_with_end(buf, n)) {
+    if (!ends_with_end(buf, n)) {
         free(buf);
         return NULL;
     }
@@ -188,7 +190,7 @@ static bool parse_task(char *line, struct snapshot *s)
     t->id = strtoull(f[1], NULL, 10);
     t->name = f[2];
     t->state = f[3];
-    t->worker = atoi(f[4]);
+    t->worker = (int)strtol(f[4], NULL, 10);
     t->state_ns = strtoull(f[5], NULL, 10);
     t->busy_ns = strtoull(f[6], NULL, 10);
     t->stack_bytes = strtoull(f[7], NULL, 10);
@@ -331,7 +333,8 @@ static void render(FILE *out, struct snapshot *s, int rows, bool clear)
             sort_name());
     fprintf(out, "%10s  %-20s %-28s %3s %9s %9s %8s  %s\n", "ID", "NAME", "STATE", "WRK",
             "IN STATE", "BUSY", "STACK", "SPAWNED AT");
-    qsort(s->tasks, s->ntasks, sizeof *s->tasks, cmp_rows);
+    if (s->ntasks)
+        qsort(s->tasks, s->ntasks, sizeof *s->tasks, cmp_rows);
     int used = (int)(s->nworkers + s->nwarnings) + 3;
     for (size_t i = 0; i < s->ntasks && (rows <= 0 || used < rows); i++, used++) {
         struct task_row *t = &s->tasks[i];
@@ -409,9 +412,9 @@ int main(int argc, char **argv)
         if (strcmp(argv[i], "--once") == 0)
             once = true;
         else if (strcmp(argv[i], "-i") == 0 && i + 1 < argc)
-            interval = atoi(argv[++i]);
+            interval = (int)strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "-n") == 0 && i + 1 < argc)
-            count = atoi(argv[++i]);
+            count = (int)strtol(argv[++i], NULL, 10);
         else if (strcmp(argv[i], "-s") == 0 && i + 1 < argc) {
             const char *k = argv[++i];
             sort_by = k[0] == 'w' ? SORT_WAIT : k[0] == 'i' ? SORT_ID : SORT_BUSY;
