@@ -329,7 +329,9 @@ BRAID_API int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **r
  * braid_block_on are also macros that pass __FILE__ and __LINE__ to these
  * _at entry points, so that dumps show where the root was started.
  * Otherwise braid_run_at and braid_block_on_at are exactly braid_run() and
- * braid_block_on(), with the same errors (-EPERM, -EINVAL, -ENOMEM, ...). */
+ * braid_block_on(), with the same errors (-EPERM, -EINVAL, -ENOMEM, ...).
+ * Each blocks the calling thread until its root task ends.  Not a
+ * cancellation point.  Plain threads only. */
 BRAID_API int braid_run_at(const char *file, int line, braid_fn fn, void *arg, void **result);
 BRAID_API int braid_block_on_at(const char *file, int line, braid_runtime *rt, braid_fn fn,
                                 void *arg, void **result);
@@ -1218,7 +1220,8 @@ BRAID_API int braid_joinset_spawn_blocking(braid_joinset *s, const braid_spawn_o
  * braid_spawn_blocking_at, braid_spawn_blocking_ex_at,
  * braid_joinset_spawn_at and braid_joinset_spawn_blocking_at are exactly
  * the functions they stand for, with the same errors (-EPERM, -EINVAL,
- * -ENOMEM: see braid_spawn_blocking and braid_joinset_spawn). */
+ * -ENOMEM: see braid_spawn_blocking and braid_joinset_spawn).  Each never
+ * waits.  Not a cancellation point.  Task only. */
 BRAID_API int braid_spawn_blocking_at(const char *file, int line, braid_task *out, braid_fn fn,
                                       void *arg);
 BRAID_API int braid_spawn_blocking_ex_at(const char *file, int line, braid_task *out,
