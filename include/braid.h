@@ -330,7 +330,7 @@ BRAID_API int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **r
  * _at entry points, so that dumps show where the root was started.
  * Otherwise braid_run_at and braid_block_on_at are exactly braid_run() and
  * braid_block_on(), with the same errors (-EPERM, -EINVAL, -ENOMEM, ...).
- * Each blocks the calling thread until its root task ends.  Not a
+ * Blocks the calling thread until the root task ends.  Not a
  * cancellation point.  Plain threads only. */
 BRAID_API int braid_run_at(const char *file, int line, braid_fn fn, void *arg, void **result);
 BRAID_API int braid_block_on_at(const char *file, int line, braid_runtime *rt, braid_fn fn,
