@@ -75,21 +75,9 @@ static uint64_t cfi_fixed(struct cfi_cur *c, size_t size)
     return v;
 }
 
-static uint64_t cfi_uleb(struct cfi_cur *c)
-{
-    uint64_t v = 0;
-    for (unsigned shift = 0;; shift += 7) {
-        uint8_t b = (uint8_t)cfi_fixed(c, 1);
-        if (c->bad)
-            return 0;
-        if (shift < 64)
-            v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80))
-            return v;
-    }
-}
-
-static int64_t cfi_sleb(struct cfi_cur *c)
+/* A LEB128 number; *last gets its last byte (its sign is bit 6), *bits
+ * how many bits it held. */
+static uint64_t cfi_leb(struct cfi_cur *c, uint8_t *last, unsigned *bits)
 {
     uint64_t v = 0;
     for (unsigned shift = 0;; shift += 7) {
@@ -99,11 +87,28 @@ static int64_t cfi_sleb(struct cfi_cur *c)
         if (shift < 64)
             v |= (uint64_t)(b & 0x7f) << shift;
         if (!(b & 0x80)) {
-            if ((b & 0x40) && shift + 7 < 64)
-                v |= ~UINT64_C(0) << (shift + 7);
-            return (int64_t)v;
+            *last = b;
+            *bits = shift + 7;
+            return v;
         }
     }
+}
+
+static uint64_t cfi_uleb(struct cfi_cur *c)
+{
+    uint8_t last;
+    unsigned bits;
+    return cfi_leb(c, &last, &bits);
+}
+
+static int64_t cfi_sleb(struct cfi_cur *c)
+{
+    uint8_t last = 0;
+    unsigned bits = 0;
+    uint64_t v = cfi_leb(c, &last, &bits);
+    if ((last & 0x40) && bits < 64)
+        v |= ~UINT64_C(0) << bits;
+    return (int64_t)v;
 }
 
 /* A pointer in encoding enc; datarel is the base of data-relative values

@@ -193,6 +193,32 @@ static inline int test_spawn_piped(char *const argv[], pid_t *pid)
     return p[0];
 }
 
+/* The whole of a file, malloc'd and NUL-terminated; NULL if it cannot be
+ * opened. */
+static inline __attribute__((unused)) char *test_read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    if (!f)
+        return NULL;
+    size_t cap = 1 << 16, len = 0, n;
+    char *buf = malloc(cap);
+    if (!buf)
+        TEST_FAIL("out of memory reading %s", path);
+    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+        len += n;
+        if (len + 1 == cap) {
+            cap *= 2;
+            char *more = realloc(buf, cap);
+            if (!more)
+                TEST_FAIL("out of memory reading %s", path);
+            buf = more;
+        }
+    }
+    fclose(f);
+    buf[len] = 0;
+    return buf;
+}
+
 /* Whether the program runs under qemu-user (make test-aarch64), which
  * does not apply RLIMIT_AS to the emulated program's mappings. */
 static inline int test_emulated(void)

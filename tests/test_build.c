@@ -19,26 +19,6 @@
 
 #define WERROR " -Wall -Wextra -Wpedantic -Werror"
 
-static char *slurp(const char *path)
-{
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 1 << 16, len = 0, n;
-    char *buf = malloc(cap);
-    CHECK(buf != NULL);
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (len + 1 == cap) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            CHECK(buf != NULL);
-        }
-    }
-    fclose(f);
-    buf[len] = 0;
-    return buf;
-}
 
 /* The guide's build command, split around the example's name: "cc -O2 -g
  * -Iinclude examples/" NAME ".c build/libbraid.a -lpthread -o " NAME.  The
@@ -51,7 +31,7 @@ struct command {
 
 static void documented_command(struct command *c)
 {
-    char *page = slurp("docs/guide/README.md");
+    char *page = test_read_file("docs/guide/README.md");
     if (!page)
         TEST_FAIL("cannot read docs/guide/README.md");
     const char *line = strstr(page, "\ncc ");
@@ -96,7 +76,7 @@ static bool compiles(const char *cc, const struct command *c, const char *lib, c
     char log[PATH_MAX + 64];
     k = snprintf(log, sizeof log, "%s/%s.log", outdir, name);
     CHECK(k > 0 && (size_t)k < sizeof log);
-    char *text = slurp(log);
+    char *text = test_read_file(log);
     bool ok = rc == 0 && text && !text[0];
     if (!ok)
         fprintf(stderr, "FAILED: %s\n%s", cmd, text ? text : "");
@@ -119,7 +99,7 @@ TEST(documented_build_compiles_every_example)
     documented_command(&c);
 
     /* README.md gives the same command for hello.c. */
-    char *readme = slurp("README.md");
+    char *readme = test_read_file("README.md");
     CHECK(readme != NULL);
     char hello[640];
     snprintf(hello, sizeof hello, "cc %sexamples/hello.c%s -o hello", c.opts, c.libs);

@@ -305,23 +305,6 @@ static void locate(void)
     snprintf(mandir, sizeof mandir, "%s/man/man3", self);
 }
 
-static char *read_file(const char *path)
-{
-    FILE *f = fopen(path, "r");
-    if (!f)
-        return NULL;
-    char *buf = NULL;
-    size_t len = 0;
-    char chunk[4096];
-    size_t k;
-    append(&buf, &len, "");
-    while ((k = fread(chunk, 1, sizeof chunk - 1, f)) > 0) {
-        chunk[k] = '\0';
-        append(&buf, &len, chunk);
-    }
-    fclose(f);
-    return buf;
-}
 
 /* strtok skips empty lines, which would hide blank separators: make each
  * empty line a line holding one space. */
@@ -344,7 +327,7 @@ static char *keep_blank_lines(char *text)
 
 static void load(struct header *h)
 {
-    char *text = read_file("include/braid.h");
+    char *text = test_read_file("include/braid.h");
     if (!text)
         TEST_FAIL("cannot read include/braid.h");
     text = keep_blank_lines(text);
@@ -359,7 +342,7 @@ TEST(header_parsed)
     locate();
     load(&hdr);
     /* The parser finds what grep finds. */
-    char *text = read_file("include/braid.h");
+    char *text = test_read_file("include/braid.h");
     int grep = 0;
     for (char *p = text; (p = strstr(p, "\nBRAID_API")); p++)
         grep++;
@@ -512,7 +495,7 @@ TEST(man_page_per_function)
     for (int i = 0; i < hdr.n; i++) {
         char path[PATH_MAX + 160];
         snprintf(path, sizeof path, "%s/%s.3", mandir, hdr.d[i].name);
-        char *page = read_file(path);
+        char *page = test_read_file(path);
         char th[160] = ".TH ";
         for (size_t k = 0; hdr.d[i].name[k] && k < sizeof th - 5; k++)
             th[4 + k] = (char)toupper((unsigned char)hdr.d[i].name[k]);

@@ -207,22 +207,8 @@ static char *run_gdb(const char *const *args)
     }
     int st;
     CHECK_EQ(waitpid(pid, &st, 0), pid);
-    FILE *f = fopen(out_path, "r");
-    CHECK(f);
-    size_t cap = 1 << 16, n = 0;
-    char *s = malloc(cap);
+    char *s = test_read_file(out_path);
     CHECK(s);
-    size_t got;
-    while ((got = fread(s + n, 1, cap - n - 1, f)) > 0) {
-        n += got;
-        if (n + 1 == cap) {
-            cap *= 2;
-            s = realloc(s, cap);
-            CHECK(s);
-        }
-    }
-    s[n] = 0;
-    fclose(f);
     unlink(out_path);
     return s;
 }

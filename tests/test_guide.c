@@ -38,23 +38,7 @@ static char *slurp(const char *rel)
 {
     char path[PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", BRAID_SOURCE_DIR, rel);
-    FILE *f = fopen(path, "rb");
-    if (!f)
-        return NULL;
-    size_t cap = 4096, len = 0, n;
-    char *buf = malloc(cap);
-    CHECK(buf != NULL);
-    while ((n = fread(buf + len, 1, cap - len - 1, f)) > 0) {
-        len += n;
-        if (cap - len - 1 == 0) {
-            cap *= 2;
-            buf = realloc(buf, cap);
-            CHECK(buf != NULL);
-        }
-    }
-    fclose(f);
-    buf[len] = 0;
-    return buf;
+    return test_read_file(path);
 }
 
 static int compare_paths(const void *a, const void *b)

@@ -263,17 +263,9 @@ static bool jvalue(jparse *j)
 
 static char *slurp(const char *path)
 {
-    FILE *f = fopen(path, "r");
-    if (!f)
+    char *s = test_read_file(path);
+    if (!s)
         TEST_FAIL("cannot open %s: %s", path, strerror(errno));
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    char *s = malloc((size_t)n + 1);
-    CHECK(s);
-    CHECK_EQ(fread(s, 1, (size_t)n, f), n);
-    s[n] = 0;
-    fclose(f);
     return s;
 }
 
@@ -573,7 +565,10 @@ static void trace_path(char *buf, size_t n, const char *what)
     snprintf(buf, n, "/tmp/braid-test-trace-%d-%s.json", (int)getpid(), what);
 }
 
-static void run_traced(unsigned workers, const char *path, size_t max_bytes)
+/* Run fn(arg) rounds times under block_on on a runtime that traces to
+ * path, then free it (which writes the file). */
+static void run_traced(unsigned workers, const char *path, size_t max_bytes, braid_fn fn,
+                       void *arg, int rounds)
 {
     braid_config cfg;
     braid_config_init(&cfg);
@@ -582,7 +577,8 @@ static void run_traced(unsigned workers, const char *path, size_t max_bytes)
     cfg.trace_max_bytes = max_bytes;
     braid_runtime *rt;
     CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-    CHECK_EQ(braid_block_on(rt, workload, (void *)(uintptr_t)workers, NULL), BRAID_OK);
+    for (int round = 0; round < rounds; round++)
+        CHECK_EQ(braid_block_on(rt, fn, arg, NULL), BRAID_OK);
     CHECK_EQ(braid_runtime_free(rt), 0);
 }
 
@@ -590,7 +586,7 @@ static void check_workload(unsigned workers)
 {
     char path[128];
     trace_path(path, sizeof path, workers == 1 ? "one" : "two");
-    run_traced(workers, path, 0);
+    run_traced(workers, path, 0, workload, (void *)(uintptr_t)workers, 1);
     struct counts c = { 0 };
     int traced = check_trace(path, &c);
     unlink(path);
@@ -671,14 +667,7 @@ TEST(trace_waits_and_order)
 {
     char path[128];
     trace_path(path, sizeof path, "waits");
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.workers = 1;
-    cfg.trace_path = path;
-    braid_runtime *rt;
-    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-    CHECK_EQ(braid_block_on(rt, waits_workload, NULL, NULL), BRAID_OK);
-    CHECK_EQ(braid_runtime_free(rt), 0);
+    run_traced(1, path, 0, waits_workload, NULL, 1);
     struct counts c = { 0 };
     CHECK_EQ(check_trace(path, &c), 3);
     unlink(path);
@@ -695,17 +684,7 @@ TEST(trace_cap_drops_and_counts)
      * per worker, far fewer than this workload records. */
     char path[128];
     trace_path(path, sizeof path, "cap");
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.workers = 1;
-    cfg.trace_path = path;
-    cfg.trace_max_bytes = 1;
-    braid_runtime *rt;
-    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-    CHECK_EQ(braid_block_on(rt, workload, (void *)(uintptr_t)1, NULL), BRAID_OK);
-    for (int round = 0; round < 20; round++)
-        CHECK_EQ(braid_block_on(rt, workload, (void *)(uintptr_t)1, NULL), BRAID_OK);
-    CHECK_EQ(braid_runtime_free(rt), 0);
+    run_traced(1, path, 1, workload, (void *)(uintptr_t)1, 21);
     struct counts c = { 0 };
     long long dropped = check_json(path, count_event, &c);
     unlink(path);
@@ -755,14 +734,7 @@ TEST(trace_names_escaped)
      * character cut in the middle at the 31-byte limit. */
     char path[128];
     trace_path(path, sizeof path, "names");
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.workers = 1;
-    cfg.trace_path = path;
-    braid_runtime *rt;
-    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-    CHECK_EQ(braid_block_on(rt, odd_name, NULL, NULL), BRAID_OK);
-    CHECK_EQ(braid_runtime_free(rt), 0);
+    run_traced(1, path, 0, odd_name, NULL, 1);
     struct counts c = { 0 };
     CHECK_EQ(check_json(path, count_event, &c), 0);
     unlink(path);
