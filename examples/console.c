@@ -29,7 +29,7 @@ static void *consumer(void *arg)
 static void *napper(void *arg)
 {
     (void)arg;
-    braid_sleep_ms(3600 * 1000);
+    braid_sleep_ms(3600000); /* an hour */
     return NULL;
 }
 
