@@ -249,7 +249,10 @@ static char *run_child(const char *const *env, int *status)
         unsetenv("BRAID_SCENARIO_CRASH");
         for (; *env; env++)
             putenv((char *)*env);
-        execl(self, self, "scenario_seeds", (char *)NULL);
+        char *argv[] = { self, "scenario_seeds", NULL };
+        struct test_cmd c; /* under the emulator too (make test-aarch64) */
+        char **run = test_runner_argv(&c, argv);
+        execvp(run[0], run);
         _exit(127);
     }
     close(p[1]);
