@@ -534,15 +534,19 @@ static void note_cancel_latency(uint64_t since)
 }
 
 /* join_fully for a task cancelled at `since`: it must end within the bound. */
-static int join_cancelled(uint64_t seed, braid_task h, braid_outcome *o, bool task, uint64_t since)
+static int join_cancelled(uint64_t seed, braid_task h, braid_outcome *o, bool task, uint64_t since,
+                          const char *what)
 {
     bool was = task && braid_cancel_shield(true);
     int f = braid_join_ex_until(h, o, since + cancel_bound_ns());
     if (task)
         braid_cancel_shield(was);
-    if (f == -ETIMEDOUT)
+    if (f == -ETIMEDOUT) {
+        fprintf(stderr, "the stuck task: %s, id %" PRIu64 "\n", what, braid_task_id(h));
+        braid_dump(the_rt, stderr);
         SFAIL(seed, "a cancelled task still runs %.0f s after the cancel",
               (double)cancel_bound_ns() / 1e9);
+    }
     note_cancel_latency(since);
     return f;
 }
@@ -616,7 +620,7 @@ static void op_spawn(uint64_t *s, int depth, braid_runtime *rt)
     default: /* join without looking at the outcome in detail */
         break;
     }
-    f = cancelled ? join_cancelled(t.seed, h, &o, task, cancel_at) : join_fully(h, &o, task);
+    f = cancelled ? join_cancelled(t.seed, h, &o, task, cancel_at, "a job") : join_fully(h, &o, task);
     atomic_fetch_add(&n_consumed, 1);
     check_outcome(&t, f, &o, cancelled, fin);
 }
@@ -708,7 +712,11 @@ static void parker_cancel(uint64_t seed, struct parker *p, braid_task h, bool ta
     uint64_t at = braid_now_ns();
     CHECK_EQ(braid_cancel(h), 0);
     braid_outcome o = BRAID_OUTCOME_INIT;
-    int f = join_cancelled(seed, h, &o, task, at);
+    static const char *const kinds[PARK_KINDS] = { "parked: sleep", "parked: recv", "parked: select",
+                                                   "parked: notify", "parked: sem",
+                                                   "parked: mutex", "parked: token",
+                                                   "parked: join" };
+    int f = join_cancelled(seed, h, &o, task, at, kinds[p->kind]);
     int st = atomic_load(&p->state);
     if (f != BRAID_CANCELLED)
         SFAIL(seed, "parked task (kind %d) cancelled: fate %d, not CANCELLED", p->kind, f);
