@@ -274,6 +274,25 @@ static void notify(braid_runtime *rt, bool fenced)
     atomic_fetch_sub_explicit(&rt->searching, 1, memory_order_seq_cst);
 }
 
+/* notify() for work published by a plain (release) store: the newest-spawn
+ * slot.  A searcher finds the work only if it can see it, and the store may
+ * not be visible yet when the searcher, giving up, looks one last time
+ * (park's has_work): the work would then wait for its own worker, which a
+ * task that does not suspend may hold for good (a qemu-aarch64 run of
+ * test_trace's steal waited 60 s).  With a searcher counted, the fence
+ * makes the store visible before searching is read again: a searcher
+ * still counted then looks after it.  Without one, notify() wakes a
+ * worker anyway; the fence is paid only while someone searches. */
+static void notify_after_store(braid_runtime *rt)
+{
+    if (atomic_load_explicit(&rt->searching, memory_order_seq_cst) != 0) {
+        braid__fence();
+        if (atomic_load_explicit(&rt->searching, memory_order_seq_cst) != 0)
+            return;
+    }
+    notify(rt, false);
+}
+
 void braid__sched_notify(braid_runtime *rt)
 {
     notify(rt, true);
@@ -290,13 +309,13 @@ bool braid__sched_push_new(braid__worker *w, uint64_t handle)
         if (BRAID_UNLIKELY(braid__ring_push(&w->ring, &w->rt->inject, older) == 0))
             return false;
         atomic_store_explicit(&w->ring.newest, handle, memory_order_release);
-        notify(w->rt, false);
+        notify_after_store(w->rt);
         return true;
     }
     /* Release: a thief that reads the slot sees the record. */
     atomic_store_explicit(&w->ring.newest, handle, memory_order_release);
     if (braid__ring_len(&w->ring))
-        notify(w->rt, false);
+        notify_after_store(w->rt);
     else
         w->notify_pending = true;
     return true;
@@ -525,7 +544,7 @@ static void notify_pending_slow(braid__worker *w)
 {
     w->notify_pending = false;
     if (braid__ring_len(&w->ring) || atomic_load_explicit(&w->ring.newest, memory_order_relaxed))
-        notify(w->rt, false);
+        notify_after_store(w->rt);
 }
 
 /* The single place that decides what a worker runs next, in the scheduler
