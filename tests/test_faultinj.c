@@ -735,7 +735,7 @@ static bool ask_snapshot(const char *path)
     }
     close(fd);
     buf[len] = 0;
-    return strncmp(buf, "braid-console 1\n", 16) == 0 && len >= 4 &&
+    return strncmp(buf, "braid-console 2\n", 16) == 0 && len >= 4 &&
            strcmp(buf + len - 4, "end\n") == 0;
 }
 
