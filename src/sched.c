@@ -131,6 +131,8 @@ void braid__sched_enqueue_remote(braid__task *t)
         braid__sched_unpark(home);
 }
 
+static void notify(braid_runtime *rt, bool fenced);
+
 /* ---- the shared queue (migrate) -------------------------------------------
  * Started tasks that the scheduler context woke: events the worker polled,
  * timers.  The owner runs them one at a time; an idle worker takes half of
@@ -141,8 +143,15 @@ void braid__sched_share(braid__worker *w, braid__task *t)
 {
     braid__spin_lock(&w->sq_lock);
     list_push(&w->sq_head, &w->sq_tail, t);
-    atomic_store_explicit(&w->sq_len, braid__load_relaxed(&w->sq_len) + 1, memory_order_relaxed);
+    uint32_t len = braid__load_relaxed(&w->sq_len) + 1;
+    atomic_store_explicit(&w->sq_len, len, memory_order_relaxed);
     braid__spin_unlock(&w->sq_lock);
+    /* Beyond the one task the owner runs next, get an idle worker to take
+     * some.  It may be the poller, asleep in an epoll whose events this
+     * worker's own poll has just taken (its periodic work, a timer's
+     * I/O check): nothing else would wake it. */
+    if (len == 2)
+        notify(w->rt, true);
 }
 
 /* Take up to max tasks from v's shared queue, oldest first, as a list. */
@@ -447,16 +456,6 @@ static void poll_timers(braid__worker *w)
     braid__wheel_advance(&w->wheel, now, fire_timer);
 }
 
-/* With migration, what the scheduler context's polls woke waits in the
- * shared queue.  Beyond the one task this worker runs next, get an idle
- * worker to take some: it may be the poller, asleep in an epoll whose
- * events this worker's poll has just taken, and nothing else wakes it. */
-static void share_out(braid__worker *w)
-{
-    if (BRAID_UNLIKELY(w->migrate) && atomic_load_explicit(&w->sq_len, memory_order_relaxed) > 1)
-        notify(w->rt, true);
-}
-
 /* ---- choosing the next task ---------------------------------------------- */
 
 static void maintenance(braid__worker *w)
@@ -469,7 +468,6 @@ static void maintenance(braid__worker *w)
     if (braid__io_used(w))
         braid__io_poll(w, false, 0);
     poll_timers(w);
-    share_out(w);
     drain_inbox(w);
     release_yielders(w);
     braid__obs_pass(w);
@@ -571,7 +569,6 @@ static braid__task *sched_next(braid__worker *w)
         goto found;
     }
     poll_timers(w);
-    share_out(w);
     t = ready_pop(w);
 found:
     check_notify(w);
