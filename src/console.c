@@ -65,7 +65,7 @@ struct console_client {
 struct braid__console {
     braid_runtime *rt;
     pthread_t thread;
-    bool serving;                   /* the thread runs */
+    _Atomic uint32_t ready;         /* 1: the runtime is complete (futex) */
     int listen_fd, stop_fd;
     char path[sizeof(((struct sockaddr_un *)0)->sun_path)];
     bool from_env;                  /* holds BRAID_CONSOLE's path */
@@ -75,6 +75,10 @@ struct braid__console {
     unsigned nwarn;
     char warn[CONSOLE_WARNINGS][CONSOLE_WARNING_LEN];
 };
+
+/* Write the records of one snapshot of c's runtime (everything between
+ * the header line and "end"). */
+static void snapshot(braid__console *c, FILE *f);
 
 /* Only one runtime at a time serves BRAID_CONSOLE's path. */
 static _Atomic bool env_path_taken;
@@ -147,7 +151,7 @@ static bool answer(braid__console *c, struct console_client *cl, const char *req
     if (!f)
         return false;
     fputs("braid-console 2\n", f);
-    braid__console_snapshot(c, f);
+    snapshot(c, f);
     fputs("end\n", f);
     bool ok = fclose(f) == 0 && send_all(cl->fd, buf, len);
     free(buf);
@@ -204,6 +208,10 @@ static void *console_main(void *arg)
 {
     braid__console *c = arg;
     pthread_setname_np(pthread_self(), "braid-console");
+    /* A snapshot reads the workers, the observer and the blocking pool:
+     * answer nobody before the runtime has them all. */
+    while (!atomic_load_explicit(&c->ready, memory_order_acquire))
+        braid__futex_wait(&c->ready, 0, 0);
     for (;;) {
         struct pollfd p[CONSOLE_CLIENTS + 2];
         p[0] = (struct pollfd){ .fd = c->stop_fd, .events = POLLIN };
@@ -222,10 +230,10 @@ static void *console_main(void *arg)
     }
 }
 
-/* Listen on path; the server thread starts later (braid__console_serve).
- * -ENAMETOOLONG, -EADDRINUSE (another live program serves that path),
- * -EEXIST (a file that is not a socket), -ENOMEM, or the errno of
- * socket/bind/listen/eventfd. */
+/* Listen on path, with a server thread that answers once the runtime is
+ * ready (braid__console_serve).  -ENAMETOOLONG, -EADDRINUSE (another live
+ * program serves that path), -EEXIST (a file that is not a socket),
+ * -ENOMEM, -EAGAIN, or the errno of socket/bind/listen/eventfd. */
 static int console_open(braid_runtime *rt, const char *path, braid__console **out)
 {
     braid__console *c = braid__calloc(1, sizeof *c);
@@ -240,6 +248,12 @@ static int console_open(braid_runtime *rt, const char *path, braid__console **ou
     if (rc == 0) {
         c->stop_fd = braid__eventfd(0, EFD_CLOEXEC);
         rc = c->stop_fd < 0 ? -errno : 0;
+    }
+    if (rc == 0) {
+        int e = braid__pthread_create(&c->thread, NULL, console_main, c);
+        rc = !e ? 0 : e == ENOMEM ? -ENOMEM : -EAGAIN;
+        if (rc < 0)
+            close(c->stop_fd);
     }
     if (rc < 0) {
         if (c->listen_fd >= 0) {
@@ -259,12 +273,11 @@ static void console_stop(braid__console *c)
     if (!c || c->stop_fd < 0)
         return;
     uint64_t one = 1;
-    if (c->serving) {
-        while (write(c->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
-            ;
-        pthread_join(c->thread, NULL);
-        c->serving = false;
-    }
+    while (write(c->stop_fd, &one, sizeof one) < 0 && errno == EINTR)
+        ;
+    atomic_store_explicit(&c->ready, 1, memory_order_release); /* if never served */
+    braid__futex_wake(&c->ready, 1);
+    pthread_join(c->thread, NULL);
     for (int i = 0; i < CONSOLE_CLIENTS; i++)
         if (c->clients[i].fd >= 0)
             close(c->clients[i].fd);
@@ -282,7 +295,7 @@ void braid__console_account(braid__worker *w, braid__task *from)
         /* The state it enters began now: the worker's coarse clock (its
          * last scheduling pass) that braid__task_park stamped may be as
          * old as the run that just ended. */
-        from->since_ns = now;
+        braid__task_stamp(from, now);
     }
     w->run_start = now;
 }
@@ -330,7 +343,7 @@ static void write_metrics(braid_runtime *rt, FILE *f)
 /* The task records first: collecting them waits for every worker to reach
  * a scheduling point, and the counters are then read as of the same
  * moment, after it. */
-void braid__console_snapshot(braid__console *c, FILE *f)
+static void snapshot(braid__console *c, FILE *f)
 {
     braid_runtime *rt = c->rt;
     char *tasks = NULL;
@@ -387,22 +400,13 @@ int braid__console_setup(braid_runtime *rt)
     return 0;
 }
 
-int braid__console_serve(braid_runtime *rt)
+void braid__console_serve(braid_runtime *rt)
 {
     braid__console *c = rt->console;
     if (!c)
-        return 0;
-    int e = braid__pthread_create(&c->thread, NULL, console_main, c);
-    if (!e) {
-        c->serving = true;
-        return 0;
-    }
-    int rc = e == ENOMEM ? -ENOMEM : -EAGAIN;
-    if (!c->from_env)
-        return rc;
-    env_failed(c->path, rc);
-    braid__console_stop_serving(rt);
-    return 0;
+        return;
+    atomic_store_explicit(&c->ready, 1, memory_order_release);
+    braid__futex_wake(&c->ready, 1);
 }
 
 void braid__console_stop_serving(braid_runtime *rt)

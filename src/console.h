@@ -17,11 +17,10 @@ typedef struct braid__console braid__console;
  * on stderr only. */
 int braid__console_setup(braid_runtime *rt);
 
-/* Start serving it, once rt is complete: a snapshot reads the workers, the
+/* Start answering, once rt is complete: a snapshot reads the workers, the
  * observer and the blocking pool, so a client that connected at once must
- * not be answered before they exist.  Errors as braid__console_setup(),
- * -ENOMEM or -EAGAIN. */
-int braid__console_serve(braid_runtime *rt);
+ * not be answered before they exist. */
+void braid__console_serve(braid_runtime *rt);
 
 /* Stop serving rt's console, if any (idempotent): the thread ends, the
  * socket is removed.  Before the observer stops, as snapshots read it. */
@@ -38,11 +37,5 @@ void braid__console_account(braid__worker *w, braid__task *from);
 
 /* Keep an observer report for the console's "warn" records. */
 void braid__console_warn(braid_runtime *rt, const char *summary);
-
-/* Write the records of one snapshot of c's runtime (everything between
- * the header line and "end"); any thread, while the runtime is alive.
- * Takes the console, not the runtime: the server thread starts before
- * rt->console is set. */
-void braid__console_snapshot(braid__console *c, FILE *f);
 
 #endif

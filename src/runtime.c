@@ -215,8 +215,6 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
     }
     if (rc == 0)
         rc = braid__obs_start(rt);
-    if (rc == 0)
-        rc = braid__console_serve(rt);
     if (rc < 0) {
         if (rt->workers)
             stop_threads(rt);
@@ -224,6 +222,7 @@ int braid_runtime_new(const braid_config *cfg, braid_runtime **out)
         errno = saved;
         return rc;
     }
+    braid__console_serve(rt);
     braid__debug_register(rt);
     *out = rt;
     errno = saved;
