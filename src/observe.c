@@ -83,8 +83,9 @@ struct braid__robs {
     struct wd_state *wd;
     uint64_t next_watch, next_deadlock;
     bool deadlock_armed, deadlock_reported;
+    /* deadlock_look()'s spawned, finished, polls, parks when armed; once a
+     * deadlock is reported, progress() is compared with the first three. */
     uint64_t deadlock_sig[4];
-    uint64_t reported_progress[3];  /* progress() when the deadlock was reported */
     _Atomic uint64_t ext_panicked, ext_cancelled;
     _Atomic uint64_t stack_hwm;
 };
@@ -777,12 +778,13 @@ static void dump_lock_take(void)
 static void dump_injected(braid_runtime *rt, FILE *f)
 {
     uint64_t hs[QUEUED_SHOWN];
-    size_t total = braid__inject_len(&rt->inject);
     size_t n = braid__inject_peek(&rt->inject, hs, QUEUED_SHOWN);
     if (!n)
         return;
-    fprintf(f, "injection queue: %zu not started\n", BRAID_MAX(total, n));
-    list_queued(f, hs, n, BRAID_MAX(total, n), "in the injection queue");
+    /* Read apart from the peek: it may have moved since. */
+    size_t total = BRAID_MAX(braid__inject_len(&rt->inject), n);
+    fprintf(f, "injection queue: %zu not started\n", total);
+    list_queued(f, hs, n, total, "in the injection queue");
 }
 
 int braid_dump(braid_runtime *rt, FILE *f)
@@ -794,12 +796,7 @@ int braid_dump(braid_runtime *rt, FILE *f)
     int saved = errno;
     dump_lock_take();
     struct braid__obs_job job = { f, 0, 0, false };
-    uint64_t s = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
-    uint64_t fin = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        s += atomic_load_explicit(&rt->workers[i]->spawned, memory_order_acquire);
-        fin += atomic_load_explicit(&rt->workers[i]->finished, memory_order_acquire);
-    }
+    uint64_t s = braid__rt_spawned(rt), fin = braid__rt_finished(rt);
     fprintf(f, "braid dump: runtime %p, %u workers, %" PRIu64 " tasks alive, %zu in the injection "
                "queue\n",
             (void *)rt, rt->nworkers, s > fin ? s - fin : 0, braid__inject_len(&rt->inject));
@@ -835,8 +832,7 @@ int braid_metrics_get(braid_runtime *rt, braid_metrics *m)
     memset(&out, 0, sizeof out);
     out.size = size;
     out.nworkers = rt->nworkers;
-    uint64_t spawned = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
-    uint64_t finished = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    uint64_t spawned = braid__rt_spawned(rt), finished = braid__rt_finished(rt);
     out.stack_high_water = braid__stack_deepest(&rt->stacks);
     if (rt->obs) {
         out.tasks_panicked = atomic_load_explicit(&rt->obs->ext_panicked, memory_order_relaxed);
@@ -849,8 +845,6 @@ int braid_metrics_get(braid_runtime *rt, braid_metrics *m)
     for (unsigned i = 0; i < rt->nworkers; i++) {
         braid__worker *w = rt->workers[i];
         braid__wobs *o = &w->obs;
-        spawned += atomic_load_explicit(&w->spawned, memory_order_acquire);
-        finished += atomic_load_explicit(&w->finished, memory_order_acquire);
         out.tasks_panicked += braid__load_relaxed(&o->panicked);
         out.tasks_cancelled += braid__load_relaxed(&o->cancelled);
         braid_worker_metrics wm = {
@@ -991,8 +985,6 @@ static bool deadlock_look(braid_runtime *rt, uint64_t sig[4])
         return false;
     if (rt->nworkers == 1 && !atomic_load_explicit(&rt->driving, memory_order_acquire))
         return false; /* nobody runs its tasks: not waiting on them either */
-    uint64_t spawned = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
-    uint64_t finished = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
     uint64_t polls = 0, parks = 0;
     for (unsigned i = 0; i < rt->nworkers; i++) {
         braid__worker *w = rt->workers[i];
@@ -1001,11 +993,10 @@ static bool deadlock_look(braid_runtime *rt, uint64_t sig[4])
             atomic_load_explicit(&w->ring.newest, memory_order_relaxed) ||
             atomic_load_explicit(&w->inbox, memory_order_acquire))
             return false;
-        spawned += atomic_load_explicit(&w->spawned, memory_order_acquire);
-        finished += atomic_load_explicit(&w->finished, memory_order_acquire);
         polls += braid__load_relaxed(&w->obs.polls);
         parks += braid__load_relaxed(&w->obs.parks);
     }
+    uint64_t spawned = braid__rt_spawned(rt), finished = braid__rt_finished(rt);
     if (spawned <= finished || braid__inject_len(&rt->inject))
         return false;
     braid__bpool_stats st;
@@ -1033,15 +1024,11 @@ static bool deadlock_look(braid_runtime *rt, uint64_t sig[4])
  * Parks are left out, because the report's own dump wakes every worker. */
 static void progress(braid_runtime *rt, uint64_t p[3])
 {
-    p[0] = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
-    p[1] = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    p[0] = braid__rt_spawned(rt);
+    p[1] = braid__rt_finished(rt);
     p[2] = 0;
-    for (unsigned i = 0; i < rt->nworkers; i++) {
-        braid__worker *w = rt->workers[i];
-        p[0] += atomic_load_explicit(&w->spawned, memory_order_acquire);
-        p[1] += atomic_load_explicit(&w->finished, memory_order_acquire);
-        p[2] += braid__load_relaxed(&w->obs.polls);
-    }
+    for (unsigned i = 0; i < rt->nworkers; i++)
+        p[2] += braid__load_relaxed(&rt->workers[i]->obs.polls);
 }
 
 static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
@@ -1051,7 +1038,7 @@ static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
          * moved on from this one (someone outside released them). */
         uint64_t p[3];
         progress(rt, p);
-        if (memcmp(p, o->reported_progress, sizeof p) == 0)
+        if (memcmp(p, o->deadlock_sig, sizeof p) == 0) /* as reported: sig[0..2] */
             return;
         o->deadlock_reported = false;
         o->deadlock_armed = false;
@@ -1067,7 +1054,6 @@ static void deadlock_check(braid_runtime *rt, struct braid__robs *o)
         return; /* look again next period */
     }
     o->deadlock_reported = true;
-    progress(rt, o->reported_progress);
     flockfile(stderr);
     fprintf(stderr, "braid: deadlock: all %" PRIu64 " tasks of runtime %p wait and nothing can "
                     "wake them (no timer, descriptor, blocking job or other thread)\n",

@@ -299,7 +299,7 @@ int braid_block_on(braid_runtime *rt, braid_fn fn, void *arg, void **result)
 
 /* ---- shutdown ------------------------------------------------------------------ */
 
-static uint64_t sum_spawned(braid_runtime *rt)
+uint64_t braid__rt_spawned(braid_runtime *rt)
 {
     uint64_t s = atomic_load_explicit(&rt->inject.spawned, memory_order_acquire);
     for (unsigned i = 0; i < rt->nworkers; i++)
@@ -307,7 +307,7 @@ static uint64_t sum_spawned(braid_runtime *rt)
     return s;
 }
 
-static uint64_t sum_finished(braid_runtime *rt)
+uint64_t braid__rt_finished(braid_runtime *rt)
 {
     uint64_t f = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
     for (unsigned i = 0; i < rt->nworkers; i++)
@@ -317,9 +317,9 @@ static uint64_t sum_finished(braid_runtime *rt)
 
 static bool quiescent(braid_runtime *rt)
 {
-    uint64_t s1 = sum_spawned(rt);
-    uint64_t f = sum_finished(rt);
-    uint64_t s2 = sum_spawned(rt);
+    uint64_t s1 = braid__rt_spawned(rt);
+    uint64_t f = braid__rt_finished(rt);
+    uint64_t s2 = braid__rt_spawned(rt);
     return s1 == s2 && f == s1;
 }
 

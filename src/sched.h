@@ -283,6 +283,11 @@ void braid__sched_notify(braid_runtime *rt);
 /* Wake w whatever it is doing (for shutdown and targeted work). */
 void braid__sched_unpark(braid__worker *w);
 
+/* Tasks spawned and finished on rt so far, summed over its workers and
+ * the outside (runtime.c).  Any thread. */
+uint64_t braid__rt_spawned(braid_runtime *rt);
+uint64_t braid__rt_finished(braid_runtime *rt);
+
 /* Worker construction. */
 int braid__worker_init(braid__worker *w, braid_runtime *rt, unsigned index);
 void braid__worker_destroy(braid__worker *w);

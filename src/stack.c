@@ -305,11 +305,11 @@ uintptr_t braid__stack_lowest_resident(uintptr_t lo, uintptr_t hi)
 static size_t arena_deepest(const braid__stack_class *c, const braid__arena *a, size_t n,
                             size_t deepest)
 {
+    if (c->stride - BRAID_GUARD_SIZE <= deepest)
+        return deepest; /* no slot of this size can be deeper */
     for (size_t s = 0; s < n; s++) {
         uintptr_t top = (uintptr_t)a->base + (s + 1) * c->stride;
         uintptr_t lo = (uintptr_t)a->base + s * c->stride + BRAID_GUARD_SIZE;
-        if (top - lo <= deepest)
-            break; /* no slot of this size can be deeper */
         uintptr_t low = braid__stack_lowest_resident(lo, top - deepest);
         if (low && low < top - deepest)
             deepest = top - low;

@@ -214,16 +214,14 @@ static module *module_for(uintptr_t base, const char *name)
     for (module *m = modules; m; m = m->next)
         if (m->base == base && strcmp(m->path, name) == 0)
             return m;
-    module *m = braid__calloc(1, sizeof *m);
-    if (!m || !(m->path = braid__strdup(name))) {
-        free(m);
-        return NULL;
-    }
     /* The main program's entry has no name: its file is /proc/self/exe.
      * A file that cannot be read leaves the table empty, and is not read
      * again; one that memory was short for is, by a later dump. */
-    if (read_module(name[0] ? name : "/proc/self/exe", base, &m->tab) == -ENOMEM) {
-        free(m->path);
+    module *m = braid__calloc(1, sizeof *m);
+    if (!m || !(m->path = braid__strdup(name)) ||
+        read_module(name[0] ? name : "/proc/self/exe", base, &m->tab) == -ENOMEM) {
+        if (m)
+            free(m->path);
         free(m);
         return NULL;
     }
