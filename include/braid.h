@@ -1685,8 +1685,9 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  * runnable, or what it waits for: sleep until T, join of task M, channel,
  * mutex, descriptor N, the blocking pool, ...), for how long (by its
  * worker's clock as of its last scheduling pass, so possibly longer by
- * the time since; a running task counts from when it became runnable,
- * unless the console is on, which times it exactly), its spawn site and
+ * the time since, a running task counting from when it became runnable;
+ * with the console on, a task leaving its worker dates its new state by
+ * the real clock), its spawn site and
  * parent, the deepest stack page it has touched, and a backtrace
  * of its suspended stack (frame pointers; each frame named from dladdr(),
  * or else from its module's ELF symbol table, so static functions of a
@@ -1699,7 +1700,9 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  * is woken for it); a worker whose task does not suspend within 500 ms
  * is reported as busy instead, with that task's id, name, site and
  * backtrace if its thread answers the watchdog's signal (not when the
- * watchdog is off).  Blocks the calling thread (and, from a task, its
+ * watchdog is off; that backtrace is unwound from the modules' call
+ * frame information, so frames without a frame pointer, such as libc's
+ * system-call wrappers, keep their callers).  Blocks the calling thread (and, from a task, its
  * worker) meanwhile; one dump at a time per process.  rt NULL: the
  * caller's runtime.  Any thread, any task, but not a signal handler
  * (SIGQUIT does it on the observer thread).  Not a cancellation point.
