@@ -140,5 +140,5 @@ TEST(documented_build_compiles_every_example)
     CHECK_EQ(system(rm), 0);
     CHECK_EQ(bad, 0);
     if (!have_clang)
-        SKIP("clang is not installed: only gcc was checked");
+        test_skip_tool("clang is not installed: only gcc was checked");
 }

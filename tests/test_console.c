@@ -856,13 +856,8 @@ TEST(console_tool_live_tmux)
         if (test_now_ms() - t0 > 30000)
             kill(pid, SIGKILL);
     if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-        char out[8192] = "";
-        FILE *f = fopen(log, "r");
-        size_t n = f ? fread(out, 1, sizeof out - 1, f) : 0;
-        out[n] = 0;
-        if (f)
-            fclose(f);
-        TEST_FAIL("the example ended with status %#x; its output:\n%s", status, out);
+        char *out = test_read_file(log);
+        TEST_FAIL("the example ended with status %#x; its output:\n%s", status, out ? out : "");
     }
     unlink(log);
 }

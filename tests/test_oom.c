@@ -61,22 +61,18 @@ static void *hog_root(void *arg)
     CHECK(n > 10);
     /* Those that were spawned either run or fail cleanly for want of a
      * stack; either way every handle joins. */
-    long ok = 0, failed = 0;
+    /* How many got a stack before the limit depends on what else the
+     * process had mapped (a CI run once had none): either way is clean. */
     for (long i = 0; i < n; i++) {
         braid_outcome o = BRAID_OUTCOME_INIT;
         int f = braid_join_ex(h[i], &o);
         if (f == BRAID_OK) {
             CHECK_EQ((uintptr_t)o.value, (uintptr_t)i);
-            ok++;
         } else {
             CHECK_EQ(f, BRAID_PANICKED);
             CHECK(strstr(o.message, "out of memory") != NULL);
-            failed++;
         }
     }
-    /* How many got a stack before the limit depends on what else the
-     * process had mapped (a CI run once had none): either way is clean. */
-    CHECK_EQ(ok + failed, n);
     /* Memory is back: the runtime works as before. */
     braid_task again;
     CHECK_EQ(braid_spawn(&again, value, (void *)7), 0);
