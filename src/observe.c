@@ -531,8 +531,7 @@ static struct {
     bool has_task;
     uint64_t id;
     char name[BRAID_NAME_MAX];
-    const char *file;
-    uint32_t line;
+    braid__site site;               /* a copy: the record may be reused */
     uint64_t since;                 /* the task's state stamp (task.h) */
     /* Its frames, resolved later (sample_frames): the interrupted
      * registers, the frame-pointer chain (each frame's address and return
@@ -600,8 +599,7 @@ static void sample_handler(int sig, siginfo_t *si, void *ucv)
                 if (t->ext)
                     memcpy(smp.name, t->ext->name, sizeof smp.name);
                 const braid__site *site = task_site(t);
-                smp.file = site ? site->file : NULL;
-                smp.line = site ? site->line : 0;
+                smp.site = site ? *site : (braid__site){ 0 };
                 smp.since = atomic_load_explicit(&t->since_ns, memory_order_relaxed);
                 sample_context(t, ucv);
             }
@@ -734,7 +732,8 @@ static void dump_busy(braid__worker *w, FILE *f)
         task_head(f, smp.id, smp.name);
         fprintf(f, "running on worker %u, not suspending, for %" PRIu64 ".%03" PRIu64 " s\n",
                 w->index, ran / 1000000000u, ran / 1000000u % 1000u);
-        fprintf(f, "    spawned at %s:%u\n", smp.file ? smp.file : "?", smp.line);
+        print_site(f, &smp.site);
+        fputc('\n', f);
         uintptr_t pcs[MAX_FRAMES];
         int n = sample_frames(pcs, MAX_FRAMES);
         print_frames(f, pcs, n);
@@ -913,7 +912,7 @@ static void watchdog_report(braid_runtime *rt, braid__worker *w, uint64_t ran_ns
                 "braid: task %" PRIu64 "%s%s%s (spawned at %s:%u) has run on worker %u for %" PRIu64
                 " ms without suspending: a blocking call inside a task?\n",
                 smp.id, smp.name[0] ? " \"" : "", smp.name, smp.name[0] ? "\"" : "",
-                smp.file ? smp.file : "?", smp.line, w->index, ran_ns / 1000000);
+                smp.site.file ? smp.site.file : "?", smp.site.line, w->index, ran_ns / 1000000);
         uintptr_t pcs[MAX_FRAMES];
         int n = sample_frames(pcs, MAX_FRAMES);
         print_frames(stderr, pcs, n);
