@@ -389,6 +389,9 @@ TEST(console_path_errors)
 /* A client that connects as soon as the socket listens, while the runtime
  * is still being built, is answered once the runtime is complete (a
  * snapshot reads the observer and the blocking pool). */
+static atomic_bool rt_created;
+static atomic_int early_connects;
+
 static void *early_client(void *arg)
 {
     (void)arg;
@@ -396,6 +399,8 @@ static void *early_client(void *arg)
     for (uint64_t t0 = test_now_ms(); (fd = connect_console(sock_path)) < 0;)
         if (test_now_ms() - t0 > 30000)
             TEST_FAIL("the console never listened");
+    if (!atomic_load(&rt_created))
+        atomic_fetch_add(&early_connects, 1);
     char *snap = ask(fd, "snapshot\n");
     CHECK(strstr(snap, "\nruntime\tworkers=2\t") != NULL);
     CHECK(strstr(snap, "\nworker\t1\t") != NULL);
@@ -409,13 +414,17 @@ TEST(console_client_during_creation)
     for (int round = 0; round < 20; round++) {
         make_path("early");
         pthread_t th;
+        atomic_store(&rt_created, false);
         CHECK_EQ(pthread_create(&th, NULL, early_client, NULL), 0);
         int rc;
         braid_runtime *rt = console_rt(2, sock_path, &rc);
+        atomic_store(&rt_created, true);
         CHECK_EQ(rc, 0);
         CHECK_EQ(pthread_join(th, NULL), 0);
         CHECK_EQ(braid_runtime_free(rt), 0);
     }
+    /* Otherwise this test saw no client during the creation. */
+    CHECK(atomic_load(&early_connects) > 0);
 }
 
 /* BRAID_CONSOLE: the first runtime that can take the path serves it; the
