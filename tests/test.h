@@ -100,6 +100,14 @@ static inline void test_register(const char *name, test_fn fn)
         SKIP(why);                                                                 \
     } while (0)
 
+/* Whether the program prog is installed (found in PATH). */
+static inline __attribute__((unused)) bool test_have_tool(const char *prog)
+{
+    char cmd[256];
+    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", prog);
+    return system(cmd) == 0;
+}
+
 /* Whether the test may start other programs (the example binaries, or
  * itself): not when they would need an emulator that the kernel does not
  * start by itself and BRAID_TEST_RUNNER does not name (BRAID_TEST_NO_EXEC

@@ -53,13 +53,6 @@ static void documented_command(struct command *c)
 }
 
 /* Whether prog is found in PATH. */
-static bool installed(const char *prog)
-{
-    char cmd[256];
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", prog);
-    return system(cmd) == 0;
-}
-
 /* Compile examples/name.c with cc as documented (the library path made
  * that of this build); false, with the compiler's output on stderr, if it
  * fails or warns. */
@@ -129,7 +122,7 @@ TEST(documented_build_compiles_every_example)
     qsort(names, (size_t)n, sizeof names[0], compare_names);
     CHECK(n >= 10);
 
-    bool have_clang = installed("clang");
+    bool have_clang = test_have_tool("clang");
     const char *ccs[] = { "gcc", "clang" };
     int bad = 0;
     for (int k = 0; k < (have_clang ? 2 : 1); k++)

@@ -133,9 +133,7 @@ static void server_stop(struct server *s)
 
 static void need_tool(const char *tool)
 {
-    char cmd[128];
-    snprintf(cmd, sizeof cmd, "command -v %s >/dev/null 2>&1", tool);
-    if (system(cmd) != 0) {
+    if (!test_have_tool(tool)) {
         char why[128];
         snprintf(why, sizeof why, "%s is not installed (Debian: redis-tools)", tool);
         test_skip_tool(why);
