@@ -799,6 +799,20 @@ static const char *const site_names[BRAID__FAULT_NSITES] = {
     [BRAID__FAULT_ACCEPT] = "accept", [BRAID__FAULT_FD] = "socket/pipe",
 };
 
+/* A child still running after 20 s is hung: its runtime's observer writes
+ * a task dump on SIGQUIT (injection off, so that the dump can allocate),
+ * and SIGALRM kills it 10 s later, reported as hung. */
+static void on_hang(int sig)
+{
+    (void)sig;
+    static const char msg[] = "test_faultinj: the child hangs; its task dump follows\n";
+    (void)!write(2, msg, sizeof msg - 1);
+    braid__fault_arm(BRAID__FAULT_ALLOC, 0);
+    signal(SIGALRM, SIG_DFL);
+    alarm(10);
+    kill(getpid(), SIGQUIT);
+}
+
 /* Run the scenario in a child with the nth call of site failing (n == 0:
  * none).  Returns the child's wait status; *calls receives the number of
  * calls the site saw, *fired whether the failure happened. */
@@ -812,7 +826,8 @@ static int run_child(enum braid__fault_site site, unsigned long n, unsigned long
     CHECK(pid >= 0);
     if (pid == 0) {
         close(fds[0]);
-        alarm(30); /* a hang is a failure, reported as SIGALRM */
+        signal(SIGALRM, on_hang); /* a hang is a failure, reported as SIGALRM */
+        alarm(20);
         braid__fault_arm(site, n);
         strict = n == 0;
         scenario();
