@@ -411,14 +411,30 @@ int braid_sem_init(braid_sem *s, uint64_t permits)
     return 0;
 }
 
-static bool sem_try(sem_impl *s, uint64_t n, bool queue_empty)
+static bool sem_try(sem_impl *s, uint64_t n)
 {
     uint64_t v = atomic_load_explicit(&s->state, memory_order_relaxed);
-    while (!(v & SEM_CLOSED) && (queue_empty || !(v & SEM_QUEUED)) && (v & SEM_COUNT) >= n)
+    while (!(v & (SEM_CLOSED | SEM_QUEUED)) && (v & SEM_COUNT) >= n)
         if (atomic_compare_exchange_weak_explicit(&s->state, &v, v - n, memory_order_acquire,
                                                   memory_order_relaxed))
             return true;
     return false;
+}
+
+/* With qlock held: take n permits if no one queues before us, else mark
+ * the semaphore queued.  One compare-and-swap decides both, so that a
+ * release either sees the mark (and grants under qlock, after the caller
+ * queued) or lands before it (and the take sees its permits): a separate
+ * try and mark would let a release slip between them and wake no one. */
+static bool sem_take_or_queue(sem_impl *s, uint64_t n)
+{
+    uint64_t v = atomic_load_explicit(&s->state, memory_order_relaxed);
+    for (;;) {
+        bool take = braid__wq_empty(&s->q) && (v & SEM_COUNT) >= n;
+        if (atomic_compare_exchange_weak_explicit(&s->state, &v, take ? v - n : v | SEM_QUEUED,
+                                                  memory_order_acquire, memory_order_relaxed))
+            return take;
+    }
 }
 
 /* With qlock held: give permits to the waiters at the head, in order. */
@@ -454,7 +470,7 @@ int braid_sem_acquire_until(braid_sem *sem, uint64_t n, uint64_t deadline_ns)
     sem_impl *s = (sem_impl *)sem;
     if (n > SEM_COUNT)
         return -EINVAL;
-    if (sem_try(s, n, false)) {
+    if (sem_try(s, n)) {
         braid__budget_spend(t);
         return 0;
     }
@@ -463,11 +479,10 @@ int braid_sem_acquire_until(braid_sem *sem, uint64_t n, uint64_t deadline_ns)
         braid__spin_unlock(&s->qlock);
         return -EPIPE;
     }
-    if (braid__wq_empty(&s->q) && sem_try(s, n, true)) {
+    if (sem_take_or_queue(s, n)) {
         braid__spin_unlock(&s->qlock);
         return 0;
     }
-    atomic_fetch_or_explicit(&s->state, SEM_QUEUED, memory_order_relaxed);
     return queue_and_wait(&s->qlock, &s->q, t, BRAID_WAIT_SEM, n, deadline_ns, true, sem_on_leave,
                           s);
 }
@@ -482,7 +497,7 @@ int braid_sem_try_acquire(braid_sem *sem, uint64_t n)
     if (!sem || n > SEM_COUNT)
         return -EINVAL;
     sem_impl *s = (sem_impl *)sem;
-    if (sem_try(s, n, false))
+    if (sem_try(s, n))
         return 0;
     return atomic_load_explicit(&s->state, memory_order_relaxed) & SEM_CLOSED ? -EPIPE : -EAGAIN;
 }

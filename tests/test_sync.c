@@ -397,6 +397,53 @@ TEST(semaphore_stress_limits_concurrency)
     CHECK_EQ(braid_sem_available(&sem), 3);
 }
 
+/* One permit passed among two tasks on two workers and two plain threads,
+ * all running at once: a release that lands between a waiter's last try
+ * and its queueing would leave the permit free and every one of them
+ * queued for good.  The deadline turns that into a failure. */
+static atomic_int sem_started;
+
+static void *sem_pingpong(void *arg)
+{
+    (void)arg;
+    /* Two tasks spinning here hold both workers: they run in parallel. */
+    atomic_fetch_add(&sem_started, 1);
+    while (atomic_load(&sem_started) < 4)
+        sched_yield();
+    for (int i = 0; i < (int)test_scale(50000); i++) {
+        int rc = braid_sem_acquire_until(&sem, 1, braid_deadline_ms(20000));
+        if (rc != 0)
+            TEST_FAIL("acquire %d: %s, %llu permits free", i, braid_strerror(rc),
+                      (unsigned long long)braid_sem_available(&sem));
+        CHECK(atomic_fetch_add(&sem_inside, 1) == 0);
+        atomic_fetch_sub(&sem_inside, 1);
+        CHECK_EQ(braid_sem_release(&sem, 1), 0);
+    }
+    return NULL;
+}
+
+TEST(semaphore_one_permit_tasks_and_threads)
+{
+    CHECK_EQ(braid_sem_init(&sem, 1), 0);
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = 2;
+    braid_runtime *rt;
+    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+    braid_task h[2];
+    pthread_t th[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(braid_spawn_on(rt, &h[i], sem_pingpong, NULL), 0);
+        CHECK_EQ(pthread_create(&th[i], NULL, sem_pingpong, NULL), 0);
+    }
+    for (int i = 0; i < 2; i++) {
+        CHECK_EQ(braid_join(h[i], NULL), BRAID_OK);
+        CHECK_EQ(pthread_join(th[i], NULL), 0);
+    }
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK_EQ(braid_sem_available(&sem), 1);
+}
+
 /* ---- condition variable ---- */
 
 static braid_cond cv = BRAID_COND_INIT;
