@@ -1667,17 +1667,17 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  *    the function that called a blocking libc function shows although
  *    libc keeps no frame pointers.  The default threshold is 1 s under
  *    Valgrind;
- *  - reports each deadlock once: every worker asleep with no timer and no
- *    descriptor registered, no blocking-pool job queued or running, tasks
+ *  - reports each deadlock once: every worker asleep with no timer, no
+ *    task waiting on a descriptor, no blocking-pool job queued or running, tasks
  *    alive, and no thread in the process that could still wake one (every
  *    thread is the runtime's own or a plain thread blocked without deadline
  *    in a braid call), all of it unchanged over two looks 100 ms apart.
  *    The report (and the dump) goes to stderr, then to observe_hook; the
  *    program continues (the hook may end it, or release a task).  Once
  *    tasks have run, spawned or finished again, a new deadlock is
- *    reported again.  A program with threads of
- *    its own, several runtimes, or I/O on every worker is never reported:
- *    a false report would be worse than a missed one.
+ *    reported again.  A program with threads of its own or several
+ *    runtimes is never reported: a false report would be worse than a
+ *    missed one.
  * Reports go to stderr and then to braid_config.observe_hook.
  * --------------------------------------------------------------------- */
 

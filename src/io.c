@@ -389,19 +389,21 @@ static int io_wait(braid__task *t, braid__io *io, int fd, uint32_t gen, unsigned
     t->wait_obj = (uint64_t)fd;
     braid__wnode_init(&n, &wt, 0, NULL, want);
     braid__wq_push(q, &n);
+    /* Counted for deadlock reports: an event may still wake this task. */
+    _Atomic uint64_t *waiting = &t->home->obs.io_waiting;
+    atomic_fetch_add_explicit(waiting, 1, memory_order_relaxed);
     braid__spin_unlock(&io->lock);
 
     rc = braid__wait_block(&wt, deadline_ns, true);
-    if (rc >= 0)
-        return n.result;
-    braid__spin_lock(&io->lock);
-    rc = braid__wnode_withdraw(q, &n, rc);
-    braid__spin_unlock(&io->lock);
-    if (rc >= 0) { /* woken just as we gave up: take the wake-up */
-        braid__wait_settle(&wt);
-        rc = n.result;
+    if (rc < 0) {
+        braid__spin_lock(&io->lock);
+        rc = braid__wnode_withdraw(q, &n, rc);
+        braid__spin_unlock(&io->lock);
+        if (rc >= 0) /* woken just as we gave up: take the wake-up */
+            braid__wait_settle(&wt);
     }
-    return rc;
+    atomic_fetch_sub_explicit(waiting, 1, memory_order_relaxed);
+    return rc < 0 ? rc : n.result;
 }
 
 /* A plain thread: poll(2) in slices (see THREAD_SLICE_MS). */

@@ -988,6 +988,7 @@ static bool deadlock_look(braid_runtime *rt, uint64_t sig[4])
     for (unsigned i = 0; i < rt->nworkers; i++) {
         braid__worker *w = rt->workers[i];
         if (!atomic_load_explicit(&w->obs.asleep_for_good, memory_order_acquire) ||
+            atomic_load_explicit(&w->obs.io_waiting, memory_order_relaxed) ||
             braid__ring_len(&w->ring) ||
             atomic_load_explicit(&w->ring.newest, memory_order_relaxed) ||
             atomic_load_explicit(&w->inbox, memory_order_acquire))

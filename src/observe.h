@@ -31,7 +31,8 @@ typedef struct braid__wobs {
     _Atomic uint64_t timers;        /* wheel.count at the last scheduling pass */
     _Atomic uint64_t io_registered; /* read-modify-writes: braid_close may run elsewhere */
     _Atomic uint64_t now_ns;        /* the clock at the last scheduling pass */
-    _Atomic uint32_t asleep_for_good; /* parked with no timer and no descriptor */
+    _Atomic uint64_t io_waiting;    /* its tasks waiting on a descriptor (read-modify-writes) */
+    _Atomic uint32_t asleep_for_good; /* parked with no timer */
     _Atomic(struct braid__obs_job *) job; /* a dump job waiting for this worker */
     uint64_t start_ns;
     /* The thread running the worker, for the watchdog's signal: set by it

@@ -735,8 +735,7 @@ static void park(braid__worker *w)
         uint64_t slept = braid__now_ns();
         braid__obs_bump(&w->obs.parks);
         atomic_store_explicit(&w->obs.parked_at, slept, memory_order_relaxed);
-        atomic_store_explicit(&w->obs.asleep_for_good, !deadline && parked == BRAID_PARK_PARKED,
-                              memory_order_release);
+        atomic_store_explicit(&w->obs.asleep_for_good, !deadline, memory_order_release);
         while (atomic_load_explicit(&w->park, memory_order_acquire) == parked) {
             if (parked == BRAID_PARK_POLLING) {
                 if (braid__io_poll(w, true, deadline) > 0)

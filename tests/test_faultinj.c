@@ -826,6 +826,9 @@ static int run_child(enum braid__fault_site site, unsigned long n, unsigned long
     CHECK(pid >= 0);
     if (pid == 0) {
         close(fds[0]);
+        /* A shell's background job starts with SIGQUIT ignored, and the
+         * runtime then leaves it alone: the dump needs it back. */
+        signal(SIGQUIT, SIG_DFL);
         signal(SIGALRM, on_hang); /* a hang is a failure, reported as SIGALRM */
         alarm(20);
         braid__fault_arm(site, n);

@@ -419,10 +419,22 @@ static void hook(braid_runtime *rt, int event, uint64_t task, void *user)
  * naming the stuck task), the hook's send ending it. */
 static const char *const stuck_names[] = { "stuck", "stuck-again" };
 static int stuck_count;
+static bool stuck_after_io;
+static int io_fds[2];
+
+/* The root waits on an empty socket until a deadline: the socket stays
+ * registered with its worker's epoll, with no task waiting on it. */
+static void socket_round_trip(void)
+{
+    CHECK_EQ(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, io_fds), 0);
+    CHECK_EQ(braid_wait_fd(io_fds[0], BRAID_READABLE, braid_deadline_ms(1)), -ETIMEDOUT);
+}
 
 static void *stuck_root(void *arg)
 {
     struct hook_log *h = arg;
+    if (stuck_after_io)
+        socket_round_trip();
     for (int i = 0; i < stuck_count; i++) {
         braid_task t = spawn_named(stuck_names[i], receiver, &(struct world){ .ch = h->release });
         CHECK_EQ(braid_join(t, NULL), BRAID_OK); /* ends only when the hook sends */
@@ -430,11 +442,12 @@ static void *stuck_root(void *arg)
     return NULL;
 }
 
-static void check_deadlocks(int deadlocks)
+static void check_deadlocks(int deadlocks, bool after_io)
 {
     if (test_emulated())
         SKIP("qemu-user runs threads of its own, so no deadlock is ever certain");
     stuck_count = deadlocks;
+    stuck_after_io = after_io;
     struct hook_log h = { 0 };
     CHECK_EQ(braid_chan_new(&h.release, sizeof(int), 1), 0);
     braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG, 0, hook, &h);
@@ -458,18 +471,66 @@ static void check_deadlocks(int deadlocks)
     CHECK_EQ(braid_runtime_free(rt), 0);
     braid_chan_sender_drop(h.release);
     braid_chan_receiver_drop(h.release);
+    if (after_io) {
+        CHECK_EQ(braid_close(io_fds[0]), 0);
+        CHECK_EQ(braid_close(io_fds[1]), 0);
+    }
 }
 
 TEST(deadlock_report)
 {
-    check_deadlocks(1);
+    check_deadlocks(1, false);
 }
 
 /* Two deadlocks in a row are both reported: the hook's send ends the
  * first, after which the root makes a second. */
 TEST(deadlock_reported_again)
 {
-    check_deadlocks(2);
+    check_deadlocks(2, false);
+}
+
+/* A worker that has a descriptor registered sleeps in epoll_wait, yet
+ * with no task waiting on one, no event can wake anybody. */
+TEST(deadlock_after_io)
+{
+    check_deadlocks(1, true);
+}
+
+/* Not a deadlock: a task waits on a pipe that another process writes to
+ * after a while (no thread of this process could wake it). */
+static void *pipe_root(void *arg)
+{
+    struct world w = { .pipe_task = { *(int *)arg, -1 } };
+    braid_task r = spawn_named("piped", fd_reader, &w);
+    CHECK_EQ(braid_join(r, NULL), BRAID_OK);
+    return NULL;
+}
+
+TEST(no_deadlock_while_a_task_waits_on_a_descriptor)
+{
+    if (test_emulated())
+        SKIP("qemu-user runs threads of its own, so no deadlock is ever certain");
+    struct hook_log h = { 0 };
+    int p[2];
+    CHECK_EQ(pipe2(p, O_NONBLOCK | O_CLOEXEC), 0);
+    braid_runtime *rt = new_rt(2, BRAID_OBSERVE_NO_WATCHDOG, 0, hook, &h);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        /* Only async-signal-safe calls in a child of a threaded parent.
+         * Long enough for several of the observer's looks, 100 ms apart. */
+        struct timespec ts = { 0, 600 * 1000 * 1000 };
+        nanosleep(&ts, NULL);
+        _exit(write(p[1], "x", 1) == 1 ? 0 : 1);
+    }
+    CHECK_EQ(braid_block_on(rt, pipe_root, &p[0], NULL), 0);
+    int st;
+    CHECK_EQ(waitpid(pid, &st, 0), pid);
+    CHECK(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+    CHECK_EQ(atomic_load(&h.deadlocks), 0);
+    CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK_EQ(braid_close(p[0]), 0);
+    close(p[1]);
 }
 
 /* Not a deadlock: a task waits for a plain thread of the program's own,
