@@ -379,22 +379,34 @@ static void *sem_limited(void *arg)
     return NULL;
 }
 
-TEST(semaphore_stress_limits_concurrency)
+/* permits on sem; tasks running fn on a runtime of workers, and threads
+ * running it beside them; every permit back at the end. */
+static void sem_crowd(uint64_t permits, unsigned workers, int tasks, int threads, braid_fn fn)
 {
-    CHECK_EQ(braid_sem_init(&sem, 3), 0);
+    CHECK_EQ(braid_sem_init(&sem, permits), 0);
     braid_config cfg;
     braid_config_init(&cfg);
-    cfg.workers = 4;
+    cfg.workers = workers;
     braid_runtime *rt;
     CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-    braid_task h[12];
-    for (int i = 0; i < 12; i++)
-        CHECK_EQ(braid_spawn_on(rt, &h[i], sem_limited, NULL), 0);
-    for (int i = 0; i < 12; i++)
+    braid_task h[16];
+    pthread_t th[4];
+    for (int i = 0; i < tasks; i++)
+        CHECK_EQ(braid_spawn_on(rt, &h[i], fn, NULL), 0);
+    for (int i = 0; i < threads; i++)
+        CHECK_EQ(pthread_create(&th[i], NULL, fn, NULL), 0);
+    for (int i = 0; i < tasks; i++)
         CHECK_EQ(braid_join(h[i], NULL), BRAID_OK);
+    for (int i = 0; i < threads; i++)
+        CHECK_EQ(pthread_join(th[i], NULL), 0);
     CHECK_EQ(braid_runtime_free(rt), 0);
+    CHECK_EQ(braid_sem_available(&sem), permits);
+}
+
+TEST(semaphore_stress_limits_concurrency)
+{
+    sem_crowd(3, 4, 12, 0, sem_limited);
     CHECK(atomic_load(&sem_max) <= 3);
-    CHECK_EQ(braid_sem_available(&sem), 3);
 }
 
 /* One permit passed among two tasks on two workers and two plain threads,
@@ -424,24 +436,7 @@ static void *sem_pingpong(void *arg)
 
 TEST(semaphore_one_permit_tasks_and_threads)
 {
-    CHECK_EQ(braid_sem_init(&sem, 1), 0);
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.workers = 2;
-    braid_runtime *rt;
-    CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-    braid_task h[2];
-    pthread_t th[2];
-    for (int i = 0; i < 2; i++) {
-        CHECK_EQ(braid_spawn_on(rt, &h[i], sem_pingpong, NULL), 0);
-        CHECK_EQ(pthread_create(&th[i], NULL, sem_pingpong, NULL), 0);
-    }
-    for (int i = 0; i < 2; i++) {
-        CHECK_EQ(braid_join(h[i], NULL), BRAID_OK);
-        CHECK_EQ(pthread_join(th[i], NULL), 0);
-    }
-    CHECK_EQ(braid_runtime_free(rt), 0);
-    CHECK_EQ(braid_sem_available(&sem), 1);
+    sem_crowd(1, 2, 2, 2, sem_pingpong);
 }
 
 /* ---- condition variable ---- */
