@@ -70,16 +70,24 @@ static void members_put(braid_joinset *s, uint64_t h)
     s->mcount++;
 }
 
-static void members_del(braid_joinset *s, uint64_t h)
+/* Drop member h.  The set left empty, every join_next still waiting is
+ * claimed into *list (to be woken after the lock): it returns -ENOENT
+ * rather than wait for a member that will never come. */
+static void members_del(braid_joinset *s, uint64_t h, braid__wnode **list)
 {
     size_t i = slot_of(h, s->mcap);
     while (s->members[i] != 0) {
         if (s->members[i] == h) {
             s->members[i] = 1;
             s->mcount--;
-            return;
+            break;
         }
         i = (i + 1) & (s->mcap - 1);
+    }
+    braid__wnode *n;
+    while (s->mcount == 0 && (n = braid__wq_claim(&s->waiters))) {
+        n->result = 0;
+        braid__wnode_chain(list, n);
     }
 }
 
@@ -245,16 +253,21 @@ static int join_next(braid_joinset *s, braid_outcome *out, uint64_t *id, uint64_
                      bool cancellable)
 {
     braid__task *t = braid__task_current();
+    /* Checked once: a waiter woken for a finished member takes it even if
+     * cancelled meanwhile, since that wake-up was meant for one waiter
+     * only, and leaving the member would strand the next one. */
+    if (cancellable && t && braid__task_should_cancel(t))
+        return -ECANCELED;
     for (;;) {
-        if (cancellable && t && braid__task_should_cancel(t))
-            return -ECANCELED;
         braid__spin_lock(&s->lock);
         if (s->dlen) {
             uint64_t h = s->done[s->dhead];
             s->dhead = (s->dhead + 1) % s->dcap;
             s->dlen--;
-            members_del(s, h);
+            braid__wnode *list = NULL;
+            members_del(s, h, &list);
             braid__spin_unlock(&s->lock);
+            braid__wnode_finish_chain(list);
             braid_task th = { h };
             if (id)
                 *id = braid_task_id(th);
@@ -301,9 +314,11 @@ static void cancel_member(braid_joinset *s, uint64_t h)
 {
     braid_task t = { h };
     if (braid_cancel(t) < 0) {
+        braid__wnode *list = NULL;
         braid__spin_lock(&s->lock);
-        members_del(s, h);
+        members_del(s, h, &list);
         braid__spin_unlock(&s->lock);
+        braid__wnode_finish_chain(list);
     }
 }
 

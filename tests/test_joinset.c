@@ -130,6 +130,86 @@ TEST(joinset_completion_order_cancel_and_free)
     test_run(2, joinset_root, NULL);
 }
 
+/* Two join_next waiters, A queued first, and one member that finishes;
+ * A is cancelled just before.  Whichever of the member's end and A's
+ * cancellation A sees first, the member is joined exactly once and B
+ * never waits for good: it gets the member, or -ENOENT once A has taken
+ * it.  Seeds of the deterministic mode vary which task runs first. */
+struct two_waiters {
+    braid_joinset *set;
+    braid_notify *go;
+    atomic_int queued;
+    int rc[2];
+};
+
+static void *member_on_notify(void *arg)
+{
+    struct two_waiters *w = arg;
+    CHECK_EQ(braid_notify_wait(w->go), 0);
+    return (void *)7;
+}
+
+static void *next_waiter(void *arg)
+{
+    struct two_waiters *w = arg;
+    int me = atomic_fetch_add(&w->queued, 1);
+    braid_outcome out = BRAID_OUTCOME_INIT;
+    w->rc[me] = braid_joinset_join_next(w->set, &out, NULL);
+    CHECK(w->rc[me] < 0 || (uintptr_t)out.value == 7);
+    return NULL;
+}
+
+static void *two_waiters_root(void *arg)
+{
+    struct two_waiters *w = arg;
+    CHECK_EQ(braid_joinset_new(&w->set), 0);
+    CHECK_EQ(braid_notify_new(&w->go), 0);
+    CHECK_EQ(braid_joinset_spawn(w->set, NULL, member_on_notify, w, NULL), 0);
+    braid_task t[2];
+    for (int i = 0; i < 2; i++) {
+        /* One worker: a waiter seen queued has also parked. */
+        CHECK_EQ(braid_spawn(&t[i], next_waiter, w), 0);
+        while (atomic_load(&w->queued) == i)
+            CHECK_EQ(braid_yield(), 0);
+    }
+    CHECK_EQ(braid_cancel(t[0]), 0);
+    CHECK_EQ(braid_notify_one(w->go), 0);
+    int fate = braid_join(t[0], NULL);
+    CHECK(fate == BRAID_OK || fate == BRAID_CANCELLED);
+    int rc = braid_join_until(t[1], NULL, braid_deadline_ms(60000));
+    if (rc != BRAID_OK)
+        TEST_FAIL("the second waiter never returned (A: %d, set length %zu)", w->rc[0],
+                  braid_joinset_len(w->set));
+    /* Exactly one of them joined the member. */
+    CHECK((w->rc[0] == BRAID_OK) != (w->rc[1] == BRAID_OK));
+    CHECK(w->rc[0] == BRAID_OK || w->rc[0] == -ECANCELED);
+    CHECK(w->rc[1] == BRAID_OK || w->rc[1] == -ENOENT);
+    CHECK_EQ(braid_joinset_len(w->set), 0);
+    CHECK_EQ(braid_joinset_free(w->set), 0);
+    CHECK_EQ(braid_notify_free(w->go), 0);
+    return NULL;
+}
+
+TEST(joinset_woken_waiter_cancelled_strands_nobody)
+{
+    int took[2] = { 0, 0 };
+    for (uint64_t seed = 1; seed <= 200; seed++) {
+        braid_config cfg;
+        braid_config_init(&cfg);
+        cfg.deterministic = true;
+        cfg.seed = seed;
+        braid_runtime *rt;
+        CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
+        struct two_waiters w = { 0 };
+        CHECK_EQ(braid_block_on(rt, two_waiters_root, &w, NULL), BRAID_OK);
+        CHECK_EQ(braid_runtime_free(rt), 0);
+        took[w.rc[0] == BRAID_OK]++;
+    }
+    /* Both orders happened: the member's end first (A takes it, B gets
+     * -ENOENT), and A's cancellation first (B takes it). */
+    CHECK(took[0] > 0 && took[1] > 0);
+}
+
 TEST(joinset_spawn_needs_a_task)
 {
     braid_joinset *s;
