@@ -309,7 +309,8 @@ uint64_t braid__rt_spawned(braid_runtime *rt)
 
 uint64_t braid__rt_finished(braid_runtime *rt)
 {
-    uint64_t f = atomic_load_explicit(&rt->ext_finished, memory_order_acquire);
+    /* seq_cst: see count_finished (task.c) for shutdown's drain. */
+    uint64_t f = atomic_load_explicit(&rt->ext_finished, memory_order_seq_cst);
     for (unsigned i = 0; i < rt->nworkers; i++)
         f += atomic_load_explicit(&rt->workers[i]->finished, memory_order_acquire);
     return f;

@@ -104,6 +104,18 @@ void braid__task_cancel_running(braid__task *t)
     braid__wake(t);
 }
 
+/* Back to IDLE after a wake-up, before the caller looks at its condition
+ * again.  An exchange, not a store: a second waker may be setting its own
+ * condition and NOTIFIED right now.  Either the exchange reads that
+ * NOTIFIED (and with it the condition), or it comes first and the waker's
+ * NOTIFIED stays for the next park.  A plain store could sit in the store
+ * buffer while the condition is read, land after the waker's NOTIFIED,
+ * and erase it: the next park would then sleep with its condition met. */
+static inline void wake_reset(braid__task *t)
+{
+    atomic_exchange_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_acq_rel);
+}
+
 int braid__task_park(braid__task *t, bool cancellable)
 {
     if (cancellable && braid__task_should_cancel(t))
@@ -119,12 +131,12 @@ int braid__task_park(braid__task *t, bool cancellable)
     int expect = BRAID_WAKE_IDLE;
     if (!atomic_compare_exchange_strong_explicit(&t->wake, &expect, BRAID_WAKE_PARKED,
                                                  memory_order_acq_rel, memory_order_acquire)) {
-        atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
+        wake_reset(t);
         braid__task_stamp(t, runnable_since);
         return 0; /* a wake-up was already pending */
     }
     braid__sched_suspend(t);
-    atomic_store_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_relaxed);
+    wake_reset(t);
     t->budget = BRAID_BUDGET; /* it let the others run */
     return 0;
 }
@@ -168,7 +180,9 @@ static void count_finished(braid_runtime *rt, braid__worker *w, int fate)
     } else {
         braid__obs_ext_finished(rt, fate);
         atomic_fetch_add_explicit(&rt->ext_finished, 1, memory_order_seq_cst);
-        if (atomic_load_explicit(&rt->shutdown, memory_order_acquire)) {
+        /* seq_cst, as shutdown's store and its read of ext_finished: each
+         * side stores, then reads the other's word. */
+        if (atomic_load_explicit(&rt->shutdown, memory_order_seq_cst)) {
             atomic_fetch_add_explicit(&rt->quiesce, 1, memory_order_release);
             braid__futex_wake(&rt->quiesce, INT_MAX);
         }
