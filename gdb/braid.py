@@ -145,7 +145,7 @@ def _state(t, w, running, reasons, tls_ok, fields):
         s = "waiting: %s%s" % (name, _waiting_on(t, name, fields))
     elif reasons.get(reason) == "yield":
         s = "runnable (yielded)"
-    elif wake == WAKE_NOTIFIED:
+    elif wake == WAKE_NOTIFIED or reason != 0:  # 0: BRAID_WAIT_NONE
         s = "runnable (woken)"
     elif tls_ok:
         s = "runnable"

@@ -104,18 +104,6 @@ void braid__task_cancel_running(braid__task *t)
     braid__wake(t);
 }
 
-/* Back to IDLE after a wake-up, before the caller looks at its condition
- * again.  An exchange, not a store: a second waker may be setting its own
- * condition and NOTIFIED right now.  Either the exchange reads that
- * NOTIFIED (and with it the condition), or it comes first and the waker's
- * NOTIFIED stays for the next park.  A plain store could sit in the store
- * buffer while the condition is read, land after the waker's NOTIFIED,
- * and erase it: the next park would then sleep with its condition met. */
-static inline void wake_reset(braid__task *t)
-{
-    atomic_exchange_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_acq_rel);
-}
-
 int braid__task_park(braid__task *t, bool cancellable)
 {
     if (cancellable && braid__task_should_cancel(t))
@@ -131,12 +119,13 @@ int braid__task_park(braid__task *t, bool cancellable)
     int expect = BRAID_WAKE_IDLE;
     if (!atomic_compare_exchange_strong_explicit(&t->wake, &expect, BRAID_WAKE_PARKED,
                                                  memory_order_acq_rel, memory_order_acquire)) {
-        wake_reset(t);
+        /* An exchange, not a store: a waker may be writing NOTIFIED again
+         * right now, and it must then stay for the next park. */
+        atomic_exchange_explicit(&t->wake, BRAID_WAKE_IDLE, memory_order_acq_rel);
         braid__task_stamp(t, runnable_since);
         return 0; /* a wake-up was already pending */
     }
-    braid__sched_suspend(t);
-    wake_reset(t);
+    braid__sched_suspend(t); /* the waker that enqueued us left the word IDLE */
     t->budget = BRAID_BUDGET; /* it let the others run */
     return 0;
 }

@@ -11,13 +11,17 @@
  * wake it (a join record, its timer, later a channel), then parks.  The wake
  * word makes parking race-free against wakers on other threads:
  *
- *   IDLE      running, no wake-up pending
- *   PARKED    suspended; whoever changes PARKED to NOTIFIED must enqueue it
+ *   IDLE      no wake-up pending (running, or woken and queued)
+ *   PARKED    suspended; whoever takes it off PARKED must enqueue it
  *   NOTIFIED  a wake-up arrived; the next park returns at once
  *
- * braid__task_park() moves IDLE -> PARKED (or finds NOTIFIED and returns);
- * braid__wake() exchanges in NOTIFIED and enqueues the task on its home
- * worker only if it saw PARKED.  A wake may therefore be spurious, and every
+ * braid__task_park() moves IDLE -> PARKED (or finds NOTIFIED, resets it
+ * and returns); braid__wake() moves PARKED -> IDLE and enqueues the task
+ * on its home worker, or anything else -> NOTIFIED.  Only read-modify-
+ * writes touch the word, and the task writes it only in park: a plain
+ * store of IDLE when it resumed could land after a second waker's NOTIFIED
+ * while the task read that waker's condition too early (the store-buffer
+ * pattern), and erase the wake-up.  A wake may therefore be spurious, and every
  * wait is a loop that re-checks its condition.  A waker may touch the task
  * only while the task cannot leave its wait: a source wakes a waiter under
  * the lock the waiter must take to unregister (the record lock for joins;
@@ -172,10 +176,15 @@ void braid__wake(braid__task *t);
  * whether t was parked; if so, enqueue it (t cannot run before that). */
 static inline bool braid__wake_mark(braid__task *t)
 {
-    /* acq_rel: the waker's writes (the condition it set) are visible to the
-     * task when it resumes; PARKED means we own enqueueing it. */
-    return atomic_exchange_explicit(&t->wake, BRAID_WAKE_NOTIFIED, memory_order_acq_rel) ==
-           BRAID_WAKE_PARKED;
+    /* acq_rel: the condition this waker set is visible to the task when it
+     * resumes or when its next park reads NOTIFIED (NOTIFIED is written
+     * again over NOTIFIED for that); PARKED means we own enqueueing it. */
+    int v = atomic_load_explicit(&t->wake, memory_order_relaxed);
+    while (!atomic_compare_exchange_weak_explicit(
+        &t->wake, &v, v == BRAID_WAKE_PARKED ? BRAID_WAKE_IDLE : BRAID_WAKE_NOTIFIED,
+        memory_order_acq_rel, memory_order_relaxed))
+        ;
+    return v == BRAID_WAKE_PARKED;
 }
 
 void braid__wake_enqueue(braid__task *t);
