@@ -1125,8 +1125,10 @@ BRAID_API int braid_joinset_spawn(braid_joinset *s, const braid_spawn_opts *opts
 /* Wait for the next task of the set to finish, remove it, and return its
  * fate (>= 0) with its outcome in *out and its id in *id (each may be
  * NULL).  Suspends a task; blocks a plain thread.  Cancellation point.
- * Any thread.  Returns -ENOENT when the set is empty, -ECANCELED,
- * -ETIMEDOUT, -EINVAL. */
+ * Any thread.  Returns -ENOENT when the set is empty (or becomes empty
+ * while the caller waits: another caller took the last member),
+ * -ECANCELED, -ETIMEDOUT, -EINVAL.  A caller woken for a finished member
+ * takes it even if cancelled meanwhile. */
 BRAID_API int braid_joinset_join_next(braid_joinset *s, braid_outcome *out, uint64_t *id);
 BRAID_API int braid_joinset_join_next_until(braid_joinset *s, braid_outcome *out, uint64_t *id,
                                             uint64_t deadline_ns);
