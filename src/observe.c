@@ -130,6 +130,20 @@ static void thread_unlock(braid__worker *w)
     atomic_store_explicit(&w->obs.thread_lock, 0, memory_order_release);
 }
 
+void braid__obs_worker_thread(braid__worker *w)
+{
+    pthread_attr_t a;
+    void *lo;
+    size_t size;
+    if (pthread_getattr_np(pthread_self(), &a) != 0)
+        return;
+    if (pthread_attr_getstack(&a, &lo, &size) == 0) {
+        w->obs.thread_stack_lo = (uintptr_t)lo;
+        w->obs.thread_stack_hi = (uintptr_t)lo + size;
+    }
+    pthread_attr_destroy(&a);
+}
+
 void braid__obs_thread_enter(braid__worker *w)
 {
     thread_lock(w);
@@ -557,9 +571,9 @@ __attribute__((no_sanitize("address"))) static void copy_stack(uintptr_t lo, siz
     smp.nstack = n;
 }
 
-/* Record the interrupted context of task t (its registers, from uc) for
- * sample_frames. */
-static void sample_context(const braid__task *t, const void *ucv)
+/* Record the interrupted context (its registers, from uc, and the stack
+ * [lo, hi) it runs on) for sample_frames. */
+static void sample_context(uintptr_t lo, uintptr_t hi, const void *ucv)
 {
     const ucontext_t *uc = ucv;
 #if defined(__x86_64__)
@@ -575,7 +589,6 @@ static void sample_context(const braid__task *t, const void *ucv)
     (void)uc;
     memset(&smp.regs, 0, sizeof smp.regs);
 #endif
-    uintptr_t lo = (uintptr_t)t->fiber.stack_lo, hi = (uintptr_t)t;
     smp.nchain = walk_chain(smp.regs.fp, lo, hi, smp.chain_fp, smp.chain_ret, MAX_FRAMES);
     uintptr_t sp = smp.regs.sp & ~(uintptr_t)(sizeof(uintptr_t) - 1);
     smp.nstack = 0;
@@ -601,7 +614,10 @@ static void sample_handler(int sig, siginfo_t *si, void *ucv)
                 const braid__site *site = task_site(t);
                 smp.site = site ? *site : (braid__site){ 0 };
                 smp.since = atomic_load_explicit(&t->since_ns, memory_order_relaxed);
-                sample_context(t, ucv);
+                sample_context((uintptr_t)t->fiber.stack_lo, (uintptr_t)t, ucv);
+            } else {
+                /* In the scheduler: where it is stuck is worth as much. */
+                sample_context(smp.w->obs.thread_stack_lo, smp.w->obs.thread_stack_hi, ucv);
             }
             atomic_store_explicit(&smp.state, SMP_DONE, memory_order_release);
         }
@@ -727,13 +743,17 @@ static void dump_busy(braid__worker *w, FILE *f)
     fprintf(f, "worker %u: busy: did not reach a scheduling point in %" PRIu64 " ms\n", w->index,
             DUMP_WAIT_NS / 1000000);
     pthread_mutex_lock(&sample_lock);
-    if (sample_worker(w) && smp.has_task) {
-        uint64_t now = braid__now_ns(), ran = now > smp.since ? now - smp.since : 0;
-        task_head(f, smp.id, smp.name);
-        fprintf(f, "running on worker %u, not suspending, for %" PRIu64 ".%03" PRIu64 " s\n",
-                w->index, ran / 1000000000u, ran / 1000000u % 1000u);
-        print_site(f, &smp.site);
-        fputc('\n', f);
+    if (sample_worker(w)) {
+        if (smp.has_task) {
+            uint64_t now = braid__now_ns(), ran = now > smp.since ? now - smp.since : 0;
+            task_head(f, smp.id, smp.name);
+            fprintf(f, "running on worker %u, not suspending, for %" PRIu64 ".%03" PRIu64 " s\n",
+                    w->index, ran / 1000000000u, ran / 1000000u % 1000u);
+            print_site(f, &smp.site);
+            fputc('\n', f);
+        } else {
+            fprintf(f, "  in the scheduler, no task running, at:\n");
+        }
         uintptr_t pcs[MAX_FRAMES];
         int n = sample_frames(pcs, MAX_FRAMES);
         print_frames(f, pcs, n);

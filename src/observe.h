@@ -41,6 +41,9 @@ typedef struct braid__wobs {
     _Atomic uint32_t thread_lock;
     pthread_t thread;
     bool thread_known;
+    /* The worker thread's own stack, for a sample taken outside any task
+     * (set by braid__obs_worker_thread; 0: unknown, as for a driving thread). */
+    uintptr_t thread_stack_lo, thread_stack_hi;
 } braid__wobs;
 
 /* Owner-only counter increment. */
@@ -66,6 +69,8 @@ void braid__obs_pass(braid__worker *w);
 
 /* Worker set-up and the thread that runs it (sched.c). */
 void braid__obs_worker_init(braid__worker *w);
+/* On a thread braid started for w: note its stack for samples. */
+void braid__obs_worker_thread(braid__worker *w);
 void braid__obs_thread_enter(braid__worker *w);
 void braid__obs_thread_leave(braid__worker *w);
 

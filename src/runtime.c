@@ -78,6 +78,7 @@ static void *worker_main(void *p)
     snprintf(name, sizeof name, "braid-w%u", w->index);
     pthread_setname_np(pthread_self(), name);
     braid__fiber_init_thread(&w->sched);
+    braid__obs_worker_thread(w);
     braid__panic_thread_enter(w);
     braid__sched_run(w, NULL, NULL);
     braid__panic_thread_leave(w);
