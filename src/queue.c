@@ -107,10 +107,10 @@ uint32_t braid__ring_push_full(braid__ring *r, braid__inject *inj, uint64_t h)
 /*
  * Taking back the newest entry races only with thieves, who claim half of
  * what they see, rounded up, from the head: with two or more entries in the
- * ring that never includes the newest one, whatever tail a thief read
- * along with the head it claims from.  So the owner lowers the tail first,
- * then a full fence (like Chase-Lev's pop), then looks at the head: if the
- * head is still below the entry, the entry is ours.  If it is the only entry left, the owner
+ * ring that never includes the newest one, whatever tail a thief read.  So
+ * the owner lowers the tail first (sequentially consistent, like
+ * Chase-Lev's pop) and then looks at the head: if the head is still below
+ * the entry, the entry is ours.  If it is the only entry left, the owner
  * takes it from the head with a CAS, as a pop would, and a thief may win.
  */
 bool braid__ring_unpush(braid__ring *r, uint64_t h)
@@ -121,16 +121,8 @@ bool braid__ring_unpush(braid__ring *r, uint64_t h)
         atomic_load_explicit(&r->buf[(tail - 1) & BRAID_RING_MASK], memory_order_relaxed) != h)
         return false;
     uint32_t t = tail - 1;
-    /* A full fence, not a seq_cst store and load: the lowered tail must be
-     * visible to every thief before we read the head, including one that
-     * reads the head after another thief's claim moved it on (its acquire
-     * loads are no part of a seq_cst order); else it could take the entry
-     * we keep, leaving the head past the tail.  (qemu-user on x86 does not
-     * order a store-release before a later load-acquire: this is how the
-     * rings broke there.) */
-    atomic_store_explicit(&r->tail, t, memory_order_relaxed);
-    braid__fence();
-    head = atomic_load_explicit(&r->head, memory_order_acquire);
+    atomic_store_explicit(&r->tail, t, memory_order_seq_cst);
+    head = atomic_load_explicit(&r->head, memory_order_seq_cst);
     uint32_t real = real_of(head);
     if ((int32_t)(t - real) > 0)
         return true;
