@@ -38,7 +38,8 @@ uint32_t braid__ring_len(braid__ring *r)
 {
     uint64_t head = atomic_load_explicit(&r->head, memory_order_acquire);
     uint32_t tail = atomic_load_explicit(&r->tail, memory_order_acquire);
-    return tail - real_of(head);
+    int32_t n = (int32_t)(tail - real_of(head)); /* < 0 inside an unpush */
+    return n > 0 ? (uint32_t)n : 0;
 }
 
 uint32_t braid__ring_free(braid__ring *r)
@@ -112,6 +113,9 @@ uint32_t braid__ring_push_full(braid__ring *r, braid__inject *inj, uint64_t h)
  * Chase-Lev's pop) and then looks at the head: if the head is still below
  * the entry, the entry is ours.  If it is the only entry left, the owner
  * takes it from the head with a CAS, as a pop would, and a thief may win.
+ * If thieves emptied the ring between the owner's first look and the
+ * lowering, the lowered tail is one behind the head until it is put back:
+ * thieves and braid__ring_len() read the difference as signed.
  */
 bool braid__ring_unpush(braid__ring *r, uint64_t h)
 {
@@ -181,10 +185,13 @@ uint32_t braid__ring_steal(braid__ring *src, braid__ring *dst, uint64_t *h)
         if (steal != real)
             return 0; /* another thief is at work */
         uint32_t tail = atomic_load_explicit(&src->tail, memory_order_acquire);
-        n = tail - real;
-        n -= n / 2;
-        if (n == 0)
+        /* Signed: the owner's unpush lowers the tail for a moment, and if
+         * thieves emptied the ring just before, that tail is behind the
+         * head; read as unsigned it would claim 2^31 entries. */
+        int32_t avail = (int32_t)(tail - real);
+        if (avail <= 0)
             return 0;
+        n = (uint32_t)avail - (uint32_t)avail / 2;
         /* Claim [real, real + n): real moves on, steal stays as a marker. */
         if (atomic_compare_exchange_weak_explicit(&src->head, &prev, pack(steal, real + n),
                                                   memory_order_acq_rel, memory_order_acquire)) {
