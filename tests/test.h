@@ -382,16 +382,12 @@ static inline void test_spawn_join_n(long n, braid_fn fn)
         CHECK_EQ(braid_join(h[i], NULL), BRAID_OK);
 }
 
-/* Run fn(arg) as the root task of a fresh runtime with the given number of
- * workers (0: default) and free it; checks that everything succeeded and
- * returns the root's result. */
-static inline void *test_run(unsigned workers, braid_fn fn, void *arg)
+/* Run fn(arg) as the root task of a fresh runtime made with cfg and free
+ * it; checks that everything succeeded and returns the root's result. */
+static inline void *test_run_cfg(const braid_config *cfg, braid_fn fn, void *arg)
 {
-    braid_config cfg;
-    braid_config_init(&cfg);
-    cfg.workers = workers;
     braid_runtime *rt;
-    int rc = braid_runtime_new(&cfg, &rt);
+    int rc = braid_runtime_new(cfg, &rt);
     if (rc != 0)
         TEST_FAIL("braid_runtime_new: %s", braid_strerror(rc));
     void *result = NULL;
@@ -402,6 +398,25 @@ static inline void *test_run(unsigned workers, braid_fn fn, void *arg)
     if (rc != 0)
         TEST_FAIL("braid_runtime_free: %s", braid_strerror(rc));
     return result;
+}
+
+/* test_run_cfg with the given number of workers (0: default). */
+static inline void *test_run(unsigned workers, braid_fn fn, void *arg)
+{
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.workers = workers;
+    return test_run_cfg(&cfg, fn, arg);
+}
+
+/* test_run_cfg in deterministic mode with seed. */
+static inline void *test_run_seeded(uint64_t seed, braid_fn fn, void *arg)
+{
+    braid_config cfg;
+    braid_config_init(&cfg);
+    cfg.deterministic = true;
+    cfg.seed = seed;
+    return test_run_cfg(&cfg, fn, arg);
 }
 
 int main(int argc, char **argv)

@@ -321,14 +321,7 @@ TEST(shutdown_during_join_all_deterministic)
     uint64_t seeds = test_instrumented() ? 2 : 6; /* TSan and Valgrind: a runtime is slow to make */
     for (uint64_t seed = 1; seed <= seeds; seed++) {
         for (intptr_t k = 0; k < 2 * BRAID_EVENT_INTERVAL; k++) {
-            braid_config cfg;
-            braid_config_init(&cfg);
-            cfg.deterministic = true;
-            cfg.seed = seed;
-            braid_runtime *rt;
-            CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
-            CHECK_EQ(braid_block_on(rt, det_root, (void *)k, NULL), BRAID_OK);
-            CHECK_EQ(braid_runtime_free(rt), 0);
+            test_run_seeded(seed, det_root, (void *)k);
             if (det_lies)
                 TEST_FAIL("seed %" PRIu64 ", %d yields: join_all returned 0, yet %d calls "
                           "never ran", seed, (int)k, det_lies);

@@ -194,15 +194,8 @@ TEST(joinset_woken_waiter_cancelled_strands_nobody)
 {
     int took[2] = { 0, 0 };
     for (uint64_t seed = 1; seed <= 200; seed++) {
-        braid_config cfg;
-        braid_config_init(&cfg);
-        cfg.deterministic = true;
-        cfg.seed = seed;
-        braid_runtime *rt;
-        CHECK_EQ(braid_runtime_new(&cfg, &rt), 0);
         struct two_waiters w = { 0 };
-        CHECK_EQ(braid_block_on(rt, two_waiters_root, &w, NULL), BRAID_OK);
-        CHECK_EQ(braid_runtime_free(rt), 0);
+        test_run_seeded(seed, two_waiters_root, &w);
         took[w.rc[0] == BRAID_OK]++;
     }
     /* Both orders happened: the member's end first (A takes it, B gets
