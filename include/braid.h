@@ -1699,12 +1699,13 @@ BRAID_API int braid_signal_wait_until(int signo, uint64_t deadline_ns);
  * (id, name, spawn site; the first 32 of each queue, the rest counted),
  * and stay queued.  Each
  * worker writes its own tasks, at its next scheduling point (a parked one
- * is woken for it); a worker whose task does not suspend within 500 ms
- * is reported as busy instead, with that task's id, name, site and
- * backtrace if its thread answers the watchdog's signal (not when the
- * watchdog is off; that backtrace is unwound from the modules' call
- * frame information, so frames without a frame pointer, such as libc's
- * system-call wrappers, keep their callers).  Blocks the calling thread (and, from a task, its
+ * is woken for it); a worker that does not get there within 500 ms is
+ * reported as busy instead, with its running task's id, name, site and
+ * backtrace, or the scheduler's own frames when it runs no task, if its
+ * thread answers the watchdog's signal (not when the watchdog is off;
+ * that backtrace is unwound from the modules' call frame information, so
+ * frames without a frame pointer, such as libc's system-call wrappers,
+ * keep their callers).  Blocks the calling thread (and, from a task, its
  * worker) meanwhile; one dump at a time per process.  rt NULL: the
  * caller's runtime.  Any thread, any task, but not a signal handler
  * (SIGQUIT does it on the observer thread).  Not a cancellation point.
