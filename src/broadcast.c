@@ -19,11 +19,8 @@
 /* Wake every waiter of q (under the lock); they re-check for themselves. */
 static braid__wnode *claim_all(braid__wq *q)
 {
-    braid__wnode *list = NULL, *n;
-    while ((n = braid__wq_claim(q))) {
-        n->result = 0;
-        braid__wnode_chain(&list, n);
-    }
+    braid__wnode *list = NULL;
+    braid__wq_claim_all(q, 0, &list);
     return list;
 }
 

@@ -183,11 +183,7 @@ static inline __attribute__((always_inline)) int recv_locked(braid_chan *ch, voi
  * finishing after the lock is dropped. */
 static void fail_all(braid__wq *q, braid__wnode **list)
 {
-    braid__wnode *n;
-    while ((n = braid__wq_claim(q))) {
-        n->result = -EPIPE;
-        braid__wnode_chain(list, n);
-    }
+    braid__wq_claim_all(q, -EPIPE, list);
 }
 
 /* ---- blocking send and receive ------------------------------------------ */

@@ -94,12 +94,7 @@ static void io_leave(braid__io *io)
  * dropped, each with result rc. */
 static void io_claim_all(braid__wq *q, int rc, braid__wnode **chain, int *count)
 {
-    braid__wnode *n;
-    while ((n = braid__wq_claim(q))) {
-        n->result = rc;
-        braid__wnode_chain(chain, n);
-        ++*count;
-    }
+    *count += (int)braid__wq_claim_all(q, rc, chain);
 }
 
 /* ---- per-worker epoll ---------------------------------------------------- */

@@ -84,11 +84,8 @@ static void members_del(braid_joinset *s, uint64_t h, braid__wnode **list)
         }
         i = (i + 1) & (s->mcap - 1);
     }
-    braid__wnode *n;
-    while (s->mcount == 0 && (n = braid__wq_claim(&s->waiters))) {
-        n->result = 0;
-        braid__wnode_chain(list, n);
-    }
+    if (s->mcount == 0)
+        braid__wq_claim_all(&s->waiters, 0, list);
 }
 
 static bool grow(braid_joinset *s, size_t need_m, size_t need_d);

@@ -528,13 +528,10 @@ int braid_sem_close(braid_sem *sem)
     if (!sem)
         return -EINVAL;
     sem_impl *s = (sem_impl *)sem;
-    braid__wnode *list = NULL, *n;
+    braid__wnode *list = NULL;
     braid__spin_lock(&s->qlock);
     atomic_fetch_or_explicit(&s->state, SEM_CLOSED, memory_order_relaxed);
-    while ((n = braid__wq_claim(&s->q))) {
-        n->result = -EPIPE;
-        braid__wnode_chain(&list, n);
-    }
+    braid__wq_claim_all(&s->q, -EPIPE, &list);
     atomic_fetch_and_explicit(&s->state, ~SEM_QUEUED, memory_order_relaxed);
     braid__spin_unlock(&s->qlock);
     braid__wnode_finish_chain(list);
@@ -695,11 +692,8 @@ int braid_barrier_wait_until(braid_barrier *bar, uint64_t deadline_ns)
                               barrier_on_leave, b);
     /* The last to arrive releases the group and leads it. */
     b->arrived = 0;
-    braid__wnode *list = NULL, *n;
-    while ((n = braid__wq_claim(&b->q))) {
-        n->result = 0;
-        braid__wnode_chain(&list, n);
-    }
+    braid__wnode *list = NULL;
+    braid__wq_claim_all(&b->q, 0, &list);
     braid__spin_unlock(&b->qlock);
     braid__wnode_finish_chain(list);
     return BRAID_BARRIER_LEADER;
@@ -736,13 +730,10 @@ _Static_assert(sizeof(once_impl) <= sizeof(braid_once), "braid_once too small");
 /* Wake every waiter with result rc (0: done; -EAGAIN: try again). */
 static void once_release(once_impl *o, uint32_t state, int rc)
 {
-    braid__wnode *list = NULL, *n;
+    braid__wnode *list = NULL;
     braid__spin_lock(&o->qlock);
     atomic_store_explicit(&o->state, state, memory_order_release);
-    while ((n = braid__wq_claim(&o->q))) {
-        n->result = rc;
-        braid__wnode_chain(&list, n);
-    }
+    braid__wq_claim_all(&o->q, rc, &list);
     braid__spin_unlock(&o->qlock);
     braid__wnode_finish_chain(list);
 }
@@ -842,12 +833,9 @@ int braid_notify_waiters(braid_notify *nt)
 {
     if (!nt)
         return -EINVAL;
-    braid__wnode *list = NULL, *n;
+    braid__wnode *list = NULL;
     braid__spin_lock(&nt->qlock);
-    while ((n = braid__wq_claim(&nt->q))) {
-        n->result = 0;
-        braid__wnode_chain(&list, n);
-    }
+    braid__wq_claim_all(&nt->q, 0, &list);
     braid__spin_unlock(&nt->qlock);
     braid__wnode_finish_chain(list);
     return 0;

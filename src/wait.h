@@ -250,6 +250,18 @@ static inline void braid__wnode_chain(braid__wnode **list, braid__wnode *n)
     *list = n;
 }
 
+/* Claim every open waiter of q with result, chained on *list for
+ * braid__wnode_finish_chain() once the lock is dropped; returns how many. */
+static inline unsigned braid__wq_claim_all(braid__wq *q, int result, braid__wnode **list)
+{
+    unsigned count = 0;
+    for (braid__wnode *n; (n = braid__wq_claim(q)); count++) {
+        n->result = result;
+        braid__wnode_chain(list, n);
+    }
+    return count;
+}
+
 void braid__wnode_finish_chain(braid__wnode *list);
 
 /* Wait until a waker claims one of w's nodes (returns that node's index),
